@@ -1,0 +1,519 @@
+//! [`SessionManager`]: loads, creates, saves and destroys sessions in a store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{
+    Changes, Clock, Codec, IdGenerator, Record, Session, SessionError, SessionId, SessionStore,
+    StorageKey, StoreError, SystemClock, Timestamp, UuidV4Generator,
+};
+
+/// How long sessions live: an idle timeout (sliding) and an absolute lifetime (fixed at
+/// creation), each optional, both honoured together.
+///
+/// With neither, sessions still end [`Expiry::CEILING`] after their last write, so nothing
+/// lives in a store forever. The default is a 24-hour idle timeout.
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::{Expiry, Timestamp};
+///
+/// let expiry = Expiry::new(Some(Duration::from_secs(1800)), Some(Duration::from_secs(8 * 3600)));
+/// let created = Timestamp::from_unix_millis(0);
+/// // Active just now: the idle window decides.
+/// assert_eq!(expiry.deadline(created, created), created.saturating_add(Duration::from_secs(1800)));
+/// // Active near the end of the lifetime: activity never extends past it.
+/// let late = created.saturating_add(Duration::from_secs(8 * 3600 - 60));
+/// assert_eq!(expiry.deadline(created, late), created.saturating_add(Duration::from_secs(8 * 3600)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    idle: Option<Duration>,
+    absolute: Option<Duration>,
+}
+
+impl Expiry {
+    /// The longest any session lives after its last write (400 days, the cookie limit of
+    /// RFC 6265bis).
+    pub const CEILING: Duration = Duration::from_secs(400 * 24 * 3600);
+
+    /// An idle timeout and an absolute lifetime, either optional.
+    pub const fn new(idle: Option<Duration>, absolute: Option<Duration>) -> Self {
+        Self { idle, absolute }
+    }
+
+    /// The idle timeout.
+    pub const fn idle(&self) -> Option<Duration> {
+        self.idle
+    }
+
+    /// The absolute lifetime.
+    pub const fn absolute(&self) -> Option<Duration> {
+        self.absolute
+    }
+
+    /// When a session created at `created_at` and active at `now` expires.
+    pub fn deadline(&self, created_at: Timestamp, now: Timestamp) -> Timestamp {
+        let mut deadline =
+            now.saturating_add(self.idle.unwrap_or(Self::CEILING).min(Self::CEILING));
+        if let Some(absolute) = self.absolute {
+            deadline = deadline.min(created_at.saturating_add(absolute));
+        }
+        deadline
+    }
+}
+
+impl Default for Expiry {
+    fn default() -> Self {
+        Self::new(Some(Duration::from_secs(24 * 3600)), None)
+    }
+}
+
+/// What [`SessionManager::save`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaveOutcome {
+    /// Nothing to write: no changes, no touch due, or a new session with no data.
+    Unchanged,
+    /// The session was written for the first time: the client needs its cookie.
+    Created,
+    /// Changed keys were written.
+    Updated,
+    /// Only the expiry was moved.
+    Touched,
+    /// The data now lives under a new id and the old record is gone: the client needs the
+    /// new cookie.
+    Cycled,
+    /// The record was deleted: the client's cookie should be removed.
+    Destroyed,
+    /// The record had vanished (deleted by another request, or expired), so nothing was
+    /// written and the session is over: the client's cookie should be removed.
+    Gone,
+}
+
+impl SaveOutcome {
+    /// Whether the client must be sent the session's (new) id.
+    pub fn needs_cookie(self) -> bool {
+        matches!(self, Self::Created | Self::Cycled)
+    }
+
+    /// Whether the session ended and the client's cookie should be removed.
+    pub fn ended(self) -> bool {
+        matches!(self, Self::Destroyed | Self::Gone)
+    }
+}
+
+/// How many fresh ids `save` tries when `create` reports a collision.
+const CREATE_ATTEMPTS: usize = 4;
+
+/// Loads, creates, saves and destroys sessions in one store, with one set of settings: the
+/// expiry policy, the id generator and the value codec (pysess's `sessionmaker`, tornasess's
+/// factory). Cheap to clone.
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::{SaveOutcome, SessionManager};
+/// # use session_core::SessionStore;
+/// # async fn demo(store: impl SessionStore) -> Result<(), session_core::SessionError> {
+/// let manager = SessionManager::builder(store)
+///     .idle_timeout(Some(Duration::from_secs(30 * 60)))
+///     .absolute_lifetime(Some(Duration::from_secs(12 * 3600)))
+///     .build();
+///
+/// let session = manager.create();
+/// session.insert("user", "alice")?;
+/// assert_eq!(manager.save(&session).await?, SaveOutcome::Created);
+///
+/// let again = manager.load(&session.id()).await?.expect("saved just now");
+/// assert_eq!(again.get::<String>("user")?.as_deref(), Some("alice"));
+/// manager.destroy(&again).await?;
+/// assert!(manager.load(&session.id()).await?.is_none());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionManager {
+    inner: Arc<ManagerInner>,
+}
+
+#[derive(Debug)]
+struct ManagerInner {
+    store: Arc<dyn SessionStore>,
+    expiry: Expiry,
+    touch_after: Duration,
+    ids: Arc<dyn IdGenerator>,
+    codec: Codec,
+    clock: Arc<dyn Clock>,
+}
+
+/// Settings for a [`SessionManager`].
+#[derive(Debug)]
+#[must_use]
+pub struct SessionManagerBuilder {
+    store: Arc<dyn SessionStore>,
+    expiry: Expiry,
+    touch_after: Option<Duration>,
+    ids: Arc<dyn IdGenerator>,
+    codec: Codec,
+    clock: Arc<dyn Clock>,
+}
+
+impl SessionManagerBuilder {
+    /// The idle timeout: a session unused this long expires (default 24 h; `None` for none).
+    pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.expiry.idle = idle;
+        self
+    }
+
+    /// The absolute lifetime: a session expires this long after creation, however active
+    /// (default `None`).
+    pub fn absolute_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.expiry.absolute = lifetime;
+        self
+    }
+
+    /// Both expiry settings at once.
+    pub fn expiry(mut self, expiry: Expiry) -> Self {
+        self.expiry = expiry;
+        self
+    }
+
+    /// How far an unchanged session's expiry must be able to move before a save `touch`es
+    /// the store. Default: a tenth of the idle timeout, so reads do not turn into writes.
+    pub fn touch_after(mut self, after: Duration) -> Self {
+        self.touch_after = Some(after);
+        self
+    }
+
+    /// The id generator (default [`UuidV4Generator`]).
+    pub fn id_generator(mut self, ids: impl IdGenerator) -> Self {
+        self.ids = Arc::new(ids);
+        self
+    }
+
+    /// The value codec (default [`Codec::Bincode`]).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// The clock (default [`SystemClock`]); tests pass a [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The manager.
+    pub fn build(self) -> SessionManager {
+        let touch_after = self
+            .touch_after
+            .unwrap_or_else(|| self.expiry.idle.unwrap_or(Expiry::CEILING) / 10);
+        SessionManager {
+            inner: Arc::new(ManagerInner {
+                store: self.store,
+                expiry: self.expiry,
+                touch_after,
+                ids: self.ids,
+                codec: self.codec,
+                clock: self.clock,
+            }),
+        }
+    }
+}
+
+impl SessionManager {
+    /// A manager with default settings over `store`.
+    pub fn new(store: impl SessionStore) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// Settings for a manager over `store`.
+    pub fn builder(store: impl SessionStore) -> SessionManagerBuilder {
+        Self::builder_arc(Arc::new(store))
+    }
+
+    /// Settings for a manager over a store that is already shared.
+    pub fn builder_arc(store: Arc<dyn SessionStore>) -> SessionManagerBuilder {
+        SessionManagerBuilder {
+            store,
+            expiry: Expiry::default(),
+            touch_after: None,
+            ids: Arc::new(UuidV4Generator),
+            codec: Codec::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.store
+    }
+
+    /// The expiry policy.
+    pub fn expiry(&self) -> Expiry {
+        self.inner.expiry
+    }
+
+    /// The manager's clock's time.
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// A new, empty session with a fresh id. Nothing is written until it holds data and is
+    /// saved, so visitors who never store anything cost the store nothing.
+    pub fn create(&self) -> Session {
+        let now = self.now();
+        Session::new(
+            self.inner.codec,
+            self.inner.ids.generate(),
+            now,
+            self.inner.expiry.deadline(now, now),
+        )
+    }
+
+    /// The live session with this id, or `None` when there is none (or it has expired).
+    ///
+    /// # Errors
+    /// [`SessionError::Store`] when the store fails or holds a damaged record.
+    pub async fn load(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+        let Some(record) = self.inner.store.load(&id.storage_key()).await? else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let past_lifetime = self
+            .inner
+            .expiry
+            .absolute
+            .is_some_and(|lifetime| record.created_at.saturating_add(lifetime) <= now);
+        if record.is_expired_at(now) || past_lifetime {
+            return Ok(None);
+        }
+        Ok(Some(Session::from_record(
+            self.inner.codec,
+            id.clone(),
+            record,
+        )))
+    }
+
+    /// The session a client's raw id names, or a new one when the id is missing, malformed
+    /// or unknown. A malformed id never reaches the store, and an unknown id is never
+    /// adopted (the new session gets a fresh id: no session fixation).
+    ///
+    /// # Errors
+    /// [`SessionError::Store`] when the store fails.
+    pub async fn load_or_create(&self, raw_id: Option<&str>) -> Result<Session, SessionError> {
+        if let Some(Ok(id)) = raw_id.map(SessionId::parse) {
+            if let Some(session) = self.load(&id).await? {
+                return Ok(session);
+            }
+        }
+        Ok(self.create())
+    }
+
+    /// Ends the session now: deletes its record.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`] when the store fails.
+    pub async fn destroy(&self, session: &Session) -> Result<SaveOutcome, SessionError> {
+        session.destroy();
+        self.save(session).await
+    }
+
+    /// Writes what the session's handle changed: nothing when nothing changed (or a `touch`
+    /// once enough of the idle window has passed), the changed keys, a new record under a new
+    /// id, or a deletion.
+    ///
+    /// On error nothing is lost from the handle: its changes stay pending for a retry.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`] when the store fails; [`StoreError::IdCollision`] inside it
+    /// when several fresh ids in a row collided (a broken id generator).
+    pub async fn save(&self, session: &Session) -> Result<SaveOutcome, SessionError> {
+        let store = &self.inner.store;
+        let stale = session.lock().stale.take();
+        if let Some(stale) = stale {
+            if let Err(e) = store.delete(&stale).await {
+                session.lock().stale = Some(stale);
+                return Err(e.into());
+            }
+        }
+
+        let now = self.now();
+        enum Plan {
+            Nothing,
+            Delete(StorageKey),
+            Create {
+                id: SessionId,
+                record: Record,
+                cycled_from: Option<StorageKey>,
+            },
+            Update {
+                key: StorageKey,
+                expires_at: Timestamp,
+            },
+            Touch {
+                key: StorageKey,
+                expires_at: Timestamp,
+            },
+        }
+        let plan = {
+            let state = session.lock();
+            let deadline = self.inner.expiry.deadline(state.created_at, now);
+            if state.destroyed {
+                if state.stored {
+                    Plan::Delete(state.id.storage_key())
+                } else {
+                    Plan::Nothing
+                }
+            } else if !state.stored || state.cycle {
+                if !state.stored && state.data.is_empty() {
+                    Plan::Nothing
+                } else {
+                    let cycled_from = state.stored.then(|| state.id.storage_key());
+                    let id = if state.cycle {
+                        self.inner.ids.generate()
+                    } else {
+                        state.id.clone()
+                    };
+                    Plan::Create {
+                        id: id.clone(),
+                        record: Record {
+                            key: id.storage_key(),
+                            data: state.data.clone(),
+                            created_at: state.created_at,
+                            expires_at: deadline,
+                            owner: state.owner.clone(),
+                        },
+                        cycled_from,
+                    }
+                }
+            } else if !state.changes.is_empty() {
+                Plan::Update {
+                    key: state.id.storage_key(),
+                    expires_at: deadline,
+                }
+            } else if self.inner.expiry.idle.is_some()
+                && deadline > state.expires_at
+                && deadline.duration_since(state.expires_at) >= self.inner.touch_after
+            {
+                Plan::Touch {
+                    key: state.id.storage_key(),
+                    expires_at: deadline,
+                }
+            } else {
+                Plan::Nothing
+            }
+        };
+
+        match plan {
+            Plan::Nothing => Ok(if session.is_destroyed() {
+                SaveOutcome::Destroyed
+            } else {
+                SaveOutcome::Unchanged
+            }),
+            Plan::Delete(key) => {
+                store.delete(&key).await?;
+                let mut state = session.lock();
+                state.stored = false;
+                state.changes.clear();
+                Ok(SaveOutcome::Destroyed)
+            }
+            Plan::Create {
+                id,
+                record,
+                cycled_from,
+            } => self.save_new(session, id, record, cycled_from).await,
+            Plan::Update { key, expires_at } => {
+                let changes = std::mem::take(&mut session.lock().changes);
+                match store.update(&key, &changes, expires_at).await {
+                    Ok(true) => {
+                        session.lock().expires_at = expires_at;
+                        Ok(SaveOutcome::Updated)
+                    }
+                    Ok(false) => Ok(mark_gone(session)),
+                    Err(e) => {
+                        let mut state = session.lock();
+                        let later = std::mem::take(&mut state.changes);
+                        state.changes = changes;
+                        state.changes.extend(later);
+                        Err(e.into())
+                    }
+                }
+            }
+            Plan::Touch { key, expires_at } => {
+                if store.touch(&key, expires_at).await? {
+                    session.lock().expires_at = expires_at;
+                    Ok(SaveOutcome::Touched)
+                } else {
+                    Ok(mark_gone(session))
+                }
+            }
+        }
+    }
+
+    async fn save_new(
+        &self,
+        session: &Session,
+        mut id: SessionId,
+        mut record: Record,
+        cycled_from: Option<StorageKey>,
+    ) -> Result<SaveOutcome, SessionError> {
+        let store = &self.inner.store;
+        let mut attempt = 1;
+        loop {
+            match store.create(&record).await {
+                Ok(()) => break,
+                Err(StoreError::IdCollision) if attempt < CREATE_ATTEMPTS => {
+                    attempt += 1;
+                    id = self.inner.ids.generate();
+                    record.key = id.storage_key();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        {
+            let mut state = session.lock();
+            state.id = id;
+            state.stored = true;
+            state.cycle = false;
+            state.expires_at = record.expires_at;
+            // The record holds the data as of the snapshot; edits made since stay pending.
+            state.changes = diff(&record.data, &state.data);
+        }
+        let Some(old) = cycled_from else {
+            return Ok(SaveOutcome::Created);
+        };
+        if let Err(e) = store.delete(&old).await {
+            // The new record is live; the old one goes at the next save.
+            session.lock().stale = Some(old);
+            return Err(e.into());
+        }
+        Ok(SaveOutcome::Cycled)
+    }
+}
+
+/// The changes still to write after `written` was stored as a whole record while the handle
+/// went on to `current`: the difference between the two.
+fn diff(written: &BTreeMap<String, Vec<u8>>, current: &BTreeMap<String, Vec<u8>>) -> Changes {
+    let mut left = Changes::new();
+    for (key, value) in current {
+        if written.get(key) != Some(value) {
+            left.set(key.clone(), value.clone());
+        }
+    }
+    for key in written.keys() {
+        if !current.contains_key(key) {
+            left.remove(key);
+        }
+    }
+    left
+}
+
+fn mark_gone(session: &Session) -> SaveOutcome {
+    let mut state = session.lock();
+    state.stored = false;
+    state.destroyed = true;
+    state.data.clear();
+    state.changes.clear();
+    SaveOutcome::Gone
+}

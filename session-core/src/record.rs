@@ -1,0 +1,455 @@
+//! What a store keeps ([`Record`]), what a request changed ([`Changes`]), and the versioned
+//! binary envelope for stores that keep a record as one blob.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{StorageKey, Timestamp};
+
+/// One session as a store keeps it. Values are already encoded by the manager's codec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The hashed id the record is filed under.
+    pub key: StorageKey,
+    /// Session key → encoded value.
+    pub data: BTreeMap<String, Vec<u8>>,
+    /// When the session was first saved.
+    pub created_at: Timestamp,
+    /// When it expires; a store never returns it from `load` at or after this time.
+    pub expires_at: Timestamp,
+    /// The user the session belongs to, for the per-user index.
+    pub owner: Option<String>,
+}
+
+impl Record {
+    /// Whether the record has expired at `now`.
+    pub fn is_expired_at(&self, now: Timestamp) -> bool {
+        self.expires_at <= now
+    }
+
+    /// Bytes of key names and values.
+    pub fn data_size(&self) -> usize {
+        self.data.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+}
+
+/// What one request did to a session's data: applied by a store key by key.
+///
+/// `cleared` is applied first, then `removed`, then `set`; the methods keep the three
+/// consistent (a key is never both set and removed).
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use session_core::Changes;
+///
+/// let mut data = BTreeMap::from([("a".to_owned(), vec![1]), ("b".to_owned(), vec![2])]);
+/// let mut changes = Changes::new();
+/// changes.remove("a");
+/// changes.set("c", vec![3]);
+/// changes.apply_to(&mut data);
+/// assert_eq!(data, BTreeMap::from([("b".to_owned(), vec![2]), ("c".to_owned(), vec![3])]));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Changes {
+    /// Every key was removed before `removed` and `set` apply.
+    pub cleared: bool,
+    /// Keys written, with their encoded values.
+    pub set: BTreeMap<String, Vec<u8>>,
+    /// Keys removed.
+    pub removed: BTreeSet<String>,
+}
+
+impl Changes {
+    /// No changes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        !self.cleared && self.set.is_empty() && self.removed.is_empty()
+    }
+
+    /// Records a write of `key`.
+    pub fn set(&mut self, key: impl Into<String>, value: Vec<u8>) {
+        let key = key.into();
+        self.removed.remove(&key);
+        self.set.insert(key, value);
+    }
+
+    /// Records a removal of `key`.
+    pub fn remove(&mut self, key: &str) {
+        self.set.remove(key);
+        if !self.cleared {
+            self.removed.insert(key.to_owned());
+        }
+    }
+
+    /// Records the removal of every key.
+    pub fn clear(&mut self) {
+        self.cleared = true;
+        self.set.clear();
+        self.removed.clear();
+    }
+
+    /// Adds `later` on top of these changes, as if both happened in order.
+    pub fn extend(&mut self, later: Changes) {
+        if later.cleared {
+            *self = later;
+            return;
+        }
+        for key in later.removed {
+            self.remove(&key);
+        }
+        for (key, value) in later.set {
+            self.set(key, value);
+        }
+    }
+
+    /// Applies the changes to a record's data.
+    pub fn apply_to(&self, data: &mut BTreeMap<String, Vec<u8>>) {
+        if self.cleared {
+            data.clear();
+        }
+        for key in &self.removed {
+            data.remove(key);
+        }
+        for (key, value) in &self.set {
+            data.insert(key.clone(), value.clone());
+        }
+    }
+}
+
+/// The four bytes every envelope starts with.
+pub const ENVELOPE_MAGIC: [u8; 4] = *b"RSSN";
+/// The envelope format version this build writes and reads.
+pub const ENVELOPE_VERSION: u8 = 1;
+const HEADER_LEN: usize = 4 + 1 + 8 + 8;
+
+/// Why bytes are not a record envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The bytes do not start with [`ENVELOPE_MAGIC`].
+    #[error("not a session record (bad magic)")]
+    BadMagic,
+    /// A format version this build does not read.
+    #[error(
+        "session record format version {0} is not supported (this build reads {ENVELOPE_VERSION})"
+    )]
+    UnsupportedVersion(u8),
+    /// The checksum does not match: the bytes were damaged.
+    #[error("session record checksum mismatch")]
+    Checksum,
+    /// The bytes end early or a field is malformed.
+    #[error("session record is malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// Encodes a record (all but its key) as one blob: magic, version, fields, CRC-32.
+///
+/// Layout v1: `RSSN`, `1`, created_at (i64 LE ms), expires_at (i64 LE ms), owner
+/// (LEB128 length + 1, 0 for none, then UTF-8), entry count (LEB128), entries (key length,
+/// key, value length, value; LEB128 lengths), CRC-32 (IEEE, LE) of everything before it.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use session_core::{decode_envelope, encode_envelope, Record, Timestamp, UuidV4Generator, IdGenerator};
+///
+/// let record = Record {
+///     key: UuidV4Generator.generate().storage_key(),
+///     data: BTreeMap::from([("user".to_owned(), b"alice".to_vec())]),
+///     created_at: Timestamp::from_unix_millis(1),
+///     expires_at: Timestamp::from_unix_millis(2),
+///     owner: None,
+/// };
+/// let blob = encode_envelope(&record);
+/// assert_eq!(decode_envelope(record.key, &blob).unwrap(), record);
+/// assert!(decode_envelope(record.key, &blob[..blob.len() - 1]).is_err());
+/// ```
+pub fn encode_envelope(record: &Record) -> Vec<u8> {
+    let size = HEADER_LEN
+        + 16
+        + record.owner.as_ref().map_or(0, String::len)
+        + record
+            .data
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&ENVELOPE_MAGIC);
+    out.push(ENVELOPE_VERSION);
+    out.extend_from_slice(&record.created_at.as_unix_millis().to_le_bytes());
+    out.extend_from_slice(&record.expires_at.as_unix_millis().to_le_bytes());
+    match &record.owner {
+        None => put_varint(&mut out, 0),
+        Some(owner) => {
+            put_varint(&mut out, owner.len() as u64 + 1);
+            out.extend_from_slice(owner.as_bytes());
+        }
+    }
+    put_varint(&mut out, record.data.len() as u64);
+    for (key, value) in &record.data {
+        put_varint(&mut out, key.len() as u64);
+        out.extend_from_slice(key.as_bytes());
+        put_varint(&mut out, value.len() as u64);
+        out.extend_from_slice(value);
+    }
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes a blob written by [`encode_envelope`] as the record filed under `key`.
+///
+/// # Errors
+/// [`EnvelopeError`] for foreign bytes, another format version, a checksum mismatch or a
+/// truncated or malformed blob. It never panics and never allocates more than the blob's size.
+pub fn decode_envelope(key: StorageKey, bytes: &[u8]) -> Result<Record, EnvelopeError> {
+    let (created_at, expires_at) = check_header(bytes)?;
+    if bytes.len() < HEADER_LEN + 4 {
+        return Err(EnvelopeError::Malformed(
+            "shorter than its header and checksum",
+        ));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let mut want = [0u8; 4];
+    want.copy_from_slice(crc);
+    if crc32(body) != u32::from_le_bytes(want) {
+        return Err(EnvelopeError::Checksum);
+    }
+    let mut reader = Reader {
+        rest: &body[HEADER_LEN..],
+    };
+    let owner = match reader.varint()? {
+        0 => None,
+        n => Some(reader.string(n - 1)?),
+    };
+    let count = reader.varint()?;
+    let mut data = BTreeMap::new();
+    for _ in 0..count {
+        let klen = reader.varint()?;
+        let key = reader.string(klen)?;
+        let vlen = reader.varint()?;
+        let value = reader.bytes(vlen)?.to_vec();
+        data.insert(key, value);
+    }
+    if !reader.rest.is_empty() {
+        return Err(EnvelopeError::Malformed("trailing bytes"));
+    }
+    Ok(Record {
+        key,
+        data,
+        created_at,
+        expires_at,
+        owner,
+    })
+}
+
+/// Reads only the expiry of an envelope, checking magic and version but not the checksum:
+/// what a sweeper needs to decide without decoding the whole record.
+///
+/// # Errors
+/// [`EnvelopeError`] for foreign bytes, another version or a blob shorter than the header.
+pub fn peek_envelope_expiry(bytes: &[u8]) -> Result<Timestamp, EnvelopeError> {
+    check_header(bytes).map(|(_, expires_at)| expires_at)
+}
+
+fn check_header(bytes: &[u8]) -> Result<(Timestamp, Timestamp), EnvelopeError> {
+    if bytes.len() < 5 || bytes[..4] != ENVELOPE_MAGIC {
+        return Err(EnvelopeError::BadMagic);
+    }
+    if bytes[4] != ENVELOPE_VERSION {
+        return Err(EnvelopeError::UnsupportedVersion(bytes[4]));
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(EnvelopeError::Malformed("shorter than its header"));
+    }
+    let read = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        Timestamp::from_unix_millis(i64::from_le_bytes(b))
+    };
+    Ok((read(5), read(13)))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Result<u64, EnvelopeError> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self
+                .rest
+                .split_first()
+                .ok_or(EnvelopeError::Malformed("truncated length"))?;
+            self.rest = rest;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(EnvelopeError::Malformed("length too long"))
+    }
+
+    fn bytes(&mut self, len: u64) -> Result<&'a [u8], EnvelopeError> {
+        let len = usize::try_from(len).map_err(|_| EnvelopeError::Malformed("length overflow"))?;
+        if len > self.rest.len() {
+            return Err(EnvelopeError::Malformed("length past the end"));
+        }
+        let (head, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn string(&mut self, len: u64) -> Result<String, EnvelopeError> {
+        let bytes = self.bytes(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| EnvelopeError::Malformed("key is not UTF-8"))
+    }
+}
+
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c = CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{IdGenerator, UuidV4Generator};
+
+    fn sample() -> Record {
+        Record {
+            key: UuidV4Generator.generate().storage_key(),
+            data: BTreeMap::from([
+                (String::new(), vec![]),
+                ("a.b$c\0\n ü".to_owned(), vec![0, 1, 2, 255]),
+                ("big".to_owned(), vec![7; 70_000]),
+            ]),
+            created_at: Timestamp::from_unix_millis(1_700_000_000_000),
+            expires_at: Timestamp::from_unix_millis(1_700_000_360_000),
+            owner: Some("user-42".to_owned()),
+        }
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = sample();
+        let blob = encode_envelope(&r);
+        assert_eq!(decode_envelope(r.key, &blob), Ok(r.clone()));
+        assert_eq!(peek_envelope_expiry(&blob), Ok(r.expires_at));
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_an_error_not_a_panic() {
+        let mut r = sample();
+        r.data.remove("big");
+        let blob = encode_envelope(&r);
+        for len in 0..blob.len() {
+            assert!(
+                decode_envelope(r.key, &blob[..len]).is_err(),
+                "truncated at {len}"
+            );
+        }
+        for i in 0..blob.len() {
+            for bit in 0..8 {
+                let mut bad = blob.clone();
+                bad[i] ^= 1 << bit;
+                assert!(decode_envelope(r.key, &bad).is_err(), "flip at {i}:{bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn foreign_and_future_blobs_are_named() {
+        let r = sample();
+        let mut blob = encode_envelope(&r);
+        assert_eq!(
+            decode_envelope(r.key, b"{\"json\":1}"),
+            Err(EnvelopeError::BadMagic)
+        );
+        blob[4] = 2;
+        assert_eq!(
+            decode_envelope(r.key, &blob),
+            Err(EnvelopeError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn huge_claimed_lengths_do_not_allocate() {
+        // A well-formed header and checksum around a body that claims 2^63 entries.
+        let mut body = Vec::new();
+        body.extend_from_slice(&ENVELOPE_MAGIC);
+        body.push(ENVELOPE_VERSION);
+        body.extend_from_slice(&[0; 16]);
+        put_varint(&mut body, 0);
+        put_varint(&mut body, 1 << 63);
+        put_varint(&mut body, u64::MAX);
+        let crc = crc32(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        let key = UuidV4Generator.generate().storage_key();
+        assert!(matches!(
+            decode_envelope(key, &body),
+            Err(EnvelopeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn changes_compose() {
+        let mut c = Changes::new();
+        c.set("a", vec![1]);
+        c.remove("a");
+        assert!(c.set.is_empty() && c.removed.contains("a"));
+        let mut later = Changes::new();
+        later.set("a", vec![2]);
+        c.extend(later);
+        assert_eq!(c.set.get("a"), Some(&vec![2]));
+        assert!(!c.removed.contains("a"));
+        let mut cleared = Changes::new();
+        cleared.clear();
+        cleared.set("z", vec![9]);
+        c.extend(cleared.clone());
+        assert_eq!(c, cleared);
+        let mut data = BTreeMap::from([("x".to_owned(), vec![0])]);
+        c.apply_to(&mut data);
+        assert_eq!(data, BTreeMap::from([("z".to_owned(), vec![9])]));
+    }
+}

@@ -1,0 +1,107 @@
+//! The interface every backend implements.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+use crate::{Changes, Record, StorageKey, StoreError, Timestamp};
+
+/// Where sessions live. Object safe: the manager holds an `Arc<dyn SessionStore>`.
+///
+/// Stores address records by [`StorageKey`], the hashed id; they never see the bearer id.
+/// Every implementation must pass the conformance suite (`session_core::suite`, feature
+/// `test-suite`), which checks the contracts written on each method below.
+#[async_trait]
+pub trait SessionStore: Debug + Send + Sync + 'static {
+    /// The live record under `key`.
+    ///
+    /// Returns `None` when the record is absent **or expired**: a store checks `expires_at`
+    /// on read, because native TTLs lag.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a record that cannot be read; `Unavailable`/`Backend` when
+    /// the store fails.
+    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError>;
+
+    /// Inserts `record` only if its key is free.
+    ///
+    /// # Errors
+    /// [`StoreError::IdCollision`] when a live record already has the key (nothing is
+    /// written); [`StoreError::TooLarge`] when the record exceeds the store's limit.
+    async fn create(&self, record: &Record) -> Result<(), StoreError>;
+
+    /// Applies `changes` to the *existing* live record under `key`, atomically and key by key
+    /// (keys the changes do not name keep whatever a concurrent writer put there), and sets
+    /// its expiry to `expires_at`.
+    ///
+    /// Returns `Ok(false)`, writing nothing, when the record no longer exists or has expired:
+    /// an update never brings back a deleted session.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`] when the result exceeds the store's limit (nothing is
+    /// written); `Unavailable`/`Backend`/`Corrupt` when the store fails.
+    async fn update(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Moves the expiry of the existing live record to `expires_at` without rewriting data.
+    ///
+    /// Returns `Ok(false)`, writing nothing, when the record no longer exists or has expired.
+    ///
+    /// # Errors
+    /// `Unavailable`/`Backend`/`Corrupt` when the store fails.
+    async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Removes the record. Deleting a missing key is not an error. After it returns, no
+    /// concurrent `update` or `touch` brings the record back.
+    ///
+    /// # Errors
+    /// `Unavailable`/`Backend` when the store fails.
+    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError>;
+
+    /// Removes expired records and returns how many. Stores that expire records natively
+    /// return `Ok(0)` (and say so through [`SessionStore::expires_natively`]).
+    ///
+    /// # Errors
+    /// `Unavailable`/`Backend` when the store fails.
+    async fn delete_expired(&self) -> Result<u64, StoreError>;
+
+    /// Whether the store removes expired records by itself (a server TTL), so that a
+    /// sweeper is not needed.
+    fn expires_natively(&self) -> bool {
+        false
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
+    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
+        (**self).load(key).await
+    }
+    async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        (**self).create(record).await
+    }
+    async fn update(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        (**self).update(key, changes, expires_at).await
+    }
+    async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
+        (**self).touch(key, expires_at).await
+    }
+    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
+        (**self).delete(key).await
+    }
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        (**self).delete_expired().await
+    }
+    fn expires_natively(&self) -> bool {
+        (**self).expires_natively()
+    }
+}

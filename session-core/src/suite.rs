@@ -1,0 +1,755 @@
+//! The conformance suite every [`SessionStore`] must pass (feature `test-suite`).
+//!
+//! Each `check_*` function takes a fresh store and panics with a message on a broken
+//! contract. A store crate runs them all, one `#[tokio::test]` each, with
+//! [`conformance_tests!`](crate::conformance_tests):
+//!
+//! ```text
+//! session_core::conformance_tests!(|| async {
+//!     Some(std::sync::Arc::new(MyStore::new()) as std::sync::Arc<dyn session_core::SessionStore>)
+//! });
+//! ```
+//!
+//! Stores that need a server read its address with [`server_url`] and return `None` to
+//! skip, which [`server_url`] turns into a failure under `SESSION_TEST_REQUIRE_SERVERS=1`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
+
+use crate::{
+    Changes, IdGenerator, Record, SaveOutcome, SessionId, SessionManager, SessionStore, StorageKey,
+    StoreError, Timestamp, UuidV4Generator,
+};
+
+/// The address of a test server from the environment variable `var`.
+///
+/// When it is unset: with `SESSION_TEST_REQUIRE_SERVERS=1` (what `cargo xtask test-backends`
+/// sets) this panics, failing the test; otherwise it prints that the test was skipped and
+/// how to run it, and returns `None`.
+pub fn server_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let required = std::env::var("SESSION_TEST_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "{var} is not set but SESSION_TEST_REQUIRE_SERVERS=1: the server was not started"
+            );
+            eprintln!(
+                "skipped: {var} is not set; run `cargo xtask test-backends` to test against a real server"
+            );
+            None
+        }
+    }
+}
+
+/// A store wrapper for tests: counts calls and fails every call with
+/// [`StoreError::Unavailable`] while [`ProbeStore::set_failing`] is on.
+#[derive(Debug)]
+pub struct ProbeStore {
+    inner: Arc<dyn SessionStore>,
+    calls: AtomicUsize,
+    failing: AtomicBool,
+}
+
+impl ProbeStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn SessionStore>) -> Self {
+        Self {
+            inner,
+            calls: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    /// How many calls reached the wrapper.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Makes every call fail (an outage) or succeed again.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    fn enter(&self) -> Result<(), StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("probe", "simulated outage"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for ProbeStore {
+    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
+        self.enter()?;
+        self.inner.load(key).await
+    }
+    async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        self.enter()?;
+        self.inner.create(record).await
+    }
+    async fn update(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.enter()?;
+        self.inner.update(key, changes, expires_at).await
+    }
+    async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
+        self.enter()?;
+        self.inner.touch(key, expires_at).await
+    }
+    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
+        self.enter()?;
+        self.inner.delete(key).await
+    }
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        self.enter()?;
+        self.inner.delete_expired().await
+    }
+    fn expires_natively(&self) -> bool {
+        self.inner.expires_natively()
+    }
+}
+
+fn fresh_key() -> StorageKey {
+    UuidV4Generator.generate().storage_key()
+}
+
+/// A record under a fresh key that expires `ttl` from now (or was due `-ttl` ago).
+fn record_with(data: &[(&str, &[u8])], expires_at: Timestamp) -> Record {
+    Record {
+        key: fresh_key(),
+        data: data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect(),
+        created_at: Timestamp::now(),
+        expires_at,
+        owner: None,
+    }
+}
+
+fn in_one_hour() -> Timestamp {
+    Timestamp::now().saturating_add(Duration::from_secs(3600))
+}
+
+fn a_second_ago() -> Timestamp {
+    Timestamp::now().saturating_sub(Duration::from_secs(1))
+}
+
+async fn must_load(store: &dyn SessionStore, key: &StorageKey) -> Record {
+    store
+        .load(key)
+        .await
+        .expect("load failed")
+        .expect("the record should be live")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Profile {
+    name: String,
+    age: u16,
+    tags: Vec<String>,
+    scores: HashMap<String, f64>,
+    manager: Option<Box<Profile>>,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Kind {
+    Admin,
+    Member { since: i64 },
+}
+
+/// Values of many shapes survive a save and a load through a [`SessionManager`].
+pub async fn check_round_trip_values(store: Arc<dyn SessionStore>) {
+    let manager = SessionManager::builder_arc(store.clone()).build();
+    let session = manager.create();
+    let profile = Profile {
+        name: "Zoë \u{1F511}".to_owned(),
+        age: 42,
+        tags: vec!["a".into(), String::new(), "c\nd".into()],
+        scores: HashMap::from([("x".to_owned(), 1.5), ("y".to_owned(), -0.0)]),
+        manager: Some(Box::new(Profile {
+            name: "boss".into(),
+            age: 60,
+            tags: vec![],
+            scores: HashMap::new(),
+            manager: None,
+            kind: Kind::Admin,
+        })),
+        kind: Kind::Member { since: -5 },
+    };
+    let map = BTreeMap::from([("k1".to_owned(), vec![1u32, 2]), ("k2".to_owned(), vec![])]);
+    session.insert("string", "hello").unwrap();
+    session.insert("empty string", "").unwrap();
+    session.insert("i64", i64::MIN).unwrap();
+    session.insert("u128", u128::MAX).unwrap();
+    session.insert("f64", std::f64::consts::PI).unwrap();
+    session.insert("bool", true).unwrap();
+    session.insert("bytes", vec![0u8, 255, 10, 13]).unwrap();
+    session.insert("none", Option::<String>::None).unwrap();
+    session.insert("unit", ()).unwrap();
+    session.insert("tuple", (1u8, "two", 3.0f32)).unwrap();
+    session.insert("map", &map).unwrap();
+    session.insert("profile", &profile).unwrap();
+    session.insert("ünïcødé 🔑", "key").unwrap();
+    session.insert("", "empty key").unwrap();
+    assert_eq!(manager.save(&session).await.unwrap(), SaveOutcome::Created);
+
+    let loaded = manager
+        .load(&session.id())
+        .await
+        .unwrap()
+        .expect("saved session loads");
+    assert_eq!(
+        loaded.get::<String>("string").unwrap().as_deref(),
+        Some("hello")
+    );
+    assert_eq!(
+        loaded.get::<String>("empty string").unwrap().as_deref(),
+        Some("")
+    );
+    assert_eq!(loaded.get::<i64>("i64").unwrap(), Some(i64::MIN));
+    assert_eq!(loaded.get::<u128>("u128").unwrap(), Some(u128::MAX));
+    assert_eq!(
+        loaded.get::<f64>("f64").unwrap(),
+        Some(std::f64::consts::PI)
+    );
+    assert_eq!(loaded.get::<bool>("bool").unwrap(), Some(true));
+    assert_eq!(
+        loaded.get::<Vec<u8>>("bytes").unwrap(),
+        Some(vec![0, 255, 10, 13])
+    );
+    assert_eq!(loaded.get::<Option<String>>("none").unwrap(), Some(None));
+    assert_eq!(loaded.get::<()>("unit").unwrap(), Some(()));
+    assert_eq!(
+        loaded.get::<(u8, String, f32)>("tuple").unwrap(),
+        Some((1, "two".into(), 3.0))
+    );
+    assert_eq!(
+        loaded.get::<BTreeMap<String, Vec<u32>>>("map").unwrap(),
+        Some(map)
+    );
+    assert_eq!(loaded.get::<Profile>("profile").unwrap(), Some(profile));
+    assert_eq!(
+        loaded.get::<String>("ünïcødé 🔑").unwrap().as_deref(),
+        Some("key")
+    );
+    assert_eq!(
+        loaded.get::<String>("").unwrap().as_deref(),
+        Some("empty key")
+    );
+    assert_eq!(loaded.get::<String>("missing").unwrap(), None);
+    assert_eq!(loaded.len(), 14);
+    // A value read as the wrong type is an error for that key only.
+    assert!(loaded.get::<Profile>("string").is_err());
+    assert_eq!(loaded.get::<bool>("bool").unwrap(), Some(true));
+}
+
+/// Key names that are operators, paths or control characters elsewhere round-trip and
+/// never disturb their neighbours, through `create` and key-by-key `update`.
+pub async fn check_hostile_key_names(store: Arc<dyn SessionStore>) {
+    let long = "k".repeat(10_000);
+    let names: Vec<&str> = vec![
+        "",
+        ".",
+        "..",
+        "a.b",
+        "$",
+        "$where",
+        "$set",
+        "a$b",
+        "data",
+        "data.x",
+        "_id",
+        "with space",
+        "line\nbreak",
+        "cr\r\nlf",
+        "nul\0byte",
+        "\0",
+        "tab\t",
+        "ünïcødé 🔑",
+        "/",
+        "../../etc/passwd",
+        "key:with:colons",
+        "{braces}",
+        "%s%n",
+        &long,
+    ];
+    let data: Vec<(&str, Vec<u8>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, format!("value {i}").into_bytes()))
+        .collect();
+    let pairs: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+    let record = record_with(&pairs, in_one_hour());
+    store.create(&record).await.unwrap();
+    assert_eq!(must_load(&*store, &record.key).await, record);
+
+    let mut changes = Changes::new();
+    changes.set("a.b", b"changed".to_vec());
+    changes.set("$new", b"added".to_vec());
+    changes.remove("$where");
+    changes.remove("nul\0byte");
+    changes.remove(&long);
+    let expires_at = in_one_hour();
+    assert!(
+        store
+            .update(&record.key, &changes, expires_at)
+            .await
+            .unwrap()
+    );
+    let mut want = record.data.clone();
+    changes.apply_to(&mut want);
+    let got = must_load(&*store, &record.key).await;
+    assert_eq!(got.data, want);
+    assert_eq!(got.expires_at, expires_at);
+}
+
+/// Expired records are invisible to `load`, and `update`/`touch` do not revive them.
+pub async fn check_expired_is_invisible(store: Arc<dyn SessionStore>) {
+    let expired = record_with(&[("a", b"1")], a_second_ago());
+    store.create(&expired).await.unwrap();
+    assert_eq!(
+        store.load(&expired.key).await.unwrap(),
+        None,
+        "an expired record loaded"
+    );
+    let mut changes = Changes::new();
+    changes.set("b", b"2".to_vec());
+    assert!(
+        !store
+            .update(&expired.key, &changes, in_one_hour())
+            .await
+            .unwrap()
+    );
+    assert!(!store.touch(&expired.key, in_one_hour()).await.unwrap());
+    assert_eq!(
+        store.load(&expired.key).await.unwrap(),
+        None,
+        "update or touch revived it"
+    );
+
+    // A record that expires while it sits in the store.
+    let soon = record_with(
+        &[("a", b"1")],
+        Timestamp::now().saturating_add(Duration::from_millis(1200)),
+    );
+    store.create(&soon).await.unwrap();
+    assert!(
+        store.load(&soon.key).await.unwrap().is_some(),
+        "a live record did not load"
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        store.load(&soon.key).await.unwrap(),
+        None,
+        "a record outlived its expiry"
+    );
+}
+
+/// `create` refuses a taken key and leaves the first record as it was.
+pub async fn check_create_collision(store: Arc<dyn SessionStore>) {
+    let first = record_with(&[("who", b"first")], in_one_hour());
+    store.create(&first).await.unwrap();
+    let mut second = record_with(&[("who", b"second")], in_one_hour());
+    second.key = first.key;
+    match store.create(&second).await {
+        Err(StoreError::IdCollision) => {}
+        other => panic!("create on a taken key gave {other:?}, not IdCollision"),
+    }
+    assert_eq!(must_load(&*store, &first.key).await, first);
+}
+
+/// `update` and `touch` of a key that never existed return `false` and create nothing.
+pub async fn check_update_of_missing(store: Arc<dyn SessionStore>) {
+    let key = fresh_key();
+    let mut changes = Changes::new();
+    changes.set("a", b"1".to_vec());
+    assert!(!store.update(&key, &changes, in_one_hour()).await.unwrap());
+    assert!(!store.touch(&key, in_one_hour()).await.unwrap());
+    assert_eq!(store.load(&key).await.unwrap(), None);
+}
+
+/// `update` applies sets, removals and clears key by key and moves the expiry; `touch`
+/// moves only the expiry.
+pub async fn check_update_semantics(store: Arc<dyn SessionStore>) {
+    let record = record_with(&[("a", b"1"), ("b", b"2"), ("c", b"3")], in_one_hour());
+    store.create(&record).await.unwrap();
+
+    let mut changes = Changes::new();
+    changes.set("a", b"10".to_vec());
+    changes.set("d", b"4".to_vec());
+    changes.remove("b");
+    let later = in_one_hour().saturating_add(Duration::from_secs(60));
+    assert!(store.update(&record.key, &changes, later).await.unwrap());
+    let got = must_load(&*store, &record.key).await;
+    let want: BTreeMap<String, Vec<u8>> = [("a", b"10".as_slice()), ("c", b"3"), ("d", b"4")]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+        .collect();
+    assert_eq!(got.data, want);
+    assert_eq!(got.expires_at, later);
+    assert_eq!(got.created_at, record.created_at);
+
+    let mut clear = Changes::new();
+    clear.clear();
+    clear.set("z", b"26".to_vec());
+    assert!(store.update(&record.key, &clear, later).await.unwrap());
+    let got = must_load(&*store, &record.key).await;
+    assert_eq!(got.data, BTreeMap::from([("z".to_owned(), b"26".to_vec())]));
+
+    let even_later = later.saturating_add(Duration::from_secs(60));
+    assert!(store.touch(&record.key, even_later).await.unwrap());
+    let got = must_load(&*store, &record.key).await;
+    assert_eq!(got.expires_at, even_later);
+    assert_eq!(got.data, BTreeMap::from([("z".to_owned(), b"26".to_vec())]));
+
+    // An empty change set still moves the expiry.
+    assert!(
+        store
+            .update(&record.key, &Changes::new(), later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(must_load(&*store, &record.key).await.expires_at, later);
+}
+
+/// No lost updates: in each of 50 rounds two tasks change different keys of one session at
+/// the same moment, and afterwards every key is there.
+pub async fn check_no_lost_updates(store: Arc<dyn SessionStore>) {
+    const ROUNDS: usize = 50;
+    let record = record_with(&[("base", b"0")], in_one_hour());
+    store.create(&record).await.unwrap();
+    for round in 0..ROUNDS {
+        let barrier = Arc::new(Barrier::new(2));
+        let tasks: Vec<_> = ["left", "right"]
+            .into_iter()
+            .map(|side| {
+                let (store, barrier, key) = (store.clone(), barrier.clone(), record.key);
+                tokio::spawn(async move {
+                    let mut changes = Changes::new();
+                    changes.set(format!("{side}-{round}"), side.as_bytes().to_vec());
+                    barrier.wait().await;
+                    store.update(&key, &changes, in_one_hour()).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert!(
+                task.await.unwrap().unwrap(),
+                "update of a live record returned false"
+            );
+        }
+    }
+    let got = must_load(&*store, &record.key).await;
+    let lost: Vec<String> = (0..ROUNDS)
+        .flat_map(|r| [format!("left-{r}"), format!("right-{r}")])
+        .filter(|k| !got.data.contains_key(k))
+        .collect();
+    assert!(lost.is_empty(), "lost updates: {lost:?}");
+    assert!(got.data.contains_key("base"));
+}
+
+/// Logout is final: in each of 50 rounds `delete` races an `update` and a `touch` of the same
+/// session, and afterwards the session is gone and stays gone.
+pub async fn check_logout_is_final(store: Arc<dyn SessionStore>) {
+    for round in 0..50 {
+        let record = record_with(&[("user", b"alice")], in_one_hour());
+        store.create(&record).await.unwrap();
+        let barrier = Arc::new(Barrier::new(3));
+        let key = record.key;
+        let delete = {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.delete(&key).await
+            })
+        };
+        let update = {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let mut changes = Changes::new();
+                changes.set(format!("late-{round}"), b"x".to_vec());
+                barrier.wait().await;
+                store.update(&key, &changes, in_one_hour()).await
+            })
+        };
+        let touch = {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.touch(&key, in_one_hour()).await
+            })
+        };
+        delete.await.unwrap().unwrap();
+        update.await.unwrap().unwrap();
+        touch.await.unwrap().unwrap();
+        assert_eq!(
+            store.load(&key).await.unwrap(),
+            None,
+            "round {round}: a deleted session came back"
+        );
+        let mut changes = Changes::new();
+        changes.set("after", b"x".to_vec());
+        assert!(!store.update(&key, &changes, in_one_hour()).await.unwrap());
+        assert!(!store.touch(&key, in_one_hour()).await.unwrap());
+        assert_eq!(
+            store.load(&key).await.unwrap(),
+            None,
+            "round {round}: revived after delete"
+        );
+    }
+}
+
+/// A 512 KiB value round-trips through `create` and `update`.
+pub async fn check_large_value(store: Arc<dyn SessionStore>) {
+    let big: Vec<u8> = (0..512 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let record = record_with(&[("big", &big), ("small", b"s")], in_one_hour());
+    store.create(&record).await.unwrap();
+    assert_eq!(must_load(&*store, &record.key).await, record);
+    let mut changes = Changes::new();
+    let other: Vec<u8> = big.iter().rev().copied().collect();
+    changes.set("big", other.clone());
+    assert!(
+        store
+            .update(&record.key, &changes, in_one_hour())
+            .await
+            .unwrap()
+    );
+    let got = must_load(&*store, &record.key).await;
+    assert_eq!(got.data.get("big"), Some(&other));
+    assert_eq!(
+        got.data.get("small").map(Vec::as_slice),
+        Some(b"s".as_slice())
+    );
+}
+
+/// A session with 1000 keys round-trips, and removing half of them leaves the other half.
+pub async fn check_many_keys(store: Arc<dyn SessionStore>) {
+    let data: Vec<(String, Vec<u8>)> = (0..1000)
+        .map(|i| (format!("key-{i:04}"), format!("value-{i}").into_bytes()))
+        .collect();
+    let pairs: Vec<(&str, &[u8])> = data
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    let record = record_with(&pairs, in_one_hour());
+    store.create(&record).await.unwrap();
+    assert_eq!(must_load(&*store, &record.key).await, record);
+    let mut changes = Changes::new();
+    for (key, _) in data.iter().step_by(2) {
+        changes.remove(key);
+    }
+    assert!(
+        store
+            .update(&record.key, &changes, in_one_hour())
+            .await
+            .unwrap()
+    );
+    let got = must_load(&*store, &record.key).await;
+    assert_eq!(got.data.len(), 500);
+    assert!(
+        got.data
+            .keys()
+            .all(|k| k.ends_with(['1', '3', '5', '7', '9']))
+    );
+}
+
+/// Deleting a missing key, or the same key twice, is not an error.
+pub async fn check_delete_is_idempotent(store: Arc<dyn SessionStore>) {
+    store.delete(&fresh_key()).await.unwrap();
+    let record = record_with(&[("a", b"1")], in_one_hour());
+    store.create(&record).await.unwrap();
+    store.delete(&record.key).await.unwrap();
+    store.delete(&record.key).await.unwrap();
+    assert_eq!(store.load(&record.key).await.unwrap(), None);
+}
+
+/// `delete_expired` removes expired records (counting them, unless the store expires
+/// natively) and keeps live ones.
+pub async fn check_delete_expired(store: Arc<dyn SessionStore>) {
+    let expired: Vec<Record> = (0..3)
+        .map(|_| record_with(&[("a", b"1")], a_second_ago()))
+        .collect();
+    for record in &expired {
+        store.create(record).await.unwrap();
+    }
+    let live = record_with(&[("a", b"1")], in_one_hour());
+    store.create(&live).await.unwrap();
+    let swept = store.delete_expired().await.unwrap();
+    if store.expires_natively() {
+        assert_eq!(swept, 0, "a store with native expiry reports 0");
+    } else {
+        assert!(
+            swept >= 3,
+            "swept {swept} records, expected at least the 3 expired ones"
+        );
+    }
+    for record in &expired {
+        assert_eq!(store.load(&record.key).await.unwrap(), None);
+    }
+    assert_eq!(must_load(&*store, &live.key).await, live);
+    // A second sweep finds none of ours.
+    let _ = store.delete_expired().await.unwrap();
+    assert_eq!(must_load(&*store, &live.key).await, live);
+}
+
+/// Hostile or unknown ids never reach the store, and an unknown id is never adopted.
+pub async fn check_hostile_ids(store: Arc<dyn SessionStore>) {
+    let probe = Arc::new(ProbeStore::new(store));
+    let manager = SessionManager::builder_arc(probe.clone()).build();
+    let long = "A".repeat(10 * 1024);
+    let hostile = [
+        "",
+        "short",
+        "../../../../etc/passwd",
+        "AAAAAAAAAAAAAAAAAAAAA/",
+        "AAAAAAAAAAAAAAAAAAAA\r\nset x 0 0 1\r\n",
+        "AAAAAAAAAAAAAAAAAAAA AA",
+        "AAAAAAAAAAAAAAAAAAAA\0AA",
+        "AAAAAAAAAAAAAAAAAAAA*",
+        "{AAAAAAAAAAAAAAAAAAAAAA}",
+        "AAAAAAAAAAAAAAAAAAAAÄ",
+        &long,
+    ];
+    for raw in hostile {
+        assert!(SessionId::parse(raw).is_err(), "{raw:?} parsed as an id");
+        let session = manager.load_or_create(Some(raw)).await.unwrap();
+        assert!(session.is_new());
+        assert_ne!(session.id().as_str(), raw);
+    }
+    assert_eq!(probe.calls(), 0, "an invalid id reached the store");
+
+    let unknown = UuidV4Generator.generate();
+    let session = manager
+        .load_or_create(Some(unknown.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(probe.calls(), 1);
+    assert!(session.is_new());
+    assert_ne!(
+        session.id(),
+        unknown,
+        "an unknown client-chosen id was adopted"
+    );
+}
+
+/// The manager's whole lifecycle on this store: create, load, update, flash, cycle the id,
+/// destroy, and nothing comes back after destroy.
+pub async fn check_manager_lifecycle(store: Arc<dyn SessionStore>) {
+    let manager = SessionManager::builder_arc(store.clone()).build();
+    let empty = manager.create();
+    assert_eq!(manager.save(&empty).await.unwrap(), SaveOutcome::Unchanged);
+    assert_eq!(
+        store.load(&empty.id().storage_key()).await.unwrap(),
+        None,
+        "an empty session was written"
+    );
+
+    let session = manager.create();
+    session.insert("user", "alice").unwrap();
+    assert_eq!(manager.save(&session).await.unwrap(), SaveOutcome::Created);
+    assert_eq!(
+        manager.save(&session).await.unwrap(),
+        SaveOutcome::Unchanged
+    );
+    let first_id = session.id();
+
+    let loaded = manager.load(&first_id).await.unwrap().unwrap();
+    loaded.insert("visits", 1u32).unwrap();
+    loaded.flash("notice", "logged in").unwrap();
+    assert_eq!(manager.save(&loaded).await.unwrap(), SaveOutcome::Updated);
+
+    let loaded = manager.load(&first_id).await.unwrap().unwrap();
+    assert_eq!(
+        loaded.take_flash::<String>("notice").unwrap().as_deref(),
+        Some("logged in")
+    );
+    assert_eq!(loaded.keys(), vec!["user".to_owned(), "visits".to_owned()]);
+    loaded.cycle_id();
+    assert_eq!(manager.save(&loaded).await.unwrap(), SaveOutcome::Cycled);
+    let second_id = loaded.id();
+    assert_ne!(second_id, first_id);
+    assert!(
+        manager.load(&first_id).await.unwrap().is_none(),
+        "the old id survived cycle_id"
+    );
+
+    let cycled = manager.load(&second_id).await.unwrap().unwrap();
+    assert_eq!(cycled.get::<u32>("visits").unwrap(), Some(1));
+    assert_eq!(
+        cycled.take_flash::<String>("notice").unwrap(),
+        None,
+        "a flash was read twice"
+    );
+
+    assert_eq!(
+        manager.destroy(&cycled).await.unwrap(),
+        SaveOutcome::Destroyed
+    );
+    assert!(manager.load(&second_id).await.unwrap().is_none());
+    // Another handle of the destroyed session cannot bring it back.
+    loaded.insert("after logout", true).unwrap();
+    assert_eq!(manager.save(&loaded).await.unwrap(), SaveOutcome::Gone);
+    assert!(
+        manager.load(&second_id).await.unwrap().is_none(),
+        "a stale handle revived the session"
+    );
+    assert_eq!(manager.save(&loaded).await.unwrap(), SaveOutcome::Destroyed);
+    assert!(manager.load(&second_id).await.unwrap().is_none());
+}
+
+/// Expands to one `#[tokio::test]` per conformance check. The argument is a closure returning
+/// a future of `Option<Arc<dyn SessionStore>>` (a fresh store per test; `None` skips, see
+/// [`suite::server_url`](crate::suite::server_url)). The calling crate needs `tokio` with the
+/// `macros` and `rt-multi-thread` features as a dev-dependency.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@cases $factory;
+            check_round_trip_values,
+            check_hostile_key_names,
+            check_expired_is_invisible,
+            check_create_collision,
+            check_update_of_missing,
+            check_update_semantics,
+            check_no_lost_updates,
+            check_logout_is_final,
+            check_large_value,
+            check_many_keys,
+            check_delete_is_idempotent,
+            check_delete_expired,
+            check_hostile_ids,
+            check_manager_lifecycle,
+        );
+    };
+    (@cases $factory:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let factory = $factory;
+                let store: ::std::option::Option<::std::sync::Arc<dyn $crate::SessionStore>> =
+                    factory().await;
+                if let ::std::option::Option::Some(store) = store {
+                    $crate::suite::$check(store).await;
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,250 @@
+//! An in-process [`SessionStore`] for `session-core`: the default for development, tests and
+//! single-process services.
+//!
+//! Records live in a sharded hash table (no global lock on the hot path). Each session costs
+//! one allocation holding its key and its record in `session-core`'s compact envelope, plus
+//! a 16-byte table slot, so memory per session stays close to the data's own size. `update`
+//! merges changes under the shard's lock: no lost updates, and a deleted session stays
+//! deleted. Expired records are invisible at once and removed by
+//! [`delete_expired`](SessionStore::delete_expired); run
+//! [`spawn_sweeper`](session_core::spawn_sweeper) to call it periodically.
+//!
+//! Data is lost when the process exits; use `session-disk` or a server store to keep it.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use session_core::{SaveOutcome, SessionManager, CancellationToken, spawn_sweeper};
+//! use session_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), session_core::SessionError> {
+//! let manager = SessionManager::new(MemoryStore::default());
+//! let cancel = CancellationToken::new();
+//! let sweeper = spawn_sweeper(manager.store().clone(), Duration::from_secs(60), cancel.clone());
+//!
+//! let session = manager.create();
+//! session.insert("user", "alice")?;
+//! assert_eq!(manager.save(&session).await?, SaveOutcome::Created);
+//!
+//! // A later request brings the id back from its cookie.
+//! let id = session.id();
+//! let again = manager.load(&id).await?.expect("saved");
+//! assert_eq!(again.get::<String>("user")?.as_deref(), Some("alice"));
+//!
+//! cancel.cancel();
+//! sweeper.await.unwrap();
+//! # Ok(()) }
+//! ```
+//!
+//! # Errors
+//!
+//! The memory store itself never fails; [`StoreError::Corrupt`] would mean memory
+//! corruption and [`StoreError::IdCollision`] a taken key on `create`.
+
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use hashbrown::HashTable;
+use session_core::{
+    Changes, Record, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
+    encode_envelope, peek_envelope_expiry,
+};
+
+const STORE: &str = "memory";
+const KEY_LEN: usize = 32;
+
+/// The in-process session store. `MemoryStore::default()` has 64 shards.
+pub struct MemoryStore {
+    shards: Box<[Mutex<Shard>]>,
+}
+
+/// One shard: entries are `key (32 bytes) ++ envelope`, hashed by the key's first 8 bytes
+/// (already uniformly random: the key is a SHA-256).
+#[derive(Default)]
+struct Shard {
+    table: HashTable<Box<[u8]>>,
+}
+
+fn entry_key(entry: &[u8]) -> &[u8] {
+    &entry[..KEY_LEN]
+}
+
+fn hash_entry(entry: &Box<[u8]>) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&entry[..8]);
+    u64::from_le_bytes(b)
+}
+
+fn make_entry(record: &Record) -> Box<[u8]> {
+    let envelope = encode_envelope(record);
+    let mut entry = Vec::with_capacity(KEY_LEN + envelope.len());
+    entry.extend_from_slice(record.key.as_bytes());
+    entry.extend_from_slice(&envelope);
+    entry.into_boxed_slice()
+}
+
+fn read_entry(key: StorageKey, entry: &[u8]) -> Result<Record, StoreError> {
+    decode_envelope(key, &entry[KEY_LEN..]).map_err(|e| StoreError::corrupt(STORE, e))
+}
+
+fn expired(entry: &[u8], now: Timestamp) -> bool {
+    // An unreadable entry counts as expired, so a sweep removes it.
+    peek_envelope_expiry(&entry[KEY_LEN..]).map_or(true, |at| at <= now)
+}
+
+impl MemoryStore {
+    /// A store with 64 shards.
+    pub fn new() -> Self {
+        Self::with_shards(64)
+    }
+
+    /// A store with `shards` shards (at least 1): more shards, less lock contention.
+    pub fn with_shards(shards: usize) -> Self {
+        Self {
+            shards: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// How many records are held, expired ones not yet swept included.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).table.len()).sum()
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, key: &StorageKey) -> MutexGuard<'_, Shard> {
+        // Bytes 8..16 choose the shard; bytes 0..8 hash within it.
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&key.as_bytes()[8..16]);
+        let index = u64::from_le_bytes(b) % self.shards.len() as u64;
+        lock(&self.shards[index as usize])
+    }
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // Nothing panics while a shard is locked; a poisoned lock still guards consistent data.
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shard {
+    fn find(&self, key: &StorageKey) -> Option<&Box<[u8]>> {
+        self.table
+            .find(key.prefix_u64(), |e| entry_key(e) == key.as_bytes())
+    }
+
+    fn find_mut(&mut self, key: &StorageKey) -> Option<&mut Box<[u8]>> {
+        self.table
+            .find_mut(key.prefix_u64(), |e| entry_key(e) == key.as_bytes())
+    }
+
+    /// The live entry under `key`, for a write.
+    fn live_mut(&mut self, key: &StorageKey, now: Timestamp) -> Option<&mut Box<[u8]>> {
+        self.find_mut(key).filter(|e| !expired(e, now))
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
+        let shard = self.shard(key);
+        match shard.find(key) {
+            Some(entry) if !expired(entry, Timestamp::now()) => read_entry(*key, entry).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        let entry = make_entry(record);
+        let now = Timestamp::now();
+        let mut shard = self.shard(&record.key);
+        let hash = record.key.prefix_u64();
+        match shard
+            .table
+            .entry(hash, |e| entry_key(e) == record.key.as_bytes(), hash_entry)
+        {
+            hashbrown::hash_table::Entry::Occupied(mut slot) => {
+                if !expired(slot.get(), now) {
+                    return Err(StoreError::IdCollision);
+                }
+                *slot.get_mut() = entry;
+            }
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(entry);
+            }
+        }
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut shard = self.shard(key);
+        let Some(entry) = shard.live_mut(key, Timestamp::now()) else {
+            return Ok(false);
+        };
+        let mut record = read_entry(*key, entry)?;
+        changes.apply_to(&mut record.data);
+        record.expires_at = expires_at;
+        *entry = make_entry(&record);
+        Ok(true)
+    }
+
+    async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
+        let mut shard = self.shard(key);
+        let Some(entry) = shard.live_mut(key, Timestamp::now()) else {
+            return Ok(false);
+        };
+        let mut record = read_entry(*key, entry)?;
+        record.expires_at = expires_at;
+        *entry = make_entry(&record);
+        Ok(true)
+    }
+
+    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
+        let mut shard = self.shard(key);
+        if let Ok(slot) = shard
+            .table
+            .find_entry(key.prefix_u64(), |e| entry_key(e) == key.as_bytes())
+        {
+            slot.remove();
+        }
+        Ok(())
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        let now = Timestamp::now();
+        let mut removed = 0u64;
+        for shard in &*self.shards {
+            let mut shard = lock(shard);
+            shard.table.retain(|e| {
+                let gone = expired(e, now);
+                removed += u64::from(gone);
+                !gone
+            });
+        }
+        Ok(removed)
+    }
+}
