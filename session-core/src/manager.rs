@@ -302,10 +302,10 @@ impl SessionManager {
     /// # Errors
     /// [`SessionError::Store`] when the store fails.
     pub async fn load_or_create(&self, raw_id: Option<&str>) -> Result<Session, SessionError> {
-        if let Some(Ok(id)) = raw_id.map(SessionId::parse) {
-            if let Some(session) = self.load(&id).await? {
-                return Ok(session);
-            }
+        if let Some(Ok(id)) = raw_id.map(SessionId::parse)
+            && let Some(session) = self.load(&id).await?
+        {
+            return Ok(session);
         }
         Ok(self.create())
     }
@@ -331,11 +331,11 @@ impl SessionManager {
     pub async fn save(&self, session: &Session) -> Result<SaveOutcome, SessionError> {
         let store = &self.inner.store;
         let stale = session.lock().stale.take();
-        if let Some(stale) = stale {
-            if let Err(e) = store.delete(&stale).await {
-                session.lock().stale = Some(stale);
-                return Err(e.into());
-            }
+        if let Some(stale) = stale
+            && let Err(e) = store.delete(&stale).await
+        {
+            session.lock().stale = Some(stale);
+            return Err(e.into());
         }
 
         let now = self.now();

@@ -72,7 +72,7 @@ fn entry_key(entry: &[u8]) -> &[u8] {
     &entry[..KEY_LEN]
 }
 
-fn hash_entry(entry: &Box<[u8]>) -> u64 {
+fn hash_entry(entry: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&entry[..8]);
     u64::from_le_bytes(b)
@@ -147,9 +147,10 @@ impl fmt::Debug for MemoryStore {
 }
 
 impl Shard {
-    fn find(&self, key: &StorageKey) -> Option<&Box<[u8]>> {
+    fn find(&self, key: &StorageKey) -> Option<&[u8]> {
         self.table
             .find(key.prefix_u64(), |e| entry_key(e) == key.as_bytes())
+            .map(|e| &**e)
     }
 
     fn find_mut(&mut self, key: &StorageKey) -> Option<&mut Box<[u8]>> {
@@ -178,10 +179,11 @@ impl SessionStore for MemoryStore {
         let now = Timestamp::now();
         let mut shard = self.shard(&record.key);
         let hash = record.key.prefix_u64();
-        match shard
-            .table
-            .entry(hash, |e| entry_key(e) == record.key.as_bytes(), hash_entry)
-        {
+        match shard.table.entry(
+            hash,
+            |e| entry_key(e) == record.key.as_bytes(),
+            |e| hash_entry(e),
+        ) {
             hashbrown::hash_table::Entry::Occupied(mut slot) => {
                 if !expired(slot.get(), now) {
                     return Err(StoreError::IdCollision);

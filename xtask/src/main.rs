@@ -1,1 +1,29 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`:
+//!
+//! - `test-backends [--no-lint]`: format check, clippy, docs, then every crate's tests
+//!   against real servers started on 127.0.0.1, and a table of the results.
+//! - `bench [--quick]`: the benchmarks (see BENCHMARKS.md).
+
+use std::process::ExitCode;
+
+mod servers;
+mod tests;
+mod util;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test-backends") => tests::test_backends(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask test-backends [--no-lint]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! session-core's integration tests: the suite can fail, and the manager's policies.
+
+mod manager;
+mod stores;

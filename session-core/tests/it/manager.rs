@@ -1,0 +1,248 @@
+//! The manager's policies: expiry, touch, never writing empty sessions, errors that keep
+//! changes, codecs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use session_core::suite::ProbeStore;
+use session_core::{
+    Codec, ManualClock, SaveOutcome, SessionError, SessionManager, SessionStore, StoreError,
+};
+
+use crate::stores::{Flaw, MapStore};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn setup(
+    idle: Option<Duration>,
+    absolute: Option<Duration>,
+) -> (SessionManager, Arc<ProbeStore>, Arc<ManualClock>) {
+    let probe = Arc::new(ProbeStore::new(MapStore::shared(Flaw::None)));
+    let clock = Arc::new(ManualClock::new());
+    let manager = SessionManager::builder_arc(probe.clone() as Arc<dyn SessionStore>)
+        .idle_timeout(idle)
+        .absolute_lifetime(absolute)
+        .clock(clock.clone())
+        .build();
+    (manager, probe, clock)
+}
+
+#[tokio::test]
+async fn idle_timeout_expires_unused_sessions_and_activity_extends_them() {
+    let (manager, _, clock) = setup(Some(30 * MINUTE), None);
+    let session = manager.create();
+    session.insert("n", 1).unwrap();
+    manager.save(&session).await.unwrap();
+    let id = session.id();
+
+    clock.advance(20 * MINUTE);
+    let active = manager
+        .load(&id)
+        .await
+        .unwrap()
+        .expect("within the idle window");
+    assert_eq!(manager.save(&active).await.unwrap(), SaveOutcome::Touched);
+
+    clock.advance(20 * MINUTE); // 40 minutes after creation, 20 after the touch
+    assert!(
+        manager.load(&id).await.unwrap().is_some(),
+        "the touch did not extend the session"
+    );
+
+    clock.advance(31 * MINUTE);
+    assert!(
+        manager.load(&id).await.unwrap().is_none(),
+        "an idle session outlived its timeout"
+    );
+}
+
+#[tokio::test]
+async fn absolute_lifetime_is_never_extended_by_activity() {
+    let (manager, _, clock) = setup(Some(30 * MINUTE), Some(60 * MINUTE));
+    let session = manager.create();
+    session.insert("n", 0).unwrap();
+    manager.save(&session).await.unwrap();
+    let id = session.id();
+    for step in 1..=3 {
+        clock.advance(20 * MINUTE - Duration::from_secs(1));
+        let s = manager
+            .load(&id)
+            .await
+            .unwrap()
+            .expect("active and within the lifetime");
+        s.insert("n", step).unwrap();
+        manager.save(&s).await.unwrap();
+        assert!(s.expires_at() <= session.created_at().saturating_add(60 * MINUTE));
+    }
+    clock.advance(4 * MINUTE); // 60m + 1s after creation, active 4 minutes ago
+    assert!(
+        manager.load(&id).await.unwrap().is_none(),
+        "activity extended the absolute lifetime"
+    );
+}
+
+#[tokio::test]
+async fn unchanged_sessions_are_touched_only_after_a_tenth_of_the_idle_window() {
+    let (manager, probe, clock) = setup(Some(100 * MINUTE), None);
+    let session = manager.create();
+    session.insert("n", 1).unwrap();
+    manager.save(&session).await.unwrap();
+    let id = session.id();
+
+    clock.advance(5 * MINUTE);
+    let s = manager.load(&id).await.unwrap().unwrap();
+    let calls = probe.calls();
+    assert_eq!(manager.save(&s).await.unwrap(), SaveOutcome::Unchanged);
+    assert_eq!(
+        probe.calls(),
+        calls,
+        "a read-only request wrote to the store"
+    );
+
+    clock.advance(6 * MINUTE);
+    let s = manager.load(&id).await.unwrap().unwrap();
+    assert_eq!(manager.save(&s).await.unwrap(), SaveOutcome::Touched);
+}
+
+#[tokio::test]
+async fn new_sessions_without_data_are_never_written() {
+    let (manager, probe, _) = setup(Some(MINUTE), None);
+    let session = manager.create();
+    session.insert("k", "v").unwrap();
+    session.remove("k");
+    assert_eq!(
+        manager.save(&session).await.unwrap(),
+        SaveOutcome::Unchanged
+    );
+    session.cycle_id();
+    assert_eq!(
+        manager.save(&session).await.unwrap(),
+        SaveOutcome::Unchanged
+    );
+    assert_eq!(probe.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_save_keeps_the_changes_for_a_retry() {
+    let (manager, probe, _) = setup(Some(MINUTE), None);
+    let session = manager.create();
+    session.insert("a", 1).unwrap();
+    manager.save(&session).await.unwrap();
+
+    session.insert("b", 2).unwrap();
+    probe.set_failing(true);
+    let err = manager.save(&session).await.unwrap_err();
+    assert!(
+        matches!(err, SessionError::Store(StoreError::Unavailable { .. })),
+        "{err:?}"
+    );
+    assert!(session.is_modified());
+
+    session.insert("c", 3).unwrap();
+    probe.set_failing(false);
+    assert_eq!(manager.save(&session).await.unwrap(), SaveOutcome::Updated);
+    let loaded = manager.load(&session.id()).await.unwrap().unwrap();
+    assert_eq!(
+        loaded.get_many::<i32>(&["a", "b", "c"]).unwrap(),
+        vec![Some(1), Some(2), Some(3)]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_first_save_keeps_the_session_new_and_its_data() {
+    let (manager, probe, _) = setup(Some(MINUTE), None);
+    let session = manager.create();
+    session.insert("a", 1).unwrap();
+    probe.set_failing(true);
+    assert!(manager.save(&session).await.is_err());
+    assert!(session.is_new());
+    probe.set_failing(false);
+    assert_eq!(manager.save(&session).await.unwrap(), SaveOutcome::Created);
+    assert!(manager.load(&session.id()).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn decode_errors_name_the_key_and_spare_the_others() {
+    let (manager, _, _) = setup(Some(MINUTE), None);
+    let session = manager.create();
+    session.insert("name", "alice").unwrap();
+    session.insert("age", 30u8).unwrap();
+    match session.get::<u64>("name") {
+        Err(SessionError::Decode { key, .. }) => assert_eq!(key, "name"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert_eq!(session.get::<u8>("age").unwrap(), Some(30));
+    // take() leaves a value that fails to decode in place.
+    assert!(session.take::<u64>("name").is_err());
+    assert!(session.contains("name"));
+}
+
+#[tokio::test]
+async fn reserved_keys_and_insert_many_are_all_or_nothing() {
+    let (manager, _, _) = setup(Some(MINUTE), None);
+    let session = manager.create();
+    let reserved = format!("{}x", session_core::RESERVED_PREFIX);
+    assert!(matches!(
+        session.insert(reserved.clone(), 1),
+        Err(SessionError::ReservedKey { .. })
+    ));
+    assert!(
+        session
+            .insert_many([("ok", 1), (reserved.as_str(), 2)])
+            .is_err()
+    );
+    assert!(
+        !session.contains("ok"),
+        "insert_many applied part of a failed batch"
+    );
+    session.insert_many([("a", 1), ("b", 2)]).unwrap();
+    assert_eq!(session.keys(), vec!["a".to_owned(), "b".to_owned()]);
+    session.flash("msg", "hi").unwrap();
+    assert_eq!(session.len(), 2, "flash messages are not counted as keys");
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Loose {
+    Number(i64),
+    Text(String),
+}
+
+#[tokio::test]
+async fn json_codec_decodes_self_describing_types() {
+    let store = MapStore::shared(Flaw::None);
+    let manager = SessionManager::builder_arc(store)
+        .codec(Codec::Json)
+        .build();
+    let session = manager.create();
+    session
+        .insert("value", serde_json::json!({"a": [1, 2, {"b": null}]}))
+        .unwrap();
+    session.insert("loose", Loose::Text("x".into())).unwrap();
+    manager.save(&session).await.unwrap();
+    let loaded = manager.load(&session.id()).await.unwrap().unwrap();
+    assert_eq!(
+        loaded.get::<serde_json::Value>("value").unwrap(),
+        Some(serde_json::json!({"a": [1, 2, {"b": null}]}))
+    );
+    assert_eq!(
+        loaded.get::<Loose>("loose").unwrap(),
+        Some(Loose::Text("x".into()))
+    );
+}
+
+#[tokio::test]
+async fn a_concurrent_edit_during_the_first_save_is_not_lost() {
+    let (manager, _, _) = setup(Some(MINUTE), None);
+    let session = manager.create();
+    session.insert("a", 1).unwrap();
+    manager.save(&session).await.unwrap();
+    // Edits after a whole-record write remain pending, and only they.
+    session.insert("b", 2).unwrap();
+    session.cycle_id();
+    assert_eq!(manager.save(&session).await.unwrap(), SaveOutcome::Cycled);
+    assert!(!session.is_modified());
+    let loaded = manager.load(&session.id()).await.unwrap().unwrap();
+    assert_eq!(loaded.get::<i32>("b").unwrap(), Some(2));
+}

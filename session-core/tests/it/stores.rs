@@ -1,0 +1,157 @@
+//! Tiny stores written only against the public trait: one correct (the suite passes on it),
+//! two broken in the ways the suite exists to catch (it must fail on them).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use session_core::{Changes, Record, SessionStore, StorageKey, StoreError, Timestamp, async_trait};
+
+/// Whether a broken store loses concurrent updates or revives deleted sessions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Flaw {
+    None,
+    /// `update` reads the whole record, waits a round trip, writes it all back.
+    LastWriterWins,
+    /// `update` and `touch` upsert: a racing delete is undone.
+    Upsert,
+}
+
+#[derive(Debug)]
+pub(crate) struct MapStore {
+    records: Mutex<HashMap<StorageKey, Record>>,
+    flaw: Flaw,
+}
+
+impl MapStore {
+    pub(crate) fn shared(flaw: Flaw) -> Arc<dyn SessionStore> {
+        Arc::new(Self {
+            records: Mutex::default(),
+            flaw,
+        })
+    }
+
+    fn live(&self, key: &StorageKey) -> Option<Record> {
+        let records = self.records.lock().unwrap();
+        records
+            .get(key)
+            .filter(|r| !r.is_expired_at(Timestamp::now()))
+            .cloned()
+    }
+}
+
+#[async_trait]
+impl SessionStore for MapStore {
+    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
+        Ok(self.live(key))
+    }
+
+    async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        let mut records = self.records.lock().unwrap();
+        if records
+            .get(&record.key)
+            .is_some_and(|r| !r.is_expired_at(Timestamp::now()))
+        {
+            return Err(StoreError::IdCollision);
+        }
+        records.insert(record.key, record.clone());
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        match self.flaw {
+            Flaw::None => {
+                let mut records = self.records.lock().unwrap();
+                let Some(record) = records
+                    .get_mut(key)
+                    .filter(|r| !r.is_expired_at(Timestamp::now()))
+                else {
+                    return Ok(false);
+                };
+                changes.apply_to(&mut record.data);
+                record.expires_at = expires_at;
+                Ok(true)
+            }
+            Flaw::LastWriterWins => {
+                let Some(mut record) = self.live(key) else {
+                    return Ok(false);
+                };
+                tokio::task::yield_now().await; // the network round trip between GET and SET
+                changes.apply_to(&mut record.data);
+                record.expires_at = expires_at;
+                self.records.lock().unwrap().insert(*key, record);
+                Ok(true)
+            }
+            Flaw::Upsert => {
+                let snapshot = self.live(key);
+                tokio::task::yield_now().await;
+                let mut record = snapshot.unwrap_or(Record {
+                    key: *key,
+                    data: Default::default(),
+                    created_at: Timestamp::now(),
+                    expires_at,
+                    owner: None,
+                });
+                changes.apply_to(&mut record.data);
+                record.expires_at = expires_at;
+                self.records.lock().unwrap().insert(*key, record);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
+        self.update(key, &Changes::new(), expires_at).await
+    }
+
+    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
+        self.records.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        let now = Timestamp::now();
+        let mut records = self.records.lock().unwrap();
+        let before = records.len();
+        records.retain(|_, r| !r.is_expired_at(now));
+        Ok((before - records.len()) as u64)
+    }
+}
+
+mod correct_store_passes {
+    use super::*;
+    session_core::conformance_tests!(|| async { Some(MapStore::shared(Flaw::None)) });
+}
+
+/// Runs a check in its own task and reports whether it failed (panicked).
+async fn fails(check: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+    tokio::spawn(check).await.is_err_and(|e| e.is_panic())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_catches_a_last_writer_wins_store() {
+    let store = MapStore::shared(Flaw::LastWriterWins);
+    assert!(
+        fails(session_core::suite::check_no_lost_updates(store)).await,
+        "check_no_lost_updates passed on a store that loses updates"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_catches_a_store_that_revives_deleted_sessions() {
+    let store = MapStore::shared(Flaw::Upsert);
+    assert!(
+        fails(session_core::suite::check_logout_is_final(store)).await,
+        "check_logout_is_final passed on a store whose update upserts"
+    );
+    assert!(
+        fails(session_core::suite::check_update_of_missing(
+            MapStore::shared(Flaw::Upsert)
+        ))
+        .await
+    );
+}
