@@ -6,6 +6,7 @@
 
 use std::process::ExitCode;
 
+mod bench;
 mod servers;
 mod tests;
 mod util;
@@ -14,8 +15,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test-backends") => tests::test_backends(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask test-backends [--no-lint]");
+            eprintln!("usage: cargo xtask test-backends [--no-lint] | bench [--quick]");
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,74 @@
+//! Benchmark workloads, run through `cargo xtask bench` (release build). Each prints one
+//! machine-readable line per result: `RESULT <workload> <key>=<value> ...`.
+//!
+//! - `memory <sessions>`: resident memory per session in the memory store, for sessions of
+//!   5 keys with 200 bytes of key names and values in all.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use session_core::{IdGenerator, Record, SessionStore, Timestamp, UuidV4Generator};
+use session_memory::MemoryStore;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("memory") => {
+            let n: usize = args.get(1).context("memory <sessions>")?.parse()?;
+            memory(n)
+        }
+        _ => bail!("usage: session-bench memory <sessions>"),
+    }
+}
+
+/// Resident set size of this process, from /proc/self/statm.
+fn rss_bytes() -> Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm.split_whitespace().nth(1).context("statm")?.parse()?;
+    Ok(pages * 4096)
+}
+
+/// Five keys `k0`..`k4` of 38-byte values: 200 payload bytes.
+fn payload(i: usize) -> BTreeMap<String, Vec<u8>> {
+    (0..5)
+        .map(|k| {
+            let mut value = format!("value-{i:032}");
+            value.truncate(38);
+            (format!("k{k}"), value.into_bytes())
+        })
+        .collect()
+}
+
+fn memory(n: usize) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let store = MemoryStore::default();
+    // Ids and keys are made before measuring, as a server would receive them.
+    let keys: Vec<_> = (0..n)
+        .map(|_| UuidV4Generator.generate().storage_key())
+        .collect();
+    let payload_bytes: usize = payload(0).iter().map(|(k, v)| k.len() + v.len()).sum();
+    let expires_at = Timestamp::now().saturating_add(Duration::from_secs(3600));
+    let before = rss_bytes()?;
+    runtime.block_on(async {
+        for (i, key) in keys.iter().enumerate() {
+            let record = Record {
+                key: *key,
+                data: payload(i),
+                created_at: Timestamp::now(),
+                expires_at,
+                owner: None,
+            };
+            store.create(&record).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let after = rss_bytes()?;
+    assert_eq!(store.len(), n);
+    let per_session = (after.saturating_sub(before)) as f64 / n as f64;
+    println!(
+        "RESULT memory store=session-memory sessions={n} payload_bytes={payload_bytes} bytes_per_session={per_session:.1} ratio={:.2}",
+        per_session / payload_bytes as f64
+    );
+    Ok(())
+}
