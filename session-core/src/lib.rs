@@ -42,6 +42,8 @@
 //! - `json`: [`Codec::Json`], the self-describing value codec.
 //! - `test-suite`: the conformance suite (`suite`) and [`conformance_tests!`].
 
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 mod codec;
 mod error;
 mod id;

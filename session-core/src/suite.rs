@@ -32,6 +32,10 @@ use crate::{
 /// When it is unset: with `SESSION_TEST_REQUIRE_SERVERS=1` (what `cargo xtask test-backends`
 /// sets) this panics, failing the test; otherwise it prints that the test was skipped and
 /// how to run it, and returns `None`.
+#[allow(
+    clippy::print_stderr,
+    reason = "a skipped test tells the person running it why"
+)]
 pub fn server_url(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),

@@ -1,0 +1,136 @@
+//! The example app: a visit counter, a login that cycles the session id, a flash message,
+//! and a logout that destroys the session.
+//!
+//! ```sh
+//! cargo run -p session-tower --example counter            # memory store, 127.0.0.1:3000
+//! SESSION_STORE=memory://  cargo run -p session-tower --example counter
+//! ```
+//!
+//! Environment:
+//! - `SESSION_STORE`: which store, by URL scheme (default `memory://`).
+//! - `SESSION_EXAMPLE_ADDR`: where to listen (default `127.0.0.1:3000`; port 0 picks one).
+//! - `SESSION_KEY`: a secret of at least 32 bytes to sign cookies with; without it a random
+//!   key is made at start, so cookies do not survive a restart.
+//! - `SESSION_COOKIE_SECURE=1`: mark the cookie `Secure` (only behind HTTPS).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Form;
+use axum::response::{Html, Redirect};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use session_core::{CancellationToken, SessionManager, SessionStore, spawn_sweeper};
+use session_tower::{Key, Session, SessionLayer};
+
+/// The store named by `SESSION_STORE`: the one place that changes to swap backends.
+async fn store_from_env() -> Result<Arc<dyn SessionStore>, String> {
+    let url = std::env::var("SESSION_STORE").unwrap_or_else(|_| "memory://".into());
+    let scheme = url.split("://").next().unwrap_or_default();
+    match scheme {
+        "memory" => Ok(Arc::new(session_memory::MemoryStore::default())),
+        other => Err(format!(
+            "SESSION_STORE={url}: unsupported scheme {other:?}; supported: memory://"
+        )),
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".into(),
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '"' => "&quot;".into(),
+            '\'' => "&#39;".into(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+async fn index(session: Session) -> Html<String> {
+    let visits = session.get::<u64>("visits").ok().flatten().unwrap_or(0) + 1;
+    let _ = session.insert("visits", visits);
+    let user = session.get::<String>("user").ok().flatten();
+    let flash = session.take_flash::<String>("notice").ok().flatten();
+    let notice = flash
+        .map(|m| format!("<p class=\"flash\">{}</p>", escape(&m)))
+        .unwrap_or_default();
+    let account = match user {
+        Some(user) => format!(
+            "<p>Signed in as <b>{}</b>.</p>\
+             <form method=\"post\" action=\"/logout\"><button>Log out</button></form>",
+            escape(&user)
+        ),
+        None => "<form method=\"post\" action=\"/login\">\
+                 <input name=\"username\" placeholder=\"name\" required> <button>Log in</button></form>"
+            .to_owned(),
+    };
+    Html(format!(
+        "<!doctype html><title>Sessions</title>{notice}<p>Visits: <b id=\"visits\">{visits}</b></p>{account}"
+    ))
+}
+
+#[derive(Deserialize)]
+struct Login {
+    username: String,
+}
+
+async fn login(session: Session, Form(form): Form<Login>) -> Redirect {
+    let name: String = form.username.chars().take(64).collect();
+    // A new id at login: an id planted before login (session fixation) becomes worthless.
+    session.cycle_id();
+    let _ = session.insert("user", &name);
+    let _ = session.flash("notice", format!("Welcome, {name}!"));
+    Redirect::to("/")
+}
+
+async fn logout(session: Session) -> Redirect {
+    session.destroy();
+    Redirect::to("/")
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let store = store_from_env().await?;
+    let manager = SessionManager::builder_arc(store)
+        .idle_timeout(Some(Duration::from_secs(30 * 60)))
+        .absolute_lifetime(Some(Duration::from_secs(12 * 3600)))
+        .build();
+    let key = match std::env::var("SESSION_KEY") {
+        Ok(secret) if secret.len() >= 32 => Key::derive_from(secret.as_bytes()),
+        Ok(_) => return Err("SESSION_KEY must be at least 32 bytes".into()),
+        Err(_) => Key::generate(),
+    };
+    let secure = std::env::var("SESSION_COOKIE_SECURE").is_ok_and(|v| v == "1");
+    // Plain HTTP on loopback here, so the cookie is not `Secure` unless asked; the library's
+    // default is `Secure`.
+    let layer = SessionLayer::new(manager.clone(), key).secure(secure);
+
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/health", get(|| async { "ok" }))
+        .layer(layer);
+
+    let cancel = CancellationToken::new();
+    let sweeper = spawn_sweeper(
+        manager.store().clone(),
+        Duration::from_secs(60),
+        cancel.clone(),
+    );
+
+    let addr = std::env::var("SESSION_EXAMPLE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    cancel.cancel();
+    sweeper.await?;
+    Ok(())
+}

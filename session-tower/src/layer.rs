@@ -1,0 +1,372 @@
+//! The tower [`Layer`] and [`Service`], and the lazily loaded session they hand to handlers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use cookie::{Key, SameSite};
+use http::{Request, Response, StatusCode, header::SET_COOKIE};
+use session_core::{SaveOutcome, Session, SessionError, SessionId, SessionManager, StoreError};
+use tokio::sync::OnceCell;
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Instrument as _;
+
+use crate::cookies::{CookieConfig, Keys};
+
+/// What to do when a session's stored record is damaged or foreign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CorruptPolicy {
+    /// Log a warning, delete the damaged record, and start a fresh session (default): the
+    /// client gets a new cookie, so a bad record never causes an error on every request.
+    #[default]
+    StartFresh,
+    /// Treat it like an outage (503, or fail-open).
+    Reject,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) manager: SessionManager,
+    pub(crate) keys: Keys,
+    pub(crate) cookie: CookieConfig,
+    pub(crate) fail_open: bool,
+    pub(crate) on_corrupt: CorruptPolicy,
+}
+
+/// Adds sessions to a tower service: reads the signed cookie, loads the session lazily when
+/// a handler asks for it, saves it after the handler and sets or clears the cookie.
+///
+/// Defaults: cookie `id`, `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, persistent
+/// (`Max-Age` follows the session's expiry); a store outage answers 503.
+///
+/// The key signs the cookie with HMAC-SHA256. Use a key dedicated to sessions, from at least
+/// 64 random bytes (`Key::try_from`), 32 bytes expanded (`Key::derive_from`), or
+/// `Key::generate()` (sessions then end at restart).
+#[derive(Debug, Clone)]
+pub struct SessionLayer {
+    config: Arc<Config>,
+}
+
+impl SessionLayer {
+    /// A layer over `manager` signing cookies with `key`.
+    pub fn new(manager: SessionManager, key: Key) -> Self {
+        Self {
+            config: Arc::new(Config {
+                manager,
+                keys: Keys(vec![key]),
+                cookie: CookieConfig::default(),
+                fail_open: false,
+                on_corrupt: CorruptPolicy::default(),
+            }),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// Also accepts cookies signed with `key` (an old key, during rotation). New cookies are
+    /// always signed with the key given to [`SessionLayer::new`].
+    #[must_use]
+    pub fn accept_key(self, key: Key) -> Self {
+        self.with(|c| c.keys.0.push(key))
+    }
+
+    /// The cookie's name (default `id`).
+    #[must_use]
+    pub fn cookie_name(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.with(|c| c.cookie.name = name)
+    }
+
+    /// The cookie's `Path` (default `/`).
+    #[must_use]
+    pub fn cookie_path(self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.with(|c| c.cookie.path = path)
+    }
+
+    /// The cookie's `Domain` (default none: this host only).
+    #[must_use]
+    pub fn cookie_domain(self, domain: impl Into<String>) -> Self {
+        let domain = domain.into();
+        self.with(|c| c.cookie.domain = Some(domain))
+    }
+
+    /// The `Secure` attribute (default on). Turn it off only for plain HTTP in development.
+    #[must_use]
+    pub fn secure(self, secure: bool) -> Self {
+        self.with(|c| c.cookie.secure = secure)
+    }
+
+    /// The `HttpOnly` attribute (default on).
+    #[must_use]
+    pub fn http_only(self, http_only: bool) -> Self {
+        self.with(|c| c.cookie.http_only = http_only)
+    }
+
+    /// The `SameSite` attribute (default `Lax`).
+    #[must_use]
+    pub fn same_site(self, same_site: SameSite) -> Self {
+        self.with(|c| c.cookie.same_site = same_site)
+    }
+
+    /// Persistent cookie with `Max-Age` following the session's expiry (default), or a
+    /// browser-session cookie (`false`) that the browser drops when it closes.
+    #[must_use]
+    pub fn persistent(self, persistent: bool) -> Self {
+        self.with(|c| c.cookie.persistent = persistent)
+    }
+
+    /// On a store outage, run the handler with an empty session that is never saved instead
+    /// of answering 503 (default off).
+    #[must_use]
+    pub fn fail_open(self, fail_open: bool) -> Self {
+        self.with(|c| c.fail_open = fail_open)
+    }
+
+    /// What to do with a damaged stored record (default [`CorruptPolicy::StartFresh`]).
+    #[must_use]
+    pub fn on_corrupt(self, policy: CorruptPolicy) -> Self {
+        self.with(|c| c.on_corrupt = policy)
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] wraps around an inner service.
+#[derive(Debug, Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let id = self.config.cookie.read_id(req.headers(), &self.config.keys);
+        let lazy = LazySession {
+            inner: Arc::new(LazyInner {
+                config: self.config.clone(),
+                id,
+                cell: OnceCell::new(),
+            }),
+        };
+        req.extensions_mut().insert(lazy.clone());
+        // The clone that was made ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let mut response = inner.call(req).await?;
+            lazy.finish(&mut response).await;
+            Ok(response)
+        })
+    }
+}
+
+/// Why a handler could not have its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionRejection {
+    /// The route is not wrapped in a [`SessionLayer`] (a programming error: answers 500).
+    MissingLayer,
+    /// The store could not be reached (answers 503).
+    Unavailable,
+}
+
+impl std::error::Error for SessionRejection {}
+
+impl std::fmt::Display for SessionRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::MissingLayer => {
+                "session-tower: no SessionLayer on this route; add `.layer(SessionLayer::new(..))` to the router"
+            }
+            Self::Unavailable => "the session store is unavailable",
+        })
+    }
+}
+
+impl SessionRejection {
+    /// The HTTP status this rejection answers with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// The request's session, loaded from the store the first time it is asked for.
+///
+/// [`SessionLayer`] puts one in every request's extensions; the axum extractor uses it, and
+/// other tower services call [`LazySession::get`] themselves.
+#[derive(Debug, Clone)]
+pub struct LazySession {
+    inner: Arc<LazyInner>,
+}
+
+#[derive(Debug)]
+struct LazyInner {
+    config: Arc<Config>,
+    /// The verified id from the cookie.
+    id: Option<SessionId>,
+    cell: OnceCell<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    session: Session,
+    /// False for the empty stand-in a fail-open layer hands out during an outage.
+    persist: bool,
+}
+
+impl LazySession {
+    /// The session: loaded on the first call, the same handle afterwards.
+    ///
+    /// # Errors
+    /// [`SessionRejection::Unavailable`] when the store fails (unless the layer fails open).
+    pub async fn get(&self) -> Result<Session, SessionRejection> {
+        self.inner
+            .cell
+            .get_or_try_init(|| self.load().instrument(tracing::debug_span!("session.load")))
+            .await
+            .map(|loaded| loaded.session.clone())
+    }
+
+    /// Whether a handler asked for the session.
+    pub fn is_loaded(&self) -> bool {
+        self.inner.cell.initialized()
+    }
+
+    async fn load(&self) -> Result<Loaded, SessionRejection> {
+        let config = &self.inner.config;
+        let manager = &config.manager;
+        let Some(id) = &self.inner.id else {
+            tracing::debug!(outcome = "new", "no valid session cookie");
+            return Ok(Loaded {
+                session: manager.create(),
+                persist: true,
+            });
+        };
+        match manager.load(id).await {
+            Ok(Some(session)) => {
+                tracing::debug!(outcome = "loaded");
+                Ok(Loaded {
+                    session,
+                    persist: true,
+                })
+            }
+            Ok(None) => {
+                tracing::debug!(
+                    outcome = "unknown",
+                    "unknown or expired session id: a fresh session"
+                );
+                Ok(Loaded {
+                    session: manager.create(),
+                    persist: true,
+                })
+            }
+            Err(SessionError::Store(error @ StoreError::Corrupt { .. }))
+                if config.on_corrupt == CorruptPolicy::StartFresh =>
+            {
+                tracing::warn!(%error, key = %id.storage_key(), "damaged session record: starting a fresh session");
+                if let Err(error) = manager.store().delete(&id.storage_key()).await {
+                    tracing::warn!(%error, "could not delete the damaged session record");
+                }
+                Ok(Loaded {
+                    session: manager.create(),
+                    persist: true,
+                })
+            }
+            Err(error) if config.fail_open => {
+                tracing::warn!(%error, "session store failed: failing open with an unsaved empty session");
+                Ok(Loaded {
+                    session: manager.create(),
+                    persist: false,
+                })
+            }
+            Err(error) => {
+                tracing::error!(%error, "session store failed: answering 503");
+                Err(SessionRejection::Unavailable)
+            }
+        }
+    }
+
+    /// Saves the session if a handler loaded it, and sets or clears the cookie.
+    async fn finish<B: Default>(&self, response: &mut Response<B>) {
+        let Some(loaded) = self.inner.cell.get() else {
+            return;
+        };
+        if !loaded.persist {
+            return;
+        }
+        let config = &self.inner.config;
+        let span = tracing::debug_span!("session.save");
+        let saved = config
+            .manager
+            .save(&loaded.session)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        let outcome = match saved {
+            Ok(outcome) => outcome,
+            Err(error) if config.fail_open => {
+                tracing::warn!(%error, "saving the session failed: failing open");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "saving the session failed: answering 503");
+                *response = Response::new(B::default());
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                return;
+            }
+        };
+        tracing::debug!(?outcome, "session saved");
+        let header = match outcome {
+            SaveOutcome::Created | SaveOutcome::Cycled => self.cookie_for(&loaded.session),
+            SaveOutcome::Updated | SaveOutcome::Touched if config.cookie.persistent => {
+                self.cookie_for(&loaded.session)
+            }
+            SaveOutcome::Destroyed | SaveOutcome::Gone => config.cookie.removal(),
+            _ => None,
+        };
+        if let Some(header) = header {
+            response.headers_mut().append(SET_COOKIE, header);
+        }
+    }
+
+    fn cookie_for(&self, session: &Session) -> Option<http::HeaderValue> {
+        let config = &self.inner.config;
+        let max_age = session.expires_at().duration_since(config.manager.now());
+        config
+            .cookie
+            .set_cookie(&session.id(), &config.keys, max_age)
+    }
+}

@@ -1,0 +1,470 @@
+//! The layer's behaviour, request by request, through `tower::ServiceExt::oneshot`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http::{Request, StatusCode, header};
+use session_core::suite::ProbeStore;
+use session_core::{
+    Changes, ManualClock, Record, SessionManager, SessionStore, StorageKey, StoreError, Timestamp,
+    async_trait,
+};
+use session_memory::MemoryStore;
+use session_tower::{CorruptPolicy, Key, Session, SessionLayer};
+use tower::ServiceExt as _;
+
+struct Reply {
+    status: StatusCode,
+    set_cookies: Vec<String>,
+    body: String,
+}
+
+impl Reply {
+    /// The `name=value` pair of the one Set-Cookie, to send back.
+    fn cookie(&self) -> String {
+        assert_eq!(
+            self.set_cookies.len(),
+            1,
+            "expected one Set-Cookie: {:?}",
+            self.set_cookies
+        );
+        self.set_cookies[0].split(';').next().unwrap().to_owned()
+    }
+}
+
+async fn send(app: &Router, method: &str, path: &str, cookie: Option<&str>) -> Reply {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(cookie) = cookie {
+        req = req.header(header::COOKIE, cookie);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let set_cookies = res
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        set_cookies,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+async fn counter(session: Session) -> String {
+    let n = session.get::<u64>("n").unwrap().unwrap_or(0) + 1;
+    session.insert("n", n).unwrap();
+    n.to_string()
+}
+
+async fn peek(session: Session) -> String {
+    session.get::<u64>("n").unwrap().unwrap_or(0).to_string()
+}
+
+async fn logout(session: Session) -> &'static str {
+    session.destroy();
+    "bye"
+}
+
+async fn login(session: Session) -> &'static str {
+    session.cycle_id();
+    session.insert("user", "alice").unwrap();
+    "welcome"
+}
+
+fn routes() -> Router {
+    Router::new()
+        .route("/", get(counter))
+        .route("/peek", get(peek))
+        .route("/logout", get(logout))
+        .route("/login", get(login))
+        .route("/health", get(|| async { "ok" }))
+}
+
+struct Fixture {
+    app: Router,
+    probe: Arc<ProbeStore>,
+    clock: Arc<ManualClock>,
+    manager: SessionManager,
+    key: Key,
+}
+
+fn fixture_with(configure: impl FnOnce(SessionLayer) -> SessionLayer) -> Fixture {
+    let probe = Arc::new(ProbeStore::new(Arc::new(MemoryStore::default())));
+    let clock = Arc::new(ManualClock::new());
+    let manager = SessionManager::builder_arc(probe.clone())
+        .idle_timeout(Some(Duration::from_secs(30 * 60)))
+        .absolute_lifetime(Some(Duration::from_secs(2 * 3600)))
+        .clock(clock.clone())
+        .build();
+    let key = Key::generate();
+    let layer = configure(SessionLayer::new(manager.clone(), key.clone()));
+    Fixture {
+        app: routes().layer(layer),
+        probe,
+        clock,
+        manager,
+        key,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(|layer| layer)
+}
+
+#[tokio::test]
+async fn a_new_visitor_gets_a_signed_cookie_with_safe_defaults() {
+    let f = fixture();
+    let reply = send(&f.app, "GET", "/", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "1");
+    let set = &reply.set_cookies[0];
+    for attr in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=1800",
+    ] {
+        assert!(set.contains(attr), "{set} lacks {attr}");
+    }
+    assert!(set.starts_with("id="));
+}
+
+#[tokio::test]
+async fn the_counter_increments_across_requests() {
+    let f = fixture();
+    let cookie = send(&f.app, "GET", "/", None).await.cookie();
+    for want in 2..=4 {
+        let reply = send(&f.app, "GET", "/", Some(&cookie)).await;
+        assert_eq!(reply.body, want.to_string());
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_does_not_touch_the_session_costs_nothing() {
+    let f = fixture();
+    let cookie = send(&f.app, "GET", "/", None).await.cookie();
+    let calls = f.probe.calls();
+    let reply = send(&f.app, "GET", "/health", Some(&cookie)).await;
+    assert_eq!(reply.body, "ok");
+    assert!(reply.set_cookies.is_empty(), "{:?}", reply.set_cookies);
+    assert_eq!(
+        f.probe.calls(),
+        calls,
+        "the store was asked for a route that never used it"
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_request_writes_nothing_and_sets_no_cookie() {
+    let f = fixture();
+    let cookie = send(&f.app, "GET", "/", None).await.cookie();
+    let calls = f.probe.calls();
+    let reply = send(&f.app, "GET", "/peek", Some(&cookie)).await;
+    assert_eq!(reply.body, "1");
+    assert!(reply.set_cookies.is_empty());
+    assert_eq!(f.probe.calls(), calls + 1, "only the load");
+}
+
+#[tokio::test]
+async fn bad_cookies_start_a_fresh_session_without_a_store_lookup() {
+    let f = fixture();
+    let good = send(&f.app, "GET", "/", None).await.cookie();
+    let (name, value) = good.split_once('=').unwrap();
+    let mut flipped = value.as_bytes().to_vec();
+    let last = flipped.len() - 1;
+    flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    let id_only = &value[44..];
+    let foreign = {
+        let other = fixture();
+        send(&other.app, "GET", "/", None).await.cookie()
+    };
+    let long = format!("id={}", "A".repeat(10 * 1024));
+    let cases = [
+        format!("{name}={flipped}"),
+        format!("{name}={id_only}"),
+        foreign,
+        long,
+        "id=".to_owned(),
+        "id=../../../etc/passwd".to_owned(),
+        "id=AAAAAAAAAAAAAAAAAAAA\r\nflush_all".replace("\r\n", "%0D%0A"),
+    ];
+    for cookie in cases {
+        let before = f.probe.calls();
+        let reply = send(&f.app, "GET", "/", Some(&cookie)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{cookie}");
+        assert_eq!(reply.body, "1", "{cookie} reached an existing session");
+        assert_ne!(reply.cookie(), cookie, "the client's id was adopted");
+        assert_eq!(
+            f.probe.calls(),
+            before + 1,
+            "{cookie}: a store lookup happened (only the create is expected)"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_but_well_signed_id_is_not_adopted() {
+    let f = fixture();
+    let cookie = send(&f.app, "GET", "/", None).await.cookie();
+    // The server forgets the session (e.g. it expired); the browser keeps the cookie.
+    send(&f.app, "GET", "/logout", Some(&cookie)).await;
+    let reply = send(&f.app, "GET", "/", Some(&cookie)).await;
+    assert_eq!(reply.body, "1");
+    assert_ne!(reply.cookie(), cookie);
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_cookies_valid_and_signs_with_the_new_key() {
+    let f = fixture();
+    let old_cookie = send(&f.app, "GET", "/", None).await.cookie();
+    let rotated = routes()
+        .layer(SessionLayer::new(f.manager.clone(), Key::generate()).accept_key(f.key.clone()));
+    let reply = send(&rotated, "GET", "/", Some(&old_cookie)).await;
+    assert_eq!(
+        reply.body, "2",
+        "a cookie signed with the old key was rejected"
+    );
+    let new_cookie = reply.cookie();
+    assert_ne!(
+        new_cookie, old_cookie,
+        "the refreshed cookie is signed with the new key"
+    );
+    assert_eq!(
+        send(&rotated, "GET", "/", Some(&new_cookie)).await.body,
+        "3"
+    );
+    // The old layer (old key only) does not accept the new key's signature.
+    assert_eq!(send(&f.app, "GET", "/", Some(&new_cookie)).await.body, "1");
+}
+
+#[tokio::test]
+async fn logout_removes_the_cookie_and_the_record() {
+    let f = fixture();
+    let cookie = send(&f.app, "GET", "/", None).await.cookie();
+    let reply = send(&f.app, "GET", "/logout", Some(&cookie)).await;
+    let removal = &reply.set_cookies[0];
+    assert!(
+        removal.starts_with("id=;") && removal.contains("Max-Age=0"),
+        "{removal}"
+    );
+    assert_eq!(f.probe.calls(), 3, "create, load, delete");
+    assert_eq!(send(&f.app, "GET", "/peek", Some(&cookie)).await.body, "0");
+}
+
+#[tokio::test]
+async fn login_cycles_the_id_and_the_old_id_is_dead() {
+    let f = fixture();
+    let before = send(&f.app, "GET", "/", None).await.cookie();
+    let reply = send(&f.app, "GET", "/login", Some(&before)).await;
+    let after = reply.cookie();
+    assert_ne!(after, before);
+    assert_eq!(
+        send(&f.app, "GET", "/peek", Some(&after)).await.body,
+        "1",
+        "data kept across the cycle"
+    );
+    assert_eq!(
+        send(&f.app, "GET", "/peek", Some(&before)).await.body,
+        "0",
+        "the pre-login id still works"
+    );
+}
+
+#[tokio::test]
+async fn idle_and_absolute_expiry_are_observed() {
+    let f = fixture();
+    let cookie = send(&f.app, "GET", "/", None).await.cookie();
+    f.clock.advance(Duration::from_secs(29 * 60));
+    assert_eq!(send(&f.app, "GET", "/", Some(&cookie)).await.body, "2");
+    f.clock.advance(Duration::from_secs(31 * 60));
+    assert_eq!(
+        send(&f.app, "GET", "/", Some(&cookie)).await.body,
+        "1",
+        "idle timeout not honoured"
+    );
+
+    let f = fixture();
+    let cookie = send(&f.app, "GET", "/", None).await.cookie();
+    for _ in 0..4 {
+        f.clock.advance(Duration::from_secs(25 * 60));
+        assert_ne!(send(&f.app, "GET", "/", Some(&cookie)).await.body, "1");
+    }
+    f.clock.advance(Duration::from_secs(25 * 60)); // 2h05 after creation, active 25 min ago
+    assert_eq!(
+        send(&f.app, "GET", "/", Some(&cookie)).await.body,
+        "1",
+        "absolute lifetime not honoured"
+    );
+}
+
+#[tokio::test]
+async fn a_store_outage_answers_503_by_default() {
+    let f = fixture();
+    let cookie = send(&f.app, "GET", "/", None).await.cookie();
+    f.probe.set_failing(true);
+    let reply = send(&f.app, "GET", "/", Some(&cookie)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(reply.set_cookies.is_empty());
+    let fresh = send(&f.app, "GET", "/", None).await;
+    assert_eq!(
+        fresh.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the save failed, so 503"
+    );
+    f.probe.set_failing(false);
+    assert_eq!(
+        send(&f.app, "GET", "/", Some(&cookie)).await.body,
+        "2",
+        "nothing was half-written"
+    );
+}
+
+#[tokio::test]
+async fn an_outage_during_save_answers_503_and_keeps_the_old_data() {
+    let f = fixture();
+    let cookie = send(&f.app, "GET", "/", None).await.cookie();
+    let probe = f.probe.clone();
+    let app = Router::new()
+        .route(
+            "/",
+            get(move |session: Session| async move {
+                session.insert("n", 100u64).unwrap();
+                probe.set_failing(true); // the store goes down while the handler runs
+                "changed"
+            }),
+        )
+        .layer(SessionLayer::new(f.manager.clone(), f.key.clone()));
+    let reply = send(&app, "GET", "/", Some(&cookie)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    f.probe.set_failing(false);
+    assert_eq!(send(&f.app, "GET", "/peek", Some(&cookie)).await.body, "1");
+}
+
+#[tokio::test]
+async fn fail_open_runs_the_handler_with_an_unsaved_empty_session() {
+    let f = fixture_with(|layer| layer.fail_open(true));
+    let cookie = send(&f.app, "GET", "/", None).await.cookie();
+    f.probe.set_failing(true);
+    let reply = send(&f.app, "GET", "/", Some(&cookie)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "1");
+    assert!(
+        reply.set_cookies.is_empty(),
+        "a fail-open session must not replace the cookie"
+    );
+    f.probe.set_failing(false);
+    assert_eq!(
+        send(&f.app, "GET", "/", Some(&cookie)).await.body,
+        "2",
+        "the real session survived"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_layer_is_a_clear_500() {
+    let app = routes();
+    let reply = send(&app, "GET", "/", None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.body.contains("SessionLayer"), "{}", reply.body);
+}
+
+/// A store whose records all read as damaged, and that records deletes.
+#[derive(Debug, Default)]
+struct Damaged {
+    inner: MemoryStore,
+    deleted: std::sync::Mutex<Vec<StorageKey>>,
+}
+
+#[async_trait]
+impl SessionStore for Damaged {
+    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
+        match self.inner.load(key).await? {
+            Some(_) => Err(StoreError::corrupt("damaged", "garbage in the record")),
+            None => Ok(None),
+        }
+    }
+    async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        self.inner.create(record).await
+    }
+    async fn update(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.update(key, changes, at).await
+    }
+    async fn touch(&self, key: &StorageKey, at: Timestamp) -> Result<bool, StoreError> {
+        self.inner.touch(key, at).await
+    }
+    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
+        self.deleted.lock().unwrap().push(*key);
+        self.inner.delete(key).await
+    }
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        self.inner.delete_expired().await
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_record_starts_a_fresh_session_by_default() {
+    let store = Arc::new(Damaged::default());
+    let manager = SessionManager::builder_arc(store.clone()).build();
+    let app = routes().layer(SessionLayer::new(manager.clone(), Key::generate()));
+    let cookie = send(&app, "GET", "/", None).await.cookie();
+    for _ in 0..3 {
+        let reply = send(&app, "GET", "/", Some(&cookie)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, "1");
+        assert_ne!(
+            reply.cookie(),
+            cookie,
+            "the client keeps the damaged session's id"
+        );
+    }
+    assert!(
+        !store.deleted.lock().unwrap().is_empty(),
+        "the damaged record was not deleted"
+    );
+
+    let strict = routes()
+        .layer(SessionLayer::new(manager, Key::generate()).on_corrupt(CorruptPolicy::Reject));
+    let cookie = send(&strict, "GET", "/", None).await.cookie();
+    assert_eq!(
+        send(&strict, "GET", "/", Some(&cookie)).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn browser_session_cookies_have_no_max_age() {
+    let f = fixture_with(|layer| {
+        layer
+            .persistent(false)
+            .cookie_name("sid")
+            .cookie_domain("example.com")
+    });
+    let reply = send(&f.app, "GET", "/", None).await;
+    let set = &reply.set_cookies[0];
+    assert!(
+        set.starts_with("sid=") && !set.contains("Max-Age") && set.contains("Domain=example.com"),
+        "{set}"
+    );
+    // Updates need no new cookie when it carries no expiry.
+    let reply = send(&f.app, "GET", "/", Some(&reply.cookie())).await;
+    assert!(reply.set_cookies.is_empty());
+}
