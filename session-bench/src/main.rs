@@ -1,6 +1,7 @@
 //! Benchmark workloads, run through `cargo xtask bench` (release build). Each prints one
 //! machine-readable line per result: `RESULT <workload> <key>=<value> ...`.
 //!
+//! - `serve <bare|sessions> <addr>`: the counter route with or without sessions, for wrk.
 //! - `memory <sessions>`: resident memory per session in the memory store, for sessions of
 //!   5 keys with 200 bytes of key names and values in all.
 
@@ -11,6 +12,8 @@ use anyhow::{Context, Result, bail};
 use session_core::{IdGenerator, Record, SessionStore, Timestamp, UuidV4Generator};
 use session_memory::MemoryStore;
 
+mod http;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -18,7 +21,12 @@ fn main() -> Result<()> {
             let n: usize = args.get(1).context("memory <sessions>")?.parse()?;
             memory(n)
         }
-        _ => bail!("usage: session-bench memory <sessions>"),
+        Some("serve") => {
+            let variant = args.get(1).context("serve <bare|sessions> <addr>")?;
+            let addr = args.get(2).map_or("127.0.0.1:0", String::as_str);
+            http::serve(variant, addr)
+        }
+        _ => bail!("usage: session-bench memory <sessions> | serve <bare|sessions> <addr>"),
     }
 }
 
