@@ -55,6 +55,7 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        eprintln!("    stopped {}", self.name);
     }
 }
 
