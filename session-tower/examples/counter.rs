@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run -p session-tower --example counter            # memory store, 127.0.0.1:3000
 //! SESSION_STORE=memory://  cargo run -p session-tower --example counter
+//! SESSION_STORE=file:///tmp/sessions  cargo run -p session-tower --example counter
 //! ```
 //!
 //! Environment:

@@ -1,0 +1,318 @@
+//! session-disk's integration tests: the conformance suite, crash safety, several processes,
+//! hostile paths.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::{
+    Changes, IdGenerator, Record, SessionStore, StorageKey, StoreError, Timestamp, UuidV4Generator,
+    async_trait,
+};
+use session_disk::{DiskStore, Fsync, OpenError};
+use tempfile::TempDir;
+
+/// A store in its own temporary directory, removed when the store is dropped.
+#[derive(Debug)]
+struct TempStore {
+    store: DiskStore,
+    _dir: TempDir,
+}
+
+impl TempStore {
+    fn new(fsync: Fsync) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::builder(dir.path().join("sessions"))
+            .fsync(fsync)
+            .open()
+            .unwrap();
+        Self { store, _dir: dir }
+    }
+}
+
+#[async_trait]
+impl SessionStore for TempStore {
+    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
+        self.store.load(key).await
+    }
+    async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        self.store.create(record).await
+    }
+    async fn update(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.store.update(key, changes, at).await
+    }
+    async fn touch(&self, key: &StorageKey, at: Timestamp) -> Result<bool, StoreError> {
+        self.store.touch(key, at).await
+    }
+    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
+        self.store.delete(key).await
+    }
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        self.store.delete_expired().await
+    }
+}
+
+mod fsync_always {
+    use super::*;
+    session_core::conformance_tests!(|| async {
+        Some(Arc::new(TempStore::new(Fsync::Always)) as Arc<dyn SessionStore>)
+    });
+}
+
+mod fsync_never {
+    use super::*;
+    session_core::conformance_tests!(|| async {
+        Some(Arc::new(TempStore::new(Fsync::Never)) as Arc<dyn SessionStore>)
+    });
+}
+
+fn record(data: &[(&str, &[u8])]) -> Record {
+    Record {
+        key: UuidV4Generator.generate().storage_key(),
+        data: data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect(),
+        created_at: Timestamp::now(),
+        expires_at: Timestamp::now().saturating_add(Duration::from_secs(3600)),
+        owner: None,
+    }
+}
+
+/// `target/<profile>/examples/disk_hammer`, built by `cargo test` with the tests.
+fn hammer() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("examples/disk_hammer");
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test -p session-disk` builds it",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_mid_write_leaves_the_old_or_the_new_version() {
+    let t = TempStore::new(Fsync::Never);
+    let rec = record(&[("v", &[0u8; 256 * 1024]), ("round", &0u64.to_le_bytes())]);
+    t.store.create(&rec).await.unwrap();
+    let hex = rec.key.to_hex().to_string();
+    let mut last_round = 0u64;
+    let mut advanced = 0;
+    for i in 0..200u64 {
+        let mut child = tokio::process::Command::new(hammer())
+            .args(["write-forever", t.store.root().to_str().unwrap(), &hex])
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // Let it write for a varying short while, then kill it (SIGKILL) mid-flight.
+        tokio::time::sleep(Duration::from_millis(2 + (i * 7) % 23)).await;
+        child.kill().await.unwrap();
+        let got = t
+            .store
+            .load(&rec.key)
+            .await
+            .expect("a torn or damaged file")
+            .expect("the session vanished");
+        let round = u64::from_le_bytes(got.data["round"].as_slice().try_into().unwrap());
+        let v = &got.data["v"];
+        assert_eq!(v.len(), 256 * 1024, "iteration {i}: a short value");
+        let want = if round == 0 { 0 } else { (round % 251) as u8 };
+        assert!(
+            v.iter().all(|b| *b == want),
+            "iteration {i}: value mixes two versions"
+        );
+        if round != last_round {
+            advanced += 1;
+        }
+        last_round = round;
+    }
+    assert!(
+        advanced > 20,
+        "the writer rarely got to write ({advanced}/200): the test proved little"
+    );
+    // Leftover temporary files are not sessions; a sweep counts none of them.
+    assert_eq!(t.store.delete_expired().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_updating_the_same_sessions_lose_nothing() {
+    let t = TempStore::new(Fsync::Never);
+    let records: Vec<Record> = (0..3).map(|_| record(&[("base", b"1")])).collect();
+    for r in &records {
+        t.store.create(r).await.unwrap();
+    }
+    let keys: Vec<String> = records.iter().map(|r| r.key.to_hex().to_string()).collect();
+    let rounds = 150;
+    let spawn = |name: &str| {
+        tokio::process::Command::new(hammer())
+            .args([
+                "add-keys",
+                t.store.root().to_str().unwrap(),
+                name,
+                &rounds.to_string(),
+            ])
+            .args(&keys)
+            .kill_on_drop(true)
+            .status()
+    };
+    let (a, b) = tokio::join!(spawn("a"), spawn("b"));
+    assert!(a.unwrap().success() && b.unwrap().success());
+    for r in &records {
+        let got = t.store.load(&r.key).await.unwrap().unwrap();
+        let lost: Vec<String> = (0..rounds)
+            .flat_map(|i| [format!("a-{i}"), format!("b-{i}")])
+            .filter(|k| !got.data.contains_key(k))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "lost {} updates, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
+        assert_eq!(got.data.len(), 2 * rounds + 1);
+    }
+}
+
+#[tokio::test]
+async fn paths_stay_below_the_root_and_hold_no_id() {
+    let t = TempStore::new(Fsync::Never);
+    for _ in 0..100 {
+        let id = UuidV4Generator.generate();
+        let path = t.store.path_of(&id.storage_key());
+        assert!(path.starts_with(t.store.root()));
+        let rest = path.strip_prefix(t.store.root()).unwrap();
+        assert_eq!(
+            rest.components().count(),
+            3,
+            "two shard levels and the file"
+        );
+        assert!(
+            rest.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        );
+        assert!(!path.to_string_lossy().contains(id.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn damaged_files_are_corrupt_errors_and_are_swept() {
+    let t = TempStore::new(Fsync::Never);
+    let cases: [&[u8]; 4] = [b"", b"garbage", b"RSSN\x01short", &[0xff; 100]];
+    let mut keys = Vec::new();
+    for bytes in cases {
+        let r = record(&[("a", b"1")]);
+        t.store.create(&r).await.unwrap();
+        std::fs::write(t.store.path_of(&r.key), bytes).unwrap();
+        assert!(
+            matches!(t.store.load(&r.key).await, Err(StoreError::Corrupt { .. })),
+            "{bytes:?}"
+        );
+        keys.push(r.key);
+    }
+    // A truncated real record too.
+    let r = record(&[("a", &[7; 1000])]);
+    t.store.create(&r).await.unwrap();
+    let path = t.store.path_of(&r.key);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(matches!(
+        t.store.load(&r.key).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    keys.push(r.key);
+
+    assert_eq!(t.store.delete_expired().await.unwrap(), keys.len() as u64);
+    for key in &keys {
+        assert_eq!(t.store.load(key).await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn open_refuses_a_file_and_creates_a_missing_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(matches!(
+        DiskStore::open(&file),
+        Err(OpenError::NotADirectory(_))
+    ));
+    let nested = dir.path().join("a/b/c");
+    DiskStore::open(&nested).unwrap();
+    assert!(nested.join(".locks").is_dir());
+    assert!(matches!(
+        DiskStore::builder(&nested).shard_depth(9).open(),
+        Err(OpenError::ShardDepth(9))
+    ));
+    let flat = DiskStore::builder(dir.path().join("flat"))
+        .shard_depth(0)
+        .open()
+        .unwrap();
+    let r = record(&[("k", b"v")]);
+    flat.create(&r).await.unwrap();
+    assert_eq!(flat.path_of(&r.key).parent().unwrap(), flat.root());
+    assert_eq!(
+        flat.load(&r.key).await.unwrap().unwrap().data,
+        BTreeMap::from([("k".to_owned(), b"v".to_vec())])
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn session_files_are_private_by_default() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = TempStore::new(Fsync::Never);
+    let r = record(&[("k", b"v")]);
+    t.store.create(&r).await.unwrap();
+    let mode = std::fs::metadata(t.store.path_of(&r.key))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn a_held_lock_times_out_as_unavailable() {
+    let t = TempStore::new(Fsync::Never);
+    let store = DiskStore::builder(t.store.root())
+        .lock_timeout(Duration::from_millis(100))
+        .open()
+        .unwrap();
+    let r = record(&[("k", b"v")]);
+    store.create(&r).await.unwrap();
+    let stripe = format!("{:02x}.lock", r.key.as_bytes()[31]);
+    let held = std::fs::File::open(t.store.root().join(".locks").join(stripe)).unwrap();
+    held.lock().unwrap();
+    let started = std::time::Instant::now();
+    let result = store
+        .touch(
+            &r.key,
+            Timestamp::now().saturating_add(Duration::from_secs(60)),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    held.unlock().unwrap();
+    assert!(
+        store
+            .touch(
+                &r.key,
+                Timestamp::now().saturating_add(Duration::from_secs(60))
+            )
+            .await
+            .unwrap()
+    );
+}
