@@ -1,6 +1,7 @@
 //! Benchmark workloads, run through `cargo xtask bench` (release build). Each prints one
 //! machine-readable line per result: `RESULT <workload> <key>=<value> ...`.
 //!
+//! - `cycle <store> <tasks> <seconds> [sessions]`: the session cycle on the store API.
 //! - `serve <bare|sessions> <addr>`: the counter route with or without sessions, for wrk.
 //! - `memory <sessions>`: resident memory per session in the memory store, for sessions of
 //!   5 keys with 200 bytes of key names and values in all.
@@ -12,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use session_core::{IdGenerator, Record, SessionStore, Timestamp, UuidV4Generator};
 use session_memory::MemoryStore;
 
+mod cycle;
 mod http;
 
 fn main() -> Result<()> {
@@ -20,6 +22,14 @@ fn main() -> Result<()> {
         Some("memory") => {
             let n: usize = args.get(1).context("memory <sessions>")?.parse()?;
             memory(n)
+        }
+        Some("cycle") => {
+            let usage = "cycle <store> <tasks> <seconds> [sessions]";
+            let spec = args.get(1).context(usage)?;
+            let tasks = args.get(2).context(usage)?.parse()?;
+            let secs = args.get(3).context(usage)?.parse()?;
+            let sessions = args.get(4).map_or(Ok(10_000), |s| s.parse())?;
+            cycle::cycle(spec, tasks, secs, sessions)
         }
         Some("serve") => {
             let variant = args.get(1).context("serve <bare|sessions> <addr>")?;

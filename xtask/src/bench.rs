@@ -15,8 +15,50 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "session-bench"]))?;
     let exe = root().join("target/release/session-bench");
 
+    cycles(&exe, quick)?;
     http(&exe, quick)?;
     memory(&exe, quick)?;
+    Ok(())
+}
+
+/// The session cycle (load, change one key, save) per store at 16 tasks, rounds alternating
+/// between stores in one run.
+fn cycles(exe: &std::path::Path, quick: bool) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("session-bench-disk-{}", std::process::id()));
+    let specs = [
+        "memory".to_owned(),
+        format!("disk-never:{}", dir.join("never").display()),
+        format!("disk-always:{}", dir.join("always").display()),
+    ];
+    let (rounds, secs, sessions) = if quick {
+        (1, "1", "1000")
+    } else {
+        (3, "5", "10000")
+    };
+    let tasks = "16";
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); specs.len()];
+    for round in 1..=rounds {
+        for (spec, out) in specs.iter().zip(&mut samples) {
+            phase(&format!(
+                "cycle: {spec}, {tasks} tasks, round {round}/{rounds}"
+            ));
+            let line = result_line(Command::new(exe).args(["cycle", spec, tasks, secs, sessions]))?;
+            out.push(field(&line, "cycles_per_sec").parse()?);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let base = median(&samples[0]);
+    println!("\n| store | tasks | cycles/s (median) | rounds min–max | ratio to memory |");
+    println!("|---|---:|---:|---|---:|");
+    for (spec, s) in specs.iter().zip(&samples) {
+        let name = spec.split(':').next().unwrap_or(spec);
+        println!(
+            "| {name} | {tasks} | {:.0} | {} | {:.3} |",
+            median(s),
+            spread(s),
+            median(s) / base
+        );
+    }
     Ok(())
 }
 
