@@ -5,6 +5,7 @@
 //! cargo run -p session-tower --example counter            # memory store, 127.0.0.1:3000
 //! SESSION_STORE=memory://  cargo run -p session-tower --example counter
 //! SESSION_STORE=file:///tmp/sessions  cargo run -p session-tower --example counter
+//! SESSION_STORE=redis://127.0.0.1:6379  cargo run -p session-tower --example counter
 //! ```
 //!
 //! Environment:

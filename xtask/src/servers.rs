@@ -1,22 +1,212 @@
-//! Test servers on 127.0.0.1: provisioned when missing, started on free ports, stopped on drop.
+//! Test servers on 127.0.0.1: provisioned when missing, started on free ports with
+//! persistence off, readiness polled with a deadline, logs shown on failure, stopped on drop.
 
 use std::collections::BTreeMap;
-use std::process::Command;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
-use crate::util::{have, run};
+use crate::util::{ChildGuard, have, run};
 
 /// The running servers and the environment that points the tests at them.
 #[derive(Debug, Default)]
 pub(crate) struct Servers {
     /// `SESSION_TEST_*` variables for the test processes.
     pub(crate) env: BTreeMap<String, String>,
+    guards: Vec<ServerGuard>,
+}
+
+/// One server process with its scratch directory.
+#[derive(Debug)]
+pub(crate) struct ServerGuard {
+    pub(crate) port: u16,
+    log: PathBuf,
+    dir: PathBuf,
+    child: ChildGuard,
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        // The child is killed by its own guard; the scratch directory goes after it.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl ServerGuard {
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.child.try_wait(), Ok(None))
+    }
 }
 
 /// Provisions and starts every server the workspace's backends need.
 pub(crate) fn start_all() -> Result<Servers> {
-    Ok(Servers::default())
+    let mut servers = Servers::default();
+    ensure_packages(&[
+        ("redis-server", "redis-server"),
+        ("redis-cli", "redis-tools"),
+    ])?;
+
+    let redis = start_redis("redis", &[])?;
+    servers.env.insert(
+        "SESSION_TEST_REDIS_URL".into(),
+        format!("redis://127.0.0.1:{}", redis.port),
+    );
+    eprintln!("    redis-server on 127.0.0.1:{}", redis.port);
+    servers.guards.push(redis);
+
+    let cluster = start_redis_cluster(3)?;
+    let urls: Vec<String> = cluster
+        .iter()
+        .map(|g| format!("redis://127.0.0.1:{}", g.port))
+        .collect();
+    eprintln!(
+        "    redis cluster of {} masters on {}",
+        cluster.len(),
+        urls.join(", ")
+    );
+    servers
+        .env
+        .insert("SESSION_TEST_REDIS_CLUSTER_URLS".into(), urls.join(","));
+    servers.guards.extend(cluster);
+
+    Ok(servers)
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks; the listener is closed before use).
+pub(crate) fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn scratch_dir(name: &str, port: u16) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "session-xtask-{name}-{}-{port}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn start_redis(name: &str, extra: &[&str]) -> Result<ServerGuard> {
+    let port = free_port()?;
+    let dir = scratch_dir(name, port)?;
+    let log = dir.join("redis.log");
+    let child = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--logfile")
+        .arg(&log)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("could not start redis-server")?;
+    let mut guard = ServerGuard {
+        port,
+        log,
+        dir,
+        child: ChildGuard::new(format!("{name} :{port}"), child),
+    };
+    wait_until(&mut guard, Duration::from_secs(20), |port| {
+        redis_reply(port, "PING").is_ok_and(|r| r.starts_with("+PONG"))
+    })?;
+    Ok(guard)
+}
+
+fn start_redis_cluster(masters: usize) -> Result<Vec<ServerGuard>> {
+    let mut nodes = Vec::new();
+    for i in 0..masters {
+        nodes.push(start_redis(
+            &format!("redis-cluster-{i}"),
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ],
+        )?);
+    }
+    let mut create = Command::new("redis-cli");
+    create.arg("--cluster").arg("create");
+    for node in &nodes {
+        create.arg(format!("127.0.0.1:{}", node.port));
+    }
+    let out = create
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .context("could not run redis-cli --cluster create")?;
+    if !out.status.success() {
+        bail!(
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for node in &mut nodes {
+        wait_until(node, Duration::from_secs(30), |port| {
+            redis_reply(port, "CLUSTER INFO").is_ok_and(|r| r.contains("cluster_state:ok"))
+        })?;
+    }
+    Ok(nodes)
+}
+
+/// Polls `ready` until it holds, failing with the server's log after `deadline`.
+fn wait_until(
+    guard: &mut ServerGuard,
+    deadline: Duration,
+    ready: impl Fn(u16) -> bool,
+) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if ready(guard.port) {
+            return Ok(());
+        }
+        if !guard.alive() {
+            bail!(
+                "{} exited during start-up; its log:\n{}",
+                guard.child.name,
+                guard.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "{} was not ready within {deadline:?}; its log:\n{}",
+        guard.child.name,
+        guard.log_tail()
+    )
+}
+
+/// Sends one inline command and returns the raw reply.
+fn redis_reply(port: u16, command: &str) -> Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    stream.write_all(format!("{command}\r\n").as_bytes())?;
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// Makes sure each `(program, debian package)` is installed: with apt-get when missing and

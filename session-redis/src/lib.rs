@@ -1,0 +1,495 @@
+//! A Redis and Redis Cluster [`SessionStore`] for `session-core`.
+//!
+//! - **One hash per session**, keyed `{prefix}{<storage key>}` (the braces are a cluster hash
+//!   tag: every key of a session lives in one slot). Field `m` holds the metadata
+//!   (`version:created_ms:expires_ms`), `o` the owner, and `d:<name>` each value. The hash's
+//!   `PEXPIREAT` follows the session's expiry, so Redis removes expired sessions itself.
+//! - **Per-key atomic updates.** `update` and `touch` run one Lua script (EVALSHA, reloaded
+//!   on NOSCRIPT) that checks the session exists and is live, applies `HSET`/`HDEL` of exactly
+//!   the changed fields, and moves the expiry: two requests changing different keys both
+//!   persist, and a deleted session is never brought back. `create` is a script too and
+//!   refuses a taken key.
+//! - **Connections**: a `ConnectionManager` (one multiplexed connection that reconnects by
+//!   itself) for a single node, the cluster-async client for a cluster; never one connection
+//!   behind a lock. Every call ends within the command timeout: a server that is down or
+//!   stalled gives [`StoreError::Unavailable`] quickly, and the store serves again when the
+//!   server is back, without being rebuilt.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use session_core::SessionManager;
+//! use session_redis::RedisStore;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = RedisStore::builder("redis://127.0.0.1:6379")
+//!     .key_prefix("myapp:session:")
+//!     .command_timeout(Duration::from_millis(500))
+//!     .open()
+//!     .await?;
+//! let manager = SessionManager::new(store);
+//!
+//! // Or a cluster, by any of its nodes:
+//! let cluster = RedisStore::cluster_builder(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+//!     .open()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! (Not run as a doctest: it needs a server. The crate's tests run the whole conformance
+//! suite against a real standalone server and a real 3-master cluster.)
+//!
+//! # Errors
+//!
+//! [`StoreError::Unavailable`] when the server cannot be reached or does not answer within
+//! the command timeout; [`StoreError::Corrupt`] for a hash that was tampered with (missing
+//! or malformed metadata, a foreign field); [`StoreError::Backend`] for other server errors.
+//!
+//! # Feature flags
+//!
+//! - `tls`: `rediss://` URLs, through the driver's rustls support.
+
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script, Value};
+use session_core::{Changes, Record, SessionStore, StorageKey, StoreError, Timestamp};
+
+pub use redis;
+
+const STORE: &str = "redis";
+const META: &[u8] = b"m";
+const OWNER: &[u8] = b"o";
+const DATA: &[u8] = b"d:";
+const FORMAT: &str = "1";
+const CORRUPT_CODE: &str = "SESSIONCORRUPT";
+
+const CREATE: &str = r"
+-- KEYS[1]: the session hash. ARGV[1]: metadata; ARGV[2]: expiry (ms); ARGV[3]: '-' or
+-- '+owner'; ARGV[4..]: field, value pairs.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'm', ARGV[1])
+if string.sub(ARGV[3], 1, 1) == '+' then redis.call('HSET', KEYS[1], 'o', string.sub(ARGV[3], 2)) end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return 1
+";
+
+const UPDATE: &str = r"
+-- KEYS[1]: the session hash. ARGV[1]: now (ms); ARGV[2]: new expiry (ms); ARGV[3]: '1' to
+-- clear; ARGV[4]: number of removed fields; then the removed fields; then field, value pairs.
+local meta = redis.call('HGET', KEYS[1], 'm')
+if not meta then return 0 end
+local version, created, expires = string.match(meta, '^(%d+):(%-?%d+):(%-?%d+)$')
+if not version then return redis.error_reply('SESSIONCORRUPT malformed session metadata') end
+if tonumber(expires) <= tonumber(ARGV[1]) then return 0 end
+if ARGV[3] == '1' then
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(field, 1, 2) == 'd:' then redis.call('HDEL', KEYS[1], field) end
+  end
+end
+local removed = tonumber(ARGV[4])
+for i = 5, 4 + removed do redis.call('HDEL', KEYS[1], ARGV[i]) end
+for i = 5 + removed, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'm', version .. ':' .. created .. ':' .. ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return 1
+";
+
+/// A single-node or a cluster connection; both multiplex and reconnect by themselves.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where the store connects.
+#[derive(Debug, Clone)]
+enum Target {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+/// Settings for a [`RedisStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisStoreBuilder {
+    target: Target,
+    prefix: String,
+    command_timeout: Duration,
+    connection_timeout: Duration,
+}
+
+impl RedisStoreBuilder {
+    /// The prefix of every key (default `session:`).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long one call may take, reconnecting included, before it fails with
+    /// [`StoreError::Unavailable`] (default 2 s).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How long one connection attempt may take (default 1 s).
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Connects.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] for an invalid URL; [`StoreError::Unavailable`] when the
+    /// server cannot be reached within the timeouts.
+    pub async fn open(self) -> Result<RedisStore, StoreError> {
+        let conn = match &self.target {
+            Target::Single(url) => {
+                let client =
+                    redis::Client::open(url.as_str()).map_err(|e| StoreError::backend(STORE, e))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.connection_timeout))
+                    .set_response_timeout(Some(self.command_timeout))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                let open = ConnectionManager::new_with_config(client, config);
+                Conn::Single(timed(self.command_timeout + self.connection_timeout, open).await?)
+            }
+            Target::Cluster(nodes) => {
+                let infos = nodes
+                    .iter()
+                    .map(|n| n.as_str().into_connection_info())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| StoreError::backend(STORE, e))?;
+                let client = redis::cluster::ClusterClientBuilder::new(infos)
+                    .connection_timeout(self.connection_timeout)
+                    .response_timeout(self.command_timeout)
+                    .retries(2)
+                    .build()
+                    .map_err(|e| StoreError::backend(STORE, e))?;
+                let open = client.get_async_connection();
+                Conn::Cluster(timed(self.command_timeout + self.connection_timeout, open).await?)
+            }
+        };
+        Ok(RedisStore {
+            conn,
+            prefix: self.prefix,
+            timeout: self.command_timeout,
+            create: Script::new(CREATE),
+            update: Script::new(UPDATE),
+        })
+    }
+}
+
+/// The Redis session store. Cheap to clone (clones share the connection).
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: Conn,
+    prefix: String,
+    timeout: Duration,
+    create: Script,
+    update: Script,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.conn {
+            Conn::Single(_) => "single",
+            Conn::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStore")
+            .field("mode", &kind)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_error(e: RedisError) -> StoreError {
+    if e.code() == Some(CORRUPT_CODE) {
+        return StoreError::corrupt(STORE, e);
+    }
+    if e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_cluster_error()
+        || e.is_unrecoverable_error()
+    {
+        return StoreError::unavailable(STORE, e);
+    }
+    StoreError::backend(STORE, e)
+}
+
+/// Runs `call`, failing with `Unavailable` when it takes longer than `timeout`.
+async fn timed<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(map_error),
+        Err(_) => Err(StoreError::unavailable(
+            STORE,
+            format!("no answer within {timeout:?}"),
+        )),
+    }
+}
+
+#[derive(Debug)]
+struct Damaged(&'static str);
+
+impl fmt::Display for Damaged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Damaged {}
+
+fn corrupt(reason: &'static str) -> StoreError {
+    StoreError::corrupt(STORE, Damaged(reason))
+}
+
+/// `version:created:expires` → (created, expires).
+fn parse_meta(meta: &[u8]) -> Result<(Timestamp, Timestamp), StoreError> {
+    let text = std::str::from_utf8(meta).map_err(|_| corrupt("metadata is not text"))?;
+    let mut parts = text.split(':');
+    let (Some(version), Some(created), Some(expires), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(corrupt("malformed metadata"));
+    };
+    if version != FORMAT {
+        return Err(corrupt("unsupported metadata version"));
+    }
+    let number = |s: &str| {
+        s.parse::<i64>()
+            .map(Timestamp::from_unix_millis)
+            .map_err(|_| corrupt("malformed timestamp"))
+    };
+    Ok((number(created)?, number(expires)?))
+}
+
+fn data_field(name: &str) -> Vec<u8> {
+    let mut field = Vec::with_capacity(DATA.len() + name.len());
+    field.extend_from_slice(DATA);
+    field.extend_from_slice(name.as_bytes());
+    field
+}
+
+impl RedisStore {
+    /// Settings for a store on a single node (`redis://host:port/db`, or `rediss://` with the
+    /// `tls` feature).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        Self::builder_for(Target::Single(url.into()))
+    }
+
+    /// Settings for a store on a Redis Cluster, reached through any of `nodes`.
+    pub fn cluster_builder<I, S>(nodes: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::builder_for(Target::Cluster(nodes.into_iter().map(Into::into).collect()))
+    }
+
+    fn builder_for(target: Target) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            target,
+            prefix: "session:".into(),
+            command_timeout: Duration::from_secs(2),
+            connection_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// Connects to a single node with default settings.
+    ///
+    /// # Errors
+    /// As [`RedisStoreBuilder::open`].
+    pub async fn open(url: impl Into<String>) -> Result<Self, StoreError> {
+        Self::builder(url).open().await
+    }
+
+    /// The Redis key of a session: `{prefix}{<hex>}`.
+    pub fn redis_key(&self, key: &StorageKey) -> String {
+        format!("{}{{{}}}", self.prefix, key.to_hex().as_str())
+    }
+
+    async fn call<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Conn) -> Result<T, RedisError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        timed(self.timeout, f(&mut conn)).await
+    }
+
+    async fn run_update(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.update.key(self.redis_key(key));
+        invocation
+            .arg(Timestamp::now().as_unix_millis())
+            .arg(expires_at.as_unix_millis())
+            .arg(if changes.cleared { "1" } else { "0" })
+            .arg(changes.removed.len());
+        for name in &changes.removed {
+            invocation.arg(data_field(name));
+        }
+        for (name, value) in &changes.set {
+            invocation.arg(data_field(name)).arg(value.as_slice());
+        }
+        let done: i64 = self
+            .call(async |conn| invocation.invoke_async(conn).await)
+            .await?;
+        Ok(done == 1)
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
+        let redis_key = self.redis_key(key);
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = self
+            .call(async |conn| {
+                redis::cmd("HGETALL")
+                    .arg(&redis_key)
+                    .query_async(conn)
+                    .await
+            })
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let mut times = None;
+        let mut owner = None;
+        let mut data = BTreeMap::new();
+        for (field, value) in fields {
+            if field == META {
+                times = Some(parse_meta(&value)?);
+            } else if field == OWNER {
+                owner = Some(String::from_utf8(value).map_err(|_| corrupt("owner is not text"))?);
+            } else if let Some(name) = field.strip_prefix(DATA) {
+                let name = String::from_utf8(name.to_vec())
+                    .map_err(|_| corrupt("key name is not text"))?;
+                data.insert(name, value);
+            } else {
+                return Err(corrupt("foreign field in the session hash"));
+            }
+        }
+        let (created_at, expires_at) =
+            times.ok_or_else(|| corrupt("session hash without metadata"))?;
+        if expires_at <= Timestamp::now() {
+            return Ok(None);
+        }
+        Ok(Some(Record {
+            key: *key,
+            data,
+            created_at,
+            expires_at,
+            owner,
+        }))
+    }
+
+    async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        let meta = format!(
+            "{FORMAT}:{}:{}",
+            record.created_at.as_unix_millis(),
+            record.expires_at.as_unix_millis()
+        );
+        let owner = match &record.owner {
+            Some(owner) => format!("+{owner}"),
+            None => "-".to_owned(),
+        };
+        let mut invocation = self.create.key(self.redis_key(&record.key));
+        invocation
+            .arg(meta)
+            .arg(record.expires_at.as_unix_millis())
+            .arg(owner);
+        for (name, value) in &record.data {
+            invocation.arg(data_field(name)).arg(value.as_slice());
+        }
+        let created: i64 = self
+            .call(async |conn| invocation.invoke_async(conn).await)
+            .await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::IdCollision)
+        }
+    }
+
+    async fn update(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.run_update(key, changes, expires_at).await
+    }
+
+    async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
+        self.run_update(key, &Changes::new(), expires_at).await
+    }
+
+    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
+        let redis_key = self.redis_key(key);
+        self.call(async |conn| {
+            redis::cmd("DEL")
+                .arg(&redis_key)
+                .query_async::<i64>(conn)
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    fn expires_natively(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,344 @@
+//! session-redis's integration tests, against real servers: `SESSION_TEST_REDIS_URL` (a
+//! standalone server), `SESSION_TEST_REDIS_CLUSTER_URLS` (comma-separated cluster nodes),
+//! and a `redis-server` on PATH for the restart test. `cargo xtask test-backends` provides
+//! all three.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use session_core::suite::server_url;
+use session_core::{
+    Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
+};
+use session_redis::RedisStore;
+use tokio::sync::Barrier;
+
+/// Each test gets its own key prefix on the shared server.
+fn prefix() -> String {
+    format!("test:{}:", UuidV4Generator.generate().as_str())
+}
+
+async fn standalone() -> Option<Arc<dyn SessionStore>> {
+    let url = server_url("SESSION_TEST_REDIS_URL")?;
+    let store = RedisStore::builder(url)
+        .key_prefix(prefix())
+        .open()
+        .await
+        .expect("connect to redis");
+    Some(Arc::new(store))
+}
+
+async fn cluster() -> Option<Arc<dyn SessionStore>> {
+    let urls = server_url("SESSION_TEST_REDIS_CLUSTER_URLS")?;
+    let store = RedisStore::cluster_builder(urls.split(','))
+        .key_prefix(prefix())
+        .open()
+        .await
+        .expect("connect to the redis cluster");
+    Some(Arc::new(store))
+}
+
+mod standalone {
+    session_core::conformance_tests!(|| crate::standalone());
+}
+
+mod cluster {
+    session_core::conformance_tests!(|| crate::cluster());
+}
+
+fn record(data: &[(&str, &[u8])]) -> Record {
+    Record {
+        key: UuidV4Generator.generate().storage_key(),
+        data: data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect(),
+        created_at: Timestamp::now(),
+        expires_at: Timestamp::now().saturating_add(Duration::from_secs(3600)),
+        owner: Some("user-1".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_two_key_races_lose_nothing() {
+    for store in [standalone().await, cluster().await].into_iter().flatten() {
+        let r = record(&[("base", b"0")]);
+        store.create(&r).await.unwrap();
+        let barrier = Arc::new(Barrier::new(2000));
+        let tasks: Vec<_> = (0..2000)
+            .map(|i| {
+                let (store, barrier, key) = (store.clone(), barrier.clone(), r.key);
+                tokio::spawn(async move {
+                    let mut changes = Changes::new();
+                    changes.set(format!("k{i}"), vec![1]);
+                    barrier.wait().await;
+                    store
+                        .update(
+                            &key,
+                            &changes,
+                            Timestamp::now().saturating_add(Duration::from_secs(3600)),
+                        )
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap().unwrap());
+        }
+        let got = store.load(&r.key).await.unwrap().unwrap();
+        assert_eq!(
+            got.data.len(),
+            2001,
+            "lost {} updates",
+            2001 - got.data.len()
+        );
+        assert_eq!(got.owner.as_deref(), Some("user-1"));
+    }
+}
+
+#[tokio::test]
+async fn a_tampered_hash_is_corrupt_not_a_panic() {
+    let Some(url) = server_url("SESSION_TEST_REDIS_URL") else {
+        return;
+    };
+    let store = RedisStore::builder(&url)
+        .key_prefix(prefix())
+        .open()
+        .await
+        .unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let later = Timestamp::now().saturating_add(Duration::from_secs(60));
+
+    let tamper: [(&str, &[&[u8]]); 5] = [
+        ("HSET", &[b"m", b"garbage"]),
+        ("HSET", &[b"m", b"2:1:99999999999999"]),
+        ("HSET", &[b"x-foreign", b"1"]),
+        ("HSET", &[b"d:\xff\xfe", b"1"]),
+        ("HDEL", &[b"m"]),
+    ];
+    for (command, args) in tamper {
+        let r = record(&[("a", b"1")]);
+        store.create(&r).await.unwrap();
+        let key = store.redis_key(&r.key);
+        let _: () = redis::cmd(command)
+            .arg(&key)
+            .arg(args)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let loaded = store.load(&r.key).await;
+        assert!(
+            matches!(loaded, Err(StoreError::Corrupt { .. })),
+            "{command} {args:?}: {loaded:?}"
+        );
+    }
+    // Malformed metadata also stops an update, which must not touch the hash.
+    let r = record(&[("a", b"1")]);
+    store.create(&r).await.unwrap();
+    let key = store.redis_key(&r.key);
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("m")
+        .arg("garbage")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let mut changes = Changes::new();
+    changes.set("b", b"2".to_vec());
+    let updated = store.update(&r.key, &changes, later).await;
+    assert!(
+        matches!(updated, Err(StoreError::Corrupt { .. })),
+        "{updated:?}"
+    );
+    let b: Option<Vec<u8>> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("d:b")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(b, None);
+}
+
+#[tokio::test]
+async fn keys_are_hashed_and_hash_tagged() {
+    let Some(url) = server_url("SESSION_TEST_REDIS_URL") else {
+        return;
+    };
+    let p = prefix();
+    let store = RedisStore::builder(&url)
+        .key_prefix(p.clone())
+        .open()
+        .await
+        .unwrap();
+    let id = UuidV4Generator.generate();
+    let key = store.redis_key(&id.storage_key());
+    assert_eq!(
+        key,
+        format!("{p}{{{}}}", id.storage_key().to_hex().as_str())
+    );
+    assert!(!key.contains(id.as_str()));
+}
+
+/// A redis-server this test owns, so it can kill and restart it.
+struct OwnServer {
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnServer {
+    fn start(port: u16) -> Self {
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server on PATH (cargo xtask test-backends installs it)");
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server on {} did not start", self.port);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_survives_a_server_restart_without_being_rebuilt() {
+    // Same gate as the other server tests: under `cargo xtask test-backends` this runs.
+    if server_url("SESSION_TEST_REDIS_URL").is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = OwnServer::start(port);
+    server.wait_ready().await;
+    let timeout = Duration::from_millis(500);
+    let store = Arc::new(
+        RedisStore::builder(format!("redis://127.0.0.1:{port}"))
+            .command_timeout(timeout)
+            .connection_timeout(Duration::from_millis(300))
+            .open()
+            .await
+            .unwrap(),
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, unavailable, other) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let slowest = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, stop, ok, unavailable, other, slowest) = (
+                store.clone(),
+                stop.clone(),
+                ok.clone(),
+                unavailable.clone(),
+                other.clone(),
+                slowest.clone(),
+            );
+            tokio::spawn(async move {
+                // Bounded: at most 20 000 calls per worker, and the test stops them sooner.
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let started = Instant::now();
+                    let r = record(&[("a", b"1")]);
+                    let result = async {
+                        store.create(&r).await?;
+                        store.load(&r.key).await
+                    }
+                    .await;
+                    slowest.fetch_max(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+                    match result {
+                        Ok(Some(_)) => ok.fetch_add(1, Ordering::SeqCst),
+                        Err(StoreError::Unavailable { .. }) => {
+                            unavailable.fetch_add(1, Ordering::SeqCst)
+                        }
+                        _ => other.fetch_add(1, Ordering::SeqCst),
+                    };
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+
+    let wait_for = |counter: Arc<AtomicU64>, above: u64, what: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while counter.load(Ordering::SeqCst) <= above {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    wait_for(ok.clone(), 50, "successes before the outage").await;
+    server.kill().await;
+    wait_for(
+        unavailable.clone(),
+        20,
+        "Unavailable errors during the outage",
+    )
+    .await;
+    let served_before = ok.load(Ordering::SeqCst);
+    let server = OwnServer::start(port);
+    server.wait_ready().await;
+    wait_for(
+        ok.clone(),
+        served_before + 50,
+        "successes after the restart",
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.expect("a worker panicked");
+    }
+    let (ok, unavailable, other) = (
+        ok.load(Ordering::SeqCst),
+        unavailable.load(Ordering::SeqCst),
+        other.load(Ordering::SeqCst),
+    );
+    eprintln!("restart test: {ok} served, {unavailable} unavailable, {other} other errors");
+    assert_eq!(other, 0, "errors other than Unavailable during the outage");
+    let slowest = Duration::from_millis(slowest.load(Ordering::SeqCst));
+    // Two calls per iteration, each bounded by the command timeout.
+    assert!(
+        slowest <= 2 * timeout + Duration::from_millis(500),
+        "a call hung for {slowest:?}"
+    );
+}
