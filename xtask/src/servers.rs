@@ -79,7 +79,54 @@ pub(crate) fn start_all() -> Result<Servers> {
         .insert("SESSION_TEST_REDIS_CLUSTER_URLS".into(), urls.join(","));
     servers.guards.extend(cluster);
 
+    let memcached: Vec<ServerGuard> = (0..2).map(start_memcached).collect::<Result<_>>()?;
+    let addrs: Vec<String> = memcached
+        .iter()
+        .map(|g| format!("127.0.0.1:{}", g.port))
+        .collect();
+    eprintln!("    memcached on {}", addrs.join(", "));
+    servers
+        .env
+        .insert("SESSION_TEST_MEMCACHED_SERVERS".into(), addrs.join(","));
+    servers.guards.extend(memcached);
+
     Ok(servers)
+}
+
+fn start_memcached(index: usize) -> Result<ServerGuard> {
+    let port = free_port()?;
+    let dir = scratch_dir(&format!("memcached-{index}"), port)?;
+    let log = dir.join("memcached.log");
+    let mut cmd = Command::new("memcached");
+    cmd.args([
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "0",
+        "-m",
+        "256",
+        "-v",
+    ]);
+    if is_root() {
+        cmd.args(["-u", "memcache"]);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("could not start memcached")?;
+    let mut guard = ServerGuard {
+        port,
+        log,
+        dir,
+        child: ChildGuard::new(format!("memcached-{index} :{port}"), child),
+    };
+    wait_until(&mut guard, Duration::from_secs(20), |port| {
+        redis_reply(port, "version").is_ok_and(|r| r.starts_with("VERSION"))
+    })?;
+    Ok(guard)
 }
 
 /// A free TCP port on 127.0.0.1 (the OS picks; the listener is closed before use).
@@ -199,7 +246,7 @@ fn wait_until(
     )
 }
 
-/// Sends one inline command and returns the raw reply.
+/// Sends one inline command (Redis, or memcached's text protocol) and returns the raw reply.
 fn redis_reply(port: u16, command: &str) -> Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(1)))?;

@@ -1,0 +1,565 @@
+//! A memcached [`SessionStore`] for `session-core`, over one or many servers.
+//!
+//! - **Many servers.** A session lives on the server chosen by rendezvous hashing of its
+//!   storage key (every application instance agrees; adding a server moves only about 1/N of
+//!   the sessions). A server that is down makes only its share of sessions
+//!   [`StoreError::Unavailable`]; the others keep working.
+//! - **One item per session**, holding `session-core`'s versioned, checksummed envelope,
+//!   keyed `{prefix}{storage key hex}`. Expiry follows memcached's rule (up to 30 days a
+//!   relative number of seconds, beyond it an absolute Unix time), and `load` also checks the
+//!   envelope's `expires_at`.
+//! - **No lost updates.** `create` is `add` (a taken key is a collision); `update` and `touch`
+//!   are `gets` + `cas` in a bounded retry loop, so two requests changing different keys both
+//!   persist and an update racing a `delete` never recreates the session.
+//! - **Sizes** above the item size limit (1 MiB by default, [`MemcacheStoreBuilder::item_size_limit`])
+//!   are [`StoreError::TooLarge`] before anything is sent.
+//!
+//! # The client's sharp edges, and how this store handles them
+//!
+//! `memcache-async` 0.10 was read and probed against memcached 1.6:
+//! - `set`, `append` and `delete` send `noreply`: a too-large `set` returns `Ok(())` and stores
+//!   nothing. This store never uses `set`; its `delete` is followed by a `version` round trip
+//!   on the same connection, which memcached answers only after the delete, so a returned
+//!   `delete` is applied.
+//! - It does not validate keys (a space desynchronises the connection): keys here are the
+//!   hex storage key plus a prefix checked at build time (≤ 250 bytes, no whitespace or
+//!   control characters).
+//! - Its `cas` looks for `NOT FOUND` while memcached answers `NOT_FOUND`, so a missing item
+//!   surfaces as an `Other("NOT_FOUND")` error: this store maps it to "gone".
+//! - It is one stream with no pool, reconnect or timeout: this store keeps a small pool per
+//!   server, drops any connection that errored or timed out mid-command, reconnects on
+//!   demand, and bounds every call by the command timeout.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use session_core::SessionManager;
+//! use session_memcache::MemcacheStore;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemcacheStore::builder(["10.0.0.1:11211", "10.0.0.2:11211"])
+//!     .key_prefix("myapp:")
+//!     .command_timeout(Duration::from_millis(500))
+//!     .build()?;
+//! let manager = SessionManager::new(store);
+//! # Ok(()) }
+//! ```
+//!
+//! (Not run as a doctest: it needs servers. The crate's tests run the conformance suite
+//! against two real memcached servers.)
+//!
+//! # Errors
+//!
+//! [`BuildError`] for bad settings. At run time: `Unavailable` (server down, timeout, or CAS
+//! contention beyond the retry limit), `TooLarge`, `Corrupt` (an item that is not a session
+//! envelope of this version), `Backend` (other server errors).
+
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use memcache_async::ascii::Protocol;
+use session_core::{
+    Changes, Record, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
+    encode_envelope,
+};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use memcache_async;
+
+const STORE: &str = "memcache";
+/// memcached's key length limit.
+const MAX_KEY_LEN: usize = 250;
+/// Room left in an item for memcached's own header and the key.
+const ITEM_OVERHEAD: usize = 512;
+/// memcached's boundary between relative and absolute expiration times.
+const RELATIVE_LIMIT_SECS: i64 = 30 * 24 * 3600;
+
+/// Why [`MemcacheStoreBuilder::build`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No server was given.
+    NoServers,
+    /// The key prefix is too long or holds whitespace or control characters.
+    BadPrefix(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoServers => f.write_str("no memcached server given"),
+            Self::BadPrefix(p) => write!(
+                f,
+                "key prefix {p:?} is longer than {} bytes or holds whitespace or control characters",
+                MAX_KEY_LEN - 64
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Settings for a [`MemcacheStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MemcacheStoreBuilder {
+    servers: Vec<String>,
+    prefix: String,
+    pool_size: usize,
+    command_timeout: Duration,
+    cas_retries: u32,
+    item_size_limit: usize,
+}
+
+impl MemcacheStoreBuilder {
+    /// The prefix of every key (default `session:`).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Connections per server at most (default 16).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long one call may take, connecting included, before it fails with
+    /// [`StoreError::Unavailable`] (default 1 s).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How many times `update`/`touch` retry after losing a CAS race (default 32).
+    pub fn cas_retries(mut self, retries: u32) -> Self {
+        self.cas_retries = retries.max(1);
+        self
+    }
+
+    /// The servers' item size limit, memcached's `-I` (default 1 MiB).
+    pub fn item_size_limit(mut self, bytes: usize) -> Self {
+        self.item_size_limit = bytes;
+        self
+    }
+
+    /// The store. No connection is made until the first call.
+    ///
+    /// # Errors
+    /// [`BuildError`] for no servers or a bad prefix.
+    pub fn build(self) -> Result<MemcacheStore, BuildError> {
+        if self.servers.is_empty() {
+            return Err(BuildError::NoServers);
+        }
+        let prefix_ok = self.prefix.len() <= MAX_KEY_LEN - 64
+            && self.prefix.bytes().all(|b| b.is_ascii_graphic());
+        if !prefix_ok {
+            return Err(BuildError::BadPrefix(self.prefix));
+        }
+        let servers = self
+            .servers
+            .iter()
+            .map(|addr| Server {
+                addr: addr.clone(),
+                seed: u64::from_le_bytes(
+                    Sha256::digest(addr.as_bytes())[..8]
+                        .try_into()
+                        .unwrap_or_default(),
+                ),
+                idle: Mutex::new(Vec::new()),
+                slots: Arc::new(Semaphore::new(self.pool_size)),
+            })
+            .collect();
+        Ok(MemcacheStore {
+            inner: Arc::new(Inner {
+                servers,
+                prefix: self.prefix,
+                timeout: self.command_timeout,
+                cas_retries: self.cas_retries,
+                item_size_limit: self.item_size_limit,
+            }),
+        })
+    }
+}
+
+/// The memcached session store. Cheap to clone.
+#[derive(Clone)]
+pub struct MemcacheStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    servers: Vec<Server>,
+    prefix: String,
+    timeout: Duration,
+    cas_retries: u32,
+    item_size_limit: usize,
+}
+
+struct Server {
+    addr: String,
+    /// Mixed into the rendezvous score: derived from the address, so every process agrees.
+    seed: u64,
+    idle: Mutex<Vec<Protocol<TcpStream>>>,
+    slots: Arc<Semaphore>,
+}
+
+impl fmt::Debug for MemcacheStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let servers: Vec<&str> = self.inner.servers.iter().map(|s| s.addr.as_str()).collect();
+        f.debug_struct("MemcacheStore")
+            .field("servers", &servers)
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pooled connection: back to the pool when the command completed, dropped otherwise.
+struct Conn<'a> {
+    server: &'a Server,
+    protocol: Option<Protocol<TcpStream>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Conn<'_> {
+    fn get(&mut self) -> &mut Protocol<TcpStream> {
+        self.protocol
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("taken only by release"))
+    }
+
+    /// Returns the connection to the pool: only after a command finished cleanly.
+    fn release(mut self) {
+        if let Some(protocol) = self.protocol.take() {
+            self.server
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(protocol);
+        }
+    }
+}
+
+/// splitmix64's finaliser: a good 64-bit mixer.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// memcached's exptime for an absolute expiry.
+fn exptime(expires_at: Timestamp, now: Timestamp) -> u32 {
+    if expires_at <= now {
+        // An absolute time in the past: memcached expires the item at once.
+        return (RELATIVE_LIMIT_SECS + 1) as u32;
+    }
+    let relative = expires_at.duration_since(now).as_millis().div_ceil(1000) as i64;
+    if relative <= RELATIVE_LIMIT_SECS {
+        relative as u32
+    } else {
+        u32::try_from(expires_at.as_unix_secs_ceil()).unwrap_or(u32::MAX)
+    }
+}
+
+fn unavailable(server: &str, e: impl fmt::Display) -> StoreError {
+    StoreError::unavailable(STORE, format!("{server}: {e}"))
+}
+
+/// Maps a client error: network trouble is `Unavailable`, a server error reply `Backend`.
+fn map_io(server: &str, e: io::Error) -> StoreError {
+    match e.kind() {
+        io::ErrorKind::Other => StoreError::backend(STORE, format!("{server}: {e}")),
+        _ => unavailable(server, e),
+    }
+}
+
+fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || (e.kind() == io::ErrorKind::Other && e.to_string().starts_with("NOT_FOUND"))
+}
+
+impl MemcacheStore {
+    /// Settings for a store over `servers` (`host:port` each).
+    pub fn builder<I, S>(servers: I) -> MemcacheStoreBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        MemcacheStoreBuilder {
+            servers: servers.into_iter().map(Into::into).collect(),
+            prefix: "session:".into(),
+            pool_size: 16,
+            command_timeout: Duration::from_secs(1),
+            cas_retries: 32,
+            item_size_limit: 1024 * 1024,
+        }
+    }
+
+    /// The server (`host:port`) a session lives on.
+    pub fn server_for(&self, key: &StorageKey) -> &str {
+        &self.inner.server(key).addr
+    }
+
+    /// The memcached key of a session.
+    pub fn item_key(&self, key: &StorageKey) -> String {
+        format!("{}{}", self.inner.prefix, key.to_hex().as_str())
+    }
+
+    /// Runs `f` on a connection to the key's server, bounded by the command timeout.
+    async fn with_conn<T>(
+        &self,
+        key: &StorageKey,
+        f: impl AsyncFnOnce(&mut Conn<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let server = self.inner.server(key);
+        let call = async {
+            let mut conn = server.checkout().await?;
+            let result = f(&mut conn).await;
+            // A command that returned (even with a protocol-level "no") left the stream in
+            // sync; one that failed on the network did not.
+            if !matches!(result, Err(StoreError::Unavailable { .. })) {
+                conn.release();
+            }
+            result
+        };
+        bounded(self.inner.timeout, &server.addr, call).await
+    }
+
+    fn check_size(&self, envelope: &[u8]) -> Result<(), StoreError> {
+        let limit = self.inner.item_size_limit.saturating_sub(ITEM_OVERHEAD);
+        if envelope.len() > limit {
+            return Err(StoreError::TooLarge {
+                store: STORE,
+                size: envelope.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// `gets` + change + `cas`, retried on a lost race.
+    async fn read_modify_write(
+        &self,
+        key: &StorageKey,
+        change: impl Fn(&mut Record),
+    ) -> Result<bool, StoreError> {
+        let item = self.item_key(key);
+        for _ in 0..self.inner.cas_retries {
+            let attempt = self
+                .with_conn(key, async |conn| {
+                    let addr = &conn.server.addr;
+                    let (bytes, cas) = match conn.get().gets_cas(item.as_bytes()).await {
+                        Ok(found) => found,
+                        Err(e) if is_not_found(&e) => return Ok(Some(false)),
+                        Err(e) => return Err(map_io(addr, e)),
+                    };
+                    let mut record =
+                        decode_envelope(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
+                    let now = Timestamp::now();
+                    if record.is_expired_at(now) {
+                        return Ok(Some(false));
+                    }
+                    change(&mut record);
+                    let envelope = encode_envelope(&record);
+                    self.check_size(&envelope)?;
+                    match conn
+                        .get()
+                        .cas(&item, &envelope, cas, exptime(record.expires_at, now))
+                        .await
+                    {
+                        Ok(true) => Ok(Some(true)),
+                        Ok(false) => Ok(None), // lost the race: read again
+                        Err(e) if is_not_found(&e) => Ok(Some(false)),
+                        Err(e) => Err(map_io(addr, e)),
+                    }
+                })
+                .await?;
+            if let Some(done) = attempt {
+                return Ok(done);
+            }
+        }
+        Err(StoreError::unavailable(
+            STORE,
+            format!("update lost {} CAS races in a row", self.inner.cas_retries),
+        ))
+    }
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    server: &str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(unavailable(server, format!("no answer within {timeout:?}"))))
+}
+
+impl Inner {
+    /// Rendezvous hashing: the server with the highest score for this key.
+    fn server(&self, key: &StorageKey) -> &Server {
+        let k = key.prefix_u64();
+        self.servers
+            .iter()
+            .max_by_key(|s| mix(k ^ s.seed))
+            .unwrap_or_else(|| unreachable!("build refuses an empty server list"))
+    }
+}
+
+impl Server {
+    async fn checkout(&self) -> Result<Conn<'_>, StoreError> {
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| unavailable(&self.addr, e))?;
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let protocol = match idle {
+            Some(protocol) => protocol,
+            None => {
+                let stream = TcpStream::connect(&self.addr)
+                    .await
+                    .map_err(|e| unavailable(&self.addr, e))?;
+                let _ = stream.set_nodelay(true);
+                Protocol::new(stream)
+            }
+        };
+        Ok(Conn {
+            server: self,
+            protocol: Some(protocol),
+            _permit: permit,
+        })
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemcacheStore {
+    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
+        let item = self.item_key(key);
+        let bytes = self
+            .with_conn(key, async |conn| {
+                match conn.get().get(item.as_bytes()).await {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(map_io(&conn.server.addr, e)),
+                }
+            })
+            .await?;
+        let Some(bytes) = bytes else { return Ok(None) };
+        let record = decode_envelope(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
+        Ok((!record.is_expired_at(Timestamp::now())).then_some(record))
+    }
+
+    async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        let envelope = encode_envelope(record);
+        self.check_size(&envelope)?;
+        let item = self.item_key(&record.key);
+        let exp = exptime(record.expires_at, Timestamp::now());
+        self.with_conn(&record.key, async |conn| {
+            match conn.get().add(&item, &envelope, exp).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StoreError::IdCollision),
+                Err(e) => Err(map_io(&conn.server.addr, e)),
+            }
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.read_modify_write(key, |record| {
+            changes.apply_to(&mut record.data);
+            record.expires_at = expires_at;
+        })
+        .await
+    }
+
+    async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
+        self.read_modify_write(key, |record| record.expires_at = expires_at)
+            .await
+    }
+
+    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
+        let item = self.item_key(key);
+        self.with_conn(key, async |conn| {
+            let addr = &conn.server.addr;
+            // `delete` is sent with noreply; `version` is answered only after it was applied.
+            conn.get()
+                .delete(&item)
+                .await
+                .map_err(|e| map_io(addr, e))?;
+            conn.get().version().await.map_err(|e| map_io(addr, e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    fn expires_natively(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exptime_follows_memcached_rules() {
+        let now = Timestamp::from_unix_millis(1_700_000_000_000);
+        let at = |ms: i64| Timestamp::from_unix_millis(now.as_unix_millis() + ms);
+        assert_eq!(exptime(at(1), now), 1);
+        assert_eq!(exptime(at(1000), now), 1);
+        assert_eq!(exptime(at(1001), now), 2);
+        assert_eq!(
+            exptime(at(RELATIVE_LIMIT_SECS * 1000), now),
+            RELATIVE_LIMIT_SECS as u32
+        );
+        let far = at(RELATIVE_LIMIT_SECS * 1000 + 1000);
+        assert_eq!(exptime(far, now), far.as_unix_secs_ceil() as u32);
+        assert!(
+            exptime(at(-5), now) as i64 > RELATIVE_LIMIT_SECS,
+            "past expiries are absolute"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert_eq!(
+            MemcacheStore::builder(Vec::<String>::new())
+                .build()
+                .unwrap_err(),
+            BuildError::NoServers
+        );
+        for prefix in ["a b", "a\nb", "\0", &"p".repeat(200)] {
+            assert!(matches!(
+                MemcacheStore::builder(["127.0.0.1:1"])
+                    .key_prefix(prefix)
+                    .build(),
+                Err(BuildError::BadPrefix(_))
+            ));
+        }
+    }
+}

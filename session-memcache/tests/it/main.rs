@@ -1,0 +1,263 @@
+//! session-memcache's integration tests, against real servers: the conformance suite on a
+//! store spanning `SESSION_TEST_MEMCACHED_SERVERS` (comma-separated), and, with `memcached`
+//! on PATH, tests that stop and restart servers they own.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use session_core::suite::server_url;
+use session_core::{
+    Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
+};
+use session_memcache::MemcacheStore;
+
+fn prefix() -> String {
+    format!("t{}:", UuidV4Generator.generate().as_str())
+}
+
+async fn shared() -> Option<Arc<dyn SessionStore>> {
+    let servers = server_url("SESSION_TEST_MEMCACHED_SERVERS")?;
+    let store = MemcacheStore::builder(servers.split(','))
+        .key_prefix(prefix())
+        .build()
+        .unwrap();
+    Some(Arc::new(store))
+}
+
+mod two_servers {
+    session_core::conformance_tests!(|| crate::shared());
+}
+
+fn record(data: &[(&str, &[u8])]) -> Record {
+    Record {
+        key: UuidV4Generator.generate().storage_key(),
+        data: data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect(),
+        created_at: Timestamp::now(),
+        expires_at: Timestamp::now().saturating_add(Duration::from_secs(3600)),
+        owner: None,
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_session_is_too_large_and_nothing_is_stored() {
+    let Some(servers) = server_url("SESSION_TEST_MEMCACHED_SERVERS") else {
+        return;
+    };
+    let store = MemcacheStore::builder(servers.split(','))
+        .key_prefix(prefix())
+        .build()
+        .unwrap();
+    let big = record(&[("big", &vec![7u8; 2 * 1024 * 1024])]);
+    assert!(matches!(
+        store.create(&big).await,
+        Err(StoreError::TooLarge { .. })
+    ));
+    assert_eq!(store.load(&big.key).await.unwrap(), None);
+
+    let small = record(&[("a", b"1")]);
+    store.create(&small).await.unwrap();
+    let mut changes = Changes::new();
+    changes.set("big", vec![1u8; 1024 * 1024]);
+    let later = Timestamp::now().saturating_add(Duration::from_secs(60));
+    assert!(matches!(
+        store.update(&small.key, &changes, later).await,
+        Err(StoreError::TooLarge { .. })
+    ));
+    assert_eq!(
+        store.load(&small.key).await.unwrap().unwrap(),
+        small,
+        "a failed update changed the session"
+    );
+}
+
+#[tokio::test]
+async fn an_item_of_another_format_is_corrupt() {
+    let Some(servers) = server_url("SESSION_TEST_MEMCACHED_SERVERS") else {
+        return;
+    };
+    let store = MemcacheStore::builder(servers.split(','))
+        .key_prefix(prefix())
+        .build()
+        .unwrap();
+    let r = record(&[("a", b"1")]);
+    let mut foreign = session_core::encode_envelope(&r);
+    foreign[4] = 9; // another envelope version
+    let mut conn = tokio::net::TcpStream::connect(store.server_for(&r.key))
+        .await
+        .unwrap();
+    let mut protocol = memcache_async::ascii::Protocol::new(&mut conn);
+    protocol
+        .add(store.item_key(&r.key), &foreign, 60)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.load(&r.key).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    let mut changes = Changes::new();
+    changes.set("b", b"2".to_vec());
+    let later = Timestamp::now().saturating_add(Duration::from_secs(60));
+    assert!(matches!(
+        store.update(&r.key, &changes, later).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+/// memcached servers this test owns, so it can stop and restart one.
+struct OwnServer {
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnServer {
+    async fn start(port: u16) -> Self {
+        let mut cmd = tokio::process::Command::new("memcached");
+        cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
+        if running_as_root() {
+            cmd.args(["-u", "memcache"]);
+        }
+        let child = cmd
+            .kill_on_drop(true)
+            .spawn()
+            .expect("memcached on PATH (cargo xtask test-backends installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "memcached on {port} did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child: Some(child) }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+/// Whether we run as root (memcached then needs `-u`), from /proc.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_evenly_and_one_server_down_affects_only_its_share() {
+    if server_url("SESSION_TEST_MEMCACHED_SERVERS").is_none() {
+        return;
+    }
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = OwnServer::start(pa).await;
+    let _b = OwnServer::start(pb).await;
+    let addr_a = format!("127.0.0.1:{pa}");
+    let timeout = Duration::from_millis(300);
+    let store = MemcacheStore::builder([addr_a.clone(), format!("127.0.0.1:{pb}")])
+        .command_timeout(timeout)
+        .build()
+        .unwrap();
+
+    // Distribution: 10 000 sessions within ±15 % of even.
+    let records: Vec<Record> = (0..10_000).map(|_| record(&[("a", b"1")])).collect();
+    let on_a = records
+        .iter()
+        .filter(|r| store.server_for(&r.key) == addr_a)
+        .count();
+    assert!(
+        (4250..=5750).contains(&on_a),
+        "{on_a} of 10 000 sessions on one of two servers"
+    );
+    for r in records.iter().take(400) {
+        store.create(r).await.unwrap();
+    }
+
+    a.stop().await;
+    let later = Timestamp::now().saturating_add(Duration::from_secs(60));
+    let mut changes = Changes::new();
+    changes.set("b", b"2".to_vec());
+    let (mut served, mut refused) = (0, 0);
+    for r in records.iter().take(400) {
+        let started = Instant::now();
+        let on_down = store.server_for(&r.key) == addr_a;
+        let result = store.update(&r.key, &changes, later).await;
+        assert!(
+            started.elapsed() < timeout + Duration::from_millis(500),
+            "a call hung"
+        );
+        if on_down {
+            assert!(
+                matches!(result, Err(StoreError::Unavailable { .. })),
+                "{result:?}"
+            );
+            refused += 1;
+        } else {
+            assert!(result.unwrap(), "a session on the live server failed");
+            assert!(store.load(&r.key).await.unwrap().is_some());
+            served += 1;
+        }
+    }
+    assert!(
+        served > 100 && refused > 100,
+        "served {served}, refused {refused}"
+    );
+
+    // Back on the same port: the same store object serves it again (its data is gone).
+    let _a = OwnServer::start(pa).await;
+    let fresh: Vec<Record> = std::iter::repeat_with(|| record(&[("a", b"1")]))
+        .filter(|r| store.server_for(&r.key) == addr_a)
+        .take(20)
+        .collect();
+    for r in &fresh {
+        store
+            .create(r)
+            .await
+            .expect("the restarted server serves again");
+        assert_eq!(store.load(&r.key).await.unwrap().as_ref(), Some(r));
+    }
+}
+
+#[tokio::test]
+async fn adding_a_server_moves_about_a_third_of_the_sessions() {
+    let build = |n: usize| {
+        MemcacheStore::builder((0..n).map(|i| format!("10.0.0.{i}:11211")))
+            .build()
+            .unwrap()
+    };
+    let (two, three) = (build(2), build(3));
+    let keys: Vec<_> = (0..10_000)
+        .map(|_| UuidV4Generator.generate().storage_key())
+        .collect();
+    let moved = keys
+        .iter()
+        .filter(|k| two.server_for(k) != three.server_for(k))
+        .count();
+    // Rendezvous hashing moves only the new server's share: ~1/3.
+    assert!(
+        (2800..=3900).contains(&moved),
+        "{moved} of 10 000 sessions moved"
+    );
+    assert!(keys.iter().all(
+        |k| two.server_for(k) == three.server_for(k) || three.server_for(k) == "10.0.0.2:11211"
+    ));
+}
