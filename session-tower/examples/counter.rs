@@ -7,6 +7,7 @@
 //! SESSION_STORE=file:///tmp/sessions  cargo run -p session-tower --example counter
 //! SESSION_STORE=redis://127.0.0.1:6379  cargo run -p session-tower --example counter
 //! SESSION_STORE=memcache://127.0.0.1:11211,127.0.0.1:11212  cargo run -p session-tower --example counter
+//! SESSION_STORE=mongodb://127.0.0.1:27017  cargo run -p session-tower --example counter
 //! ```
 //!
 //! Environment:

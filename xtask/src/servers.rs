@@ -90,7 +90,89 @@ pub(crate) fn start_all() -> Result<Servers> {
         .insert("SESSION_TEST_MEMCACHED_SERVERS".into(), addrs.join(","));
     servers.guards.extend(memcached);
 
+    let mongo = start_secantus()?;
+    eprintln!(
+        "    SecantusDB (MongoDB wire protocol) on 127.0.0.1:{}",
+        mongo.port
+    );
+    servers.env.insert(
+        "SESSION_TEST_MONGO_URL".into(),
+        format!("mongodb://127.0.0.1:{}", mongo.port),
+    );
+    servers.guards.push(mongo);
+
     Ok(servers)
+}
+
+/// The MongoDB-compatible test server: no genuine mongod installs from the registries this
+/// project can reach, so SecantusDB (PyPI, WiredTiger-based) runs from a venv cached under
+/// `target/xtask/`. Nothing in session-mongo depends on its quirks.
+const SECANTUS: &str = "SecantusDB==0.7.0b3";
+
+fn secantus_venv() -> Result<PathBuf> {
+    let venv = crate::util::root().join("target/xtask/secantus-venv");
+    let server = venv.join("bin/secantusd-py");
+    let marker = venv.join(".installed");
+    if server.exists() && std::fs::read_to_string(&marker).is_ok_and(|m| m == SECANTUS) {
+        return Ok(server);
+    }
+    eprintln!("    installing {SECANTUS} into {}", venv.display());
+    let _ = std::fs::remove_dir_all(&venv);
+    if Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        // Debian's python3 needs python3-venv for ensurepip.
+        ensure_packages(&[
+            ("python3", "python3"),
+            ("/usr/share/doc/python3-venv", "python3-venv"),
+        ])?;
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        SECANTUS,
+    ]))?;
+    std::fs::write(&marker, SECANTUS)?;
+    Ok(server)
+}
+
+fn start_secantus() -> Result<ServerGuard> {
+    let server = secantus_venv()?;
+    let port = free_port()?;
+    let dir = scratch_dir("secantus", port)?;
+    let log = dir.join("secantus.log");
+    let out = std::fs::File::create(&log)?;
+    let child = Command::new(server)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--storage-path",
+            ":memory:",
+            "--standalone",
+        ])
+        .current_dir(&dir)
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("could not start secantusd-py")?;
+    let mut guard = ServerGuard {
+        port,
+        log,
+        dir,
+        child: ChildGuard::new(format!("secantus :{port}"), child),
+    };
+    wait_until(&mut guard, Duration::from_secs(60), |port| {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })?;
+    Ok(guard)
 }
 
 fn start_memcached(index: usize) -> Result<ServerGuard> {

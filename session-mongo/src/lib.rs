@@ -1,0 +1,495 @@
+//! A MongoDB [`SessionStore`] for `session-core`, on the official `mongodb` driver.
+//!
+//! - **One document per session**: `_id` is the hashed storage key (never the bearer id),
+//!   `created_at` and `expires_at` are BSON dates, `owner` the user, `v` the format version,
+//!   and `data` a sub-document with one field per session key holding its encoded value as
+//!   BSON binary.
+//! - **Key names are escaped** reversibly (`%` → `%25`, `.` → `%2E`, `$` → `%24`, NUL →
+//!   `%00`, the empty name → `%`), so no session key can become an operator or a path.
+//! - **A TTL index** on `expires_at` (`expireAfterSeconds: 0`) is created idempotently at
+//!   open, so expired documents do not pile up; `load` also filters `expires_at > now`, since
+//!   the TTL monitor runs only every 60 s.
+//! - **Per-key updates**: `update` is one `update_one` filtered on `_id` and
+//!   `expires_at > now`, with `$set` of exactly the changed fields, `$unset` of the removed
+//!   ones and `$set` of `expires_at`, and no upsert: concurrent changes to different keys all
+//!   persist, and a deleted or expired session stays gone. `create` is `insert_one`; a
+//!   duplicate key (E11000) is a collision.
+//!
+//! Write concern and read preference come from the URI (`?w=majority&readPreference=...`) or
+//! from [`MongoStoreBuilder::write_concern`] / [`MongoStoreBuilder::selection_criteria`].
+//!
+//! # Example
+//!
+//! ```no_run
+//! use session_core::SessionManager;
+//! use session_mongo::MongoStore;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MongoStore::builder("mongodb://127.0.0.1:27017/?w=majority")
+//!     .database("myapp")
+//!     .collection("sessions")
+//!     .open()
+//!     .await?;
+//! let manager = SessionManager::new(store);
+//! # Ok(()) }
+//! ```
+//!
+//! (Not run as a doctest: it needs a server. The crate's tests run the conformance suite
+//! against a real server; nothing here depends on one server's quirks.)
+//!
+//! # Errors
+//!
+//! [`StoreError::Unavailable`] when no server can be selected or the network fails;
+//! [`StoreError::TooLarge`] for a session over the 16 MiB document limit;
+//! [`StoreError::Corrupt`] for a document of the wrong shape; [`StoreError::Backend`] for
+//! other server errors.
+//!
+//! # Feature flags
+//!
+//! - `dns`: `mongodb+srv://` URIs. TLS (rustls) is always built in: the driver requires a
+//!   TLS backend; enable it with `?tls=true` in the URI.
+
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mongodb::bson::{Binary, Bson, DateTime, Document, doc, spec::BinarySubtype};
+use mongodb::error::{Error, ErrorKind, WriteFailure};
+use mongodb::options::{
+    ClientOptions, CollectionOptions, IndexOptions, SelectionCriteria, WriteConcern,
+};
+use mongodb::{Client, Collection, IndexModel};
+use session_core::{Changes, Record, SessionStore, StorageKey, StoreError, Timestamp};
+
+pub use mongodb;
+
+const STORE: &str = "mongo";
+const FORMAT: i32 = 1;
+/// MongoDB's document size limit.
+const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
+/// Room for the document's own fields and BSON framing.
+const DOCUMENT_OVERHEAD: usize = 16 * 1024;
+const TTL_INDEX: &str = "session_expires_at_ttl";
+
+/// Escapes a session key name into a field name that is never an operator or a path.
+pub fn escape_key(name: &str) -> String {
+    if name.is_empty() {
+        return "%".to_owned();
+    }
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '.' => out.push_str("%2E"),
+            '$' => out.push_str("%24"),
+            '\0' => out.push_str("%00"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Reverses [`escape_key`]; `None` for a field name it cannot have written.
+pub fn unescape_key(field: &str) -> Option<String> {
+    if field == "%" {
+        return Some(String::new());
+    }
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(at) = rest.find(['%', '.', '$', '\0']) {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let (c, len) = match tail.get(..3) {
+            Some("%25") => ('%', 3),
+            Some("%2E") => ('.', 3),
+            Some("%24") => ('$', 3),
+            Some("%00") => ('\0', 3),
+            _ => return None,
+        };
+        out.push(c);
+        rest = &tail[len..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Settings for a [`MongoStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MongoStoreBuilder {
+    uri: String,
+    database: String,
+    collection: String,
+    create_indexes: bool,
+    timeout: Duration,
+    write_concern: Option<WriteConcern>,
+    selection_criteria: Option<SelectionCriteria>,
+}
+
+impl MongoStoreBuilder {
+    /// The database (default `sessions`).
+    pub fn database(mut self, name: impl Into<String>) -> Self {
+        self.database = name.into();
+        self
+    }
+
+    /// The collection (default `sessions`).
+    pub fn collection(mut self, name: impl Into<String>) -> Self {
+        self.collection = name.into();
+        self
+    }
+
+    /// Whether `open` creates the TTL index (default yes; idempotent).
+    pub fn create_indexes(mut self, create: bool) -> Self {
+        self.create_indexes = create;
+        self
+    }
+
+    /// Server selection and connect timeout: how long a call waits for a reachable server
+    /// before failing with [`StoreError::Unavailable`] (default 2 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The write concern, overriding the URI's (for example `w: majority`).
+    pub fn write_concern(mut self, concern: WriteConcern) -> Self {
+        self.write_concern = Some(concern);
+        self
+    }
+
+    /// The read preference, overriding the URI's.
+    pub fn selection_criteria(mut self, criteria: SelectionCriteria) -> Self {
+        self.selection_criteria = Some(criteria);
+        self
+    }
+
+    /// Connects and (by default) creates the TTL index.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] for an invalid URI; [`StoreError::Unavailable`] when no
+    /// server answers within the timeout.
+    pub async fn open(self) -> Result<MongoStore, StoreError> {
+        let mut options = ClientOptions::parse(&self.uri).await.map_err(map_error)?;
+        options.server_selection_timeout = Some(self.timeout);
+        options.connect_timeout = Some(self.timeout);
+        options
+            .app_name
+            .get_or_insert_with(|| "session-mongo".to_owned());
+        let client = Client::with_options(options).map_err(map_error)?;
+        let collection_options = CollectionOptions::builder()
+            .write_concern(self.write_concern)
+            .selection_criteria(self.selection_criteria)
+            .build();
+        let sessions = client
+            .database(&self.database)
+            .collection_with_options::<Document>(&self.collection, collection_options);
+        let store = MongoStore { sessions };
+        if self.create_indexes {
+            store.create_indexes().await?;
+        }
+        Ok(store)
+    }
+}
+
+/// The MongoDB session store. Cheap to clone.
+#[derive(Clone)]
+pub struct MongoStore {
+    sessions: Collection<Document>,
+}
+
+impl fmt::Debug for MongoStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoStore")
+            .field("collection", &self.sessions.namespace().to_string())
+            .finish()
+    }
+}
+
+fn code(e: &Error) -> Option<i32> {
+    match &*e.kind {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        _ => None,
+    }
+}
+
+fn map_error(e: Error) -> StoreError {
+    match &*e.kind {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::Shutdown => StoreError::unavailable(STORE, e),
+        _ if matches!(code(&e), Some(10334 | 17419 | 17420)) => StoreError::TooLarge {
+            store: STORE,
+            size: 0,
+            limit: MAX_DOCUMENT,
+        },
+        _ => StoreError::backend(STORE, e),
+    }
+}
+
+#[derive(Debug)]
+struct Damaged(&'static str);
+
+impl fmt::Display for Damaged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Damaged {}
+
+fn corrupt(reason: &'static str) -> StoreError {
+    StoreError::corrupt(STORE, Damaged(reason))
+}
+
+fn date(t: Timestamp) -> DateTime {
+    DateTime::from_millis(t.as_unix_millis())
+}
+
+fn binary(bytes: &[u8]) -> Bson {
+    Bson::Binary(Binary {
+        subtype: BinarySubtype::Generic,
+        bytes: bytes.to_vec(),
+    })
+}
+
+fn decode(key: StorageKey, doc: &Document) -> Result<Record, StoreError> {
+    let created_at = doc
+        .get_datetime("created_at")
+        .map_err(|_| corrupt("created_at is not a date"))?;
+    let expires_at = doc
+        .get_datetime("expires_at")
+        .map_err(|_| corrupt("expires_at is not a date"))?;
+    match doc.get("v") {
+        Some(Bson::Int32(FORMAT)) => {}
+        _ => return Err(corrupt("unknown format version")),
+    }
+    let owner = match doc.get("owner") {
+        None | Some(Bson::Null) => None,
+        Some(Bson::String(s)) => Some(s.clone()),
+        Some(_) => return Err(corrupt("owner is not a string")),
+    };
+    let fields = doc
+        .get_document("data")
+        .map_err(|_| corrupt("data is not a document"))?;
+    let mut data = BTreeMap::new();
+    for (field, value) in fields {
+        let name =
+            unescape_key(field).ok_or_else(|| corrupt("a data field name is not escaped"))?;
+        let Bson::Binary(bin) = value else {
+            return Err(corrupt("a value is not binary"));
+        };
+        data.insert(name, bin.bytes.clone());
+    }
+    Ok(Record {
+        key,
+        data,
+        created_at: Timestamp::from_unix_millis(created_at.timestamp_millis()),
+        expires_at: Timestamp::from_unix_millis(expires_at.timestamp_millis()),
+        owner,
+    })
+}
+
+fn check_size(size: usize) -> Result<(), StoreError> {
+    let limit = MAX_DOCUMENT - DOCUMENT_OVERHEAD;
+    if size > limit {
+        return Err(StoreError::TooLarge {
+            store: STORE,
+            size,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+impl MongoStore {
+    /// Settings for a store at `uri` (`mongodb://host:port/?options`).
+    pub fn builder(uri: impl Into<String>) -> MongoStoreBuilder {
+        MongoStoreBuilder {
+            uri: uri.into(),
+            database: "sessions".into(),
+            collection: "sessions".into(),
+            create_indexes: true,
+            timeout: Duration::from_secs(2),
+            write_concern: None,
+            selection_criteria: None,
+        }
+    }
+
+    /// Connects with default settings.
+    ///
+    /// # Errors
+    /// As [`MongoStoreBuilder::open`].
+    pub async fn open(uri: impl Into<String>) -> Result<Self, StoreError> {
+        Self::builder(uri).open().await
+    }
+
+    /// The collection, for operations this store does not cover.
+    pub fn collection(&self) -> &Collection<Document> {
+        &self.sessions
+    }
+
+    /// Creates the TTL index on `expires_at` (idempotent).
+    ///
+    /// # Errors
+    /// As any call: `Unavailable` or `Backend`.
+    pub async fn create_indexes(&self) -> Result<(), StoreError> {
+        let ttl = IndexModel::builder()
+            .keys(doc! { "expires_at": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name(TTL_INDEX.to_owned())
+                    .expire_after(Duration::ZERO)
+                    .build(),
+            )
+            .build();
+        self.sessions.create_index(ttl).await.map_err(map_error)?;
+        Ok(())
+    }
+
+    fn live_filter(key: &StorageKey) -> Document {
+        doc! { "_id": key.to_hex().as_str(), "expires_at": { "$gt": date(Timestamp::now()) } }
+    }
+}
+
+#[async_trait]
+impl SessionStore for MongoStore {
+    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
+        let found = self
+            .sessions
+            .find_one(Self::live_filter(key))
+            .await
+            .map_err(map_error)?;
+        found.map(|doc| decode(*key, &doc)).transpose()
+    }
+
+    async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        check_size(record.data_size())?;
+        let data: Document = record
+            .data
+            .iter()
+            .map(|(name, value)| (escape_key(name), binary(value)))
+            .collect();
+        let document = doc! {
+            "_id": record.key.to_hex().as_str(),
+            "v": FORMAT,
+            "created_at": date(record.created_at),
+            "expires_at": date(record.expires_at),
+            "owner": record.owner.clone(),
+            "data": data,
+        };
+        match self.sessions.insert_one(document).await {
+            Ok(_) => Ok(()),
+            Err(e) if code(&e) == Some(11000) => Err(StoreError::IdCollision),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    async fn update(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        check_size(changes.set.iter().map(|(k, v)| k.len() + v.len()).sum())?;
+        let mut set = doc! { "expires_at": date(expires_at) };
+        if changes.cleared {
+            let data: Document = changes
+                .set
+                .iter()
+                .map(|(name, value)| (escape_key(name), binary(value)))
+                .collect();
+            set.insert("data", data);
+        } else {
+            for (name, value) in &changes.set {
+                set.insert(format!("data.{}", escape_key(name)), binary(value));
+            }
+        }
+        let mut update = doc! { "$set": set };
+        if !changes.cleared && !changes.removed.is_empty() {
+            let unset: Document = changes
+                .removed
+                .iter()
+                .map(|name| {
+                    (
+                        format!("data.{}", escape_key(name)),
+                        Bson::String(String::new()),
+                    )
+                })
+                .collect();
+            update.insert("$unset", unset);
+        }
+        let result = self
+            .sessions
+            .update_one(Self::live_filter(key), update)
+            .await
+            .map_err(map_error)?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
+        let update = doc! { "$set": { "expires_at": date(expires_at) } };
+        let result = self
+            .sessions
+            .update_one(Self::live_filter(key), update)
+            .await
+            .map_err(map_error)?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
+        self.sessions
+            .delete_one(doc! { "_id": key.to_hex().as_str() })
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    fn expires_natively(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_round_trips_and_leaves_no_operator_or_path() {
+        let names = [
+            "",
+            "%",
+            "%25",
+            ".",
+            "..",
+            "$",
+            "$where",
+            "a.b.c",
+            "nul\0",
+            "%2E",
+            "%%..$$",
+            "plain",
+            "ünï 🔑",
+        ];
+        for name in names {
+            let field = escape_key(name);
+            assert!(
+                !field.contains(['.', '$', '\0']) && !field.is_empty(),
+                "{name:?} → {field:?}"
+            );
+            assert_eq!(unescape_key(&field).as_deref(), Some(name), "{field:?}");
+        }
+        for foreign in ["a.b", "$x", "%zz", "%2", "a\0"] {
+            assert_eq!(unescape_key(foreign), None, "{foreign:?}");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! session-mongo's integration tests against the server at `SESSION_TEST_MONGO_URL` (under
+//! `cargo xtask test-backends`, SecantusDB; point it at a real mongod to test against one).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::bson::{Bson, doc};
+use session_core::suite::server_url;
+use session_core::{
+    Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
+};
+use session_mongo::{MongoStore, escape_key};
+
+/// A store on a collection of its own.
+async fn fresh() -> Option<MongoStore> {
+    let url = server_url("SESSION_TEST_MONGO_URL")?;
+    let name = format!(
+        "s_{}",
+        UuidV4Generator.generate().as_str().replace('-', "_")
+    );
+    Some(
+        MongoStore::builder(url)
+            .database("session_tests")
+            .collection(name)
+            .open()
+            .await
+            .expect("connect"),
+    )
+}
+
+async fn shared() -> Option<Arc<dyn SessionStore>> {
+    Some(Arc::new(fresh().await?))
+}
+
+mod suite {
+    session_core::conformance_tests!(|| crate::shared());
+}
+
+fn record(data: &[(&str, &[u8])]) -> Record {
+    Record {
+        key: UuidV4Generator.generate().storage_key(),
+        data: data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect(),
+        created_at: Timestamp::now(),
+        expires_at: Timestamp::now().saturating_add(Duration::from_secs(3600)),
+        owner: None,
+    }
+}
+
+#[tokio::test]
+async fn the_ttl_index_exists_once_after_open() {
+    let Some(store) = fresh().await else { return };
+    let reopened = MongoStore::builder(server_url("SESSION_TEST_MONGO_URL").unwrap())
+        .database("session_tests")
+        .collection(store.collection().name())
+        .open()
+        .await
+        .unwrap();
+    let mut cursor = reopened.collection().list_indexes().await.unwrap();
+    let mut ttl = Vec::new();
+    while cursor.advance().await.unwrap() {
+        let index = cursor.deserialize_current().unwrap();
+        if index.keys == doc! { "expires_at": 1 } {
+            let seconds = index.options.and_then(|o| o.expire_after);
+            ttl.push(seconds);
+        }
+    }
+    assert_eq!(
+        ttl,
+        vec![Some(Duration::ZERO)],
+        "want exactly one TTL index with expireAfterSeconds 0"
+    );
+}
+
+#[tokio::test]
+async fn hostile_key_names_are_stored_escaped_and_touch_nothing_else() {
+    let Some(store) = fresh().await else { return };
+    let names = [
+        "a.b",
+        "$where",
+        "$",
+        "..",
+        "",
+        "nul\0",
+        "data",
+        "_id",
+        "expires_at",
+        "%2E",
+    ];
+    let r = record(&[("keep", b"me")]);
+    store.create(&r).await.unwrap();
+    let mut changes = Changes::new();
+    for (i, name) in names.iter().enumerate() {
+        changes.set(*name, vec![i as u8]);
+    }
+    let later = Timestamp::now().saturating_add(Duration::from_secs(120));
+    assert!(store.update(&r.key, &changes, later).await.unwrap());
+
+    let raw = store
+        .collection()
+        .find_one(doc! { "_id": r.key.to_hex().as_str() })
+        .await
+        .unwrap()
+        .unwrap();
+    let top: Vec<&str> = raw.keys().map(String::as_str).collect();
+    assert_eq!(
+        top,
+        ["_id", "v", "created_at", "expires_at", "owner", "data"],
+        "a key name escaped the data field"
+    );
+    let data = raw.get_document("data").unwrap();
+    for name in names {
+        assert!(
+            data.contains_key(escape_key(name)),
+            "{name:?} not stored escaped"
+        );
+    }
+    let got = store.load(&r.key).await.unwrap().unwrap();
+    assert_eq!(got.data.len(), names.len() + 1);
+    assert_eq!(got.data["keep"], b"me");
+    assert_eq!(got.expires_at, later);
+}
+
+#[tokio::test]
+async fn documents_of_the_wrong_shape_are_corrupt() {
+    let Some(store) = fresh().await else { return };
+    let later = mongodb::bson::DateTime::from_millis(Timestamp::now().as_unix_millis() + 60_000);
+    let now = mongodb::bson::DateTime::now();
+    let shapes = [
+        doc! { "v": 1, "created_at": "yesterday", "expires_at": later, "data": {} },
+        doc! { "v": 1, "created_at": now, "expires_at": later, "data": "not a document" },
+        doc! { "v": 1, "created_at": now, "expires_at": later, "data": { "k": 5 } },
+        doc! { "v": 1, "created_at": now, "expires_at": later, "data": { "a.b": Bson::Binary(mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: vec![] }) } },
+        doc! { "v": 2, "created_at": now, "expires_at": later, "data": {} },
+        doc! { "v": 1, "created_at": now, "expires_at": later, "owner": 7, "data": {} },
+    ];
+    for mut shape in shapes {
+        let key = UuidV4Generator.generate().storage_key();
+        shape.insert("_id", key.to_hex().as_str());
+        store.collection().insert_one(shape.clone()).await.unwrap();
+        let loaded = store.load(&key).await;
+        assert!(
+            matches!(loaded, Err(StoreError::Corrupt { .. })),
+            "{shape}: {loaded:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_session_over_the_document_limit_is_too_large() {
+    let Some(store) = fresh().await else { return };
+    let big = record(&[("big", &vec![1u8; 17 * 1024 * 1024])]);
+    assert!(matches!(
+        store.create(&big).await,
+        Err(StoreError::TooLarge { .. })
+    ));
+    assert_eq!(store.load(&big.key).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_within_the_timeout() {
+    if server_url("SESSION_TEST_MONGO_URL").is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = std::time::Instant::now();
+    let result = MongoStore::builder(format!("mongodb://127.0.0.1:{port}"))
+        .timeout(Duration::from_millis(300))
+        .open()
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
