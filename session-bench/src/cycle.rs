@@ -1,10 +1,15 @@
 //! `cycle <store> <tasks> <seconds> [sessions]`: the session cycle on the store API.
 //!
 //! `sessions` sessions (default 10 000) with 5 keys of 40-byte strings are created first;
-//! then `tasks` tasks loop for `seconds`: load a random session through the manager, change
-//! one key, save. Prints `RESULT cycle store=… tasks=… cycles_per_sec=…`.
+//! then `tasks` tasks loop for `seconds`: load a random session, change one key, save.
+//! Prints `RESULT cycle store=… tasks=… cycles_per_sec=…`.
 //!
-//! Stores: `memory`, `disk-always:<dir>`, `disk-never:<dir>`.
+//! Ours: `memory`, `disk-always:<dir>`, `disk-never:<dir>`, `redis:<url>`,
+//! `memcache:<host:port,…>`, `mongo:<url>`.
+//! tower-sessions, same workload through its store API: `ts-memory`, `ts-redis:<url>`.
+//! The raw limit, the bare round trips a cycle needs with the same driver: `raw-redis:<url>`
+//! (GET + SET of 250 bytes), `raw-memcache:<host:port>` (get + a replying store of 250
+//! bytes), `raw-mongo:<url>` (find_one + update_one by `_id`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,10 +20,34 @@ use session_core::{SessionId, SessionManager, SessionStore};
 use session_disk::{DiskStore, Fsync};
 use session_memory::MemoryStore;
 
-/// The store a spec names, and (for populating fast) a second view of it for the set-up.
-fn open(spec: &str) -> Result<(Arc<dyn SessionStore>, Arc<dyn SessionStore>)> {
-    let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
-    Ok(match kind {
+use crate::anchors;
+
+/// One cycle in flight.
+pub(crate) type CycleFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
+/// One loop body of a workload: given a random number, do one cycle.
+pub(crate) type Cycle = Arc<dyn Fn(u64) -> CycleFuture + Send + Sync>;
+
+pub(crate) fn value(n: u64) -> String {
+    format!("{n:040}")
+}
+
+/// xorshift64*: a fast per-task generator; quality is irrelevant here.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// Our stores: the store a spec names, and a view of it for populating fast.
+async fn ours(
+    kind: &str,
+    arg: &str,
+) -> Result<Option<(Arc<dyn SessionStore>, Arc<dyn SessionStore>)>> {
+    let prefix = format!("bench{}:", std::process::id());
+    Ok(Some(match kind {
         "memory" => {
             let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
             (store.clone(), store)
@@ -35,28 +64,42 @@ fn open(spec: &str) -> Result<(Arc<dyn SessionStore>, Arc<dyn SessionStore>)> {
             let setup = DiskStore::builder(arg).fsync(Fsync::Never).open()?;
             (Arc::new(measured), Arc::new(setup))
         }
-        other => bail!("unknown store {other:?}"),
-    })
+        "redis" => {
+            let store: Arc<dyn SessionStore> = Arc::new(
+                session_redis::RedisStore::builder(arg)
+                    .key_prefix(prefix)
+                    .open()
+                    .await?,
+            );
+            (store.clone(), store)
+        }
+        "memcache" => {
+            let store: Arc<dyn SessionStore> = Arc::new(
+                session_memcache::MemcacheStore::builder(arg.split(','))
+                    .key_prefix(prefix)
+                    .pool_size(64)
+                    .build()?,
+            );
+            (store.clone(), store)
+        }
+        "mongo" => {
+            let store: Arc<dyn SessionStore> = Arc::new(
+                session_mongo::MongoStore::builder(arg)
+                    .database("bench")
+                    .collection(prefix.replace(':', ""))
+                    .open()
+                    .await?,
+            );
+            (store.clone(), store)
+        }
+        _ => return Ok(None),
+    }))
 }
 
-fn value(n: u64) -> String {
-    format!("{n:040}")
-}
-
-/// xorshift64*: a fast per-task generator; quality is irrelevant here.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-}
-
-pub(crate) fn cycle(spec: &str, tasks: usize, secs: u64, sessions: usize) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let (store, setup_store) = open(spec)?;
+/// Sets up the workload a spec names and returns its cycle.
+async fn workload(spec: &str, sessions: usize) -> Result<Cycle> {
+    let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    if let Some((store, setup_store)) = ours(kind, arg).await? {
         let setup = SessionManager::builder_arc(setup_store).build();
         let mut ids: Vec<SessionId> = Vec::with_capacity(sessions);
         for i in 0..sessions {
@@ -69,21 +112,44 @@ pub(crate) fn cycle(spec: &str, tasks: usize, secs: u64, sessions: usize) -> Res
         }
         let ids = Arc::new(ids);
         let manager = SessionManager::builder_arc(store).build();
+        return Ok(Arc::new(move |r| {
+            let (ids, manager) = (ids.clone(), manager.clone());
+            Box::pin(async move {
+                let id = &ids[(r % ids.len() as u64) as usize];
+                let session = manager.load(id).await?.context("a session vanished")?;
+                session.insert(format!("k{}", r % 5), value(r))?;
+                manager.save(&session).await?;
+                Ok(())
+            })
+        }));
+    }
+    match kind {
+        "ts-memory" => anchors::tower_sessions_memory(sessions).await,
+        "ts-redis" => anchors::tower_sessions_redis(arg, sessions).await,
+        "raw-redis" => anchors::raw_redis(arg, sessions).await,
+        "raw-memcache" => anchors::raw_memcache(arg, sessions).await,
+        "raw-mongo" => anchors::raw_mongo(arg, sessions).await,
+        other => bail!("unknown store {other:?}"),
+    }
+}
+
+pub(crate) fn cycle(spec: &str, tasks: usize, secs: u64, sessions: usize) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let cycle = workload(spec, sessions).await?;
         let cycles = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs(secs);
         let started = Instant::now();
         let workers: Vec<_> = (0..tasks)
             .map(|t| {
-                let (ids, manager, cycles) = (ids.clone(), manager.clone(), cycles.clone());
+                let (cycle, cycles) = (cycle.clone(), cycles.clone());
                 tokio::spawn(async move {
                     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (t as u64 + 1);
                     let mut done = 0u64;
                     while Instant::now() < deadline {
-                        let r = next(&mut rng);
-                        let id = &ids[(r % ids.len() as u64) as usize];
-                        let session = manager.load(id).await?.context("a session vanished")?;
-                        session.insert(format!("k{}", r % 5), value(r))?;
-                        manager.save(&session).await?;
+                        cycle(next(&mut rng)).await?;
                         done += 1;
                     }
                     cycles.fetch_add(done, Ordering::Relaxed);
@@ -94,9 +160,9 @@ pub(crate) fn cycle(spec: &str, tasks: usize, secs: u64, sessions: usize) -> Res
         for worker in workers {
             worker.await??;
         }
-        let elapsed = started.elapsed().as_secs_f64();
-        let rate = cycles.load(Ordering::Relaxed) as f64 / elapsed;
-        println!("RESULT cycle store={spec} tasks={tasks} cycles_per_sec={rate:.0}");
+        let rate = cycles.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        let name = spec.split(':').next().unwrap_or(spec);
+        println!("RESULT cycle store={name} tasks={tasks} cycles_per_sec={rate:.0}");
         anyhow::Ok(())
     })
 }

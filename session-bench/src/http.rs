@@ -1,5 +1,6 @@
-//! `serve <bare|sessions> <addr>`: the example's counter route, with or without sessions,
-//! for a load generator to hit.
+//! `serve <bare|sessions|tower-sessions> <addr>`: the example's counter route without
+//! sessions, with ours (memory store), or with tower-sessions' layer (its MemoryStore), for a
+//! load generator to hit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,12 @@ use session_tower::{Key, Session, SessionLayer};
 async fn counter(session: Session) -> String {
     let visits = session.get::<u64>("visits").ok().flatten().unwrap_or(0) + 1;
     let _ = session.insert("visits", visits);
+    format!("Visits: {visits}")
+}
+
+async fn tower_sessions_counter(session: tower_sessions::Session) -> String {
+    let visits: u64 = session.get("visits").await.ok().flatten().unwrap_or(0) + 1;
+    let _ = session.insert("visits", visits).await;
     format!("Visits: {visits}")
 }
 
@@ -38,6 +45,15 @@ pub(crate) fn serve(variant: &str, addr: &str) -> Result<()> {
                 let manager = SessionManager::new(MemoryStore::default());
                 let layer = SessionLayer::new(manager, Key::generate()).secure(false);
                 Router::new().route("/", get(counter)).layer(layer)
+            }
+            "tower-sessions" => {
+                let layer = tower_sessions::SessionManagerLayer::new(
+                    tower_sessions::MemoryStore::default(),
+                )
+                .with_secure(false);
+                Router::new()
+                    .route("/", get(tower_sessions_counter))
+                    .layer(layer)
             }
             other => anyhow::bail!("unknown variant {other}"),
         };

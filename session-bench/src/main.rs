@@ -3,8 +3,9 @@
 //!
 //! - `cycle <store> <tasks> <seconds> [sessions]`: the session cycle on the store API.
 //! - `serve <bare|sessions> <addr>`: the counter route with or without sessions, for wrk.
-//! - `memory <sessions>`: resident memory per session in the memory store, for sessions of
-//!   5 keys with 200 bytes of key names and values in all.
+//! - `memory <sessions> [ours|tower-sessions]`: resident memory per session in the memory
+//!   store (or tower-sessions' MemoryStore), for sessions of 5 keys with 200 bytes of key names
+//!   and values in all.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use session_core::{IdGenerator, Record, SessionStore, Timestamp, UuidV4Generator};
 use session_memory::MemoryStore;
 
+mod anchors;
 mod cycle;
 mod http;
 
@@ -20,8 +22,15 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("memory") => {
-            let n: usize = args.get(1).context("memory <sessions>")?.parse()?;
-            memory(n)
+            let n: usize = args
+                .get(1)
+                .context("memory <sessions> [ours|tower-sessions]")?
+                .parse()?;
+            match args.get(2).map_or("ours", String::as_str) {
+                "ours" => memory(n),
+                "tower-sessions" => memory_tower_sessions(n),
+                other => bail!("unknown memory store {other}"),
+            }
         }
         Some("cycle") => {
             let usage = "cycle <store> <tasks> <seconds> [sessions]";
@@ -36,7 +45,7 @@ fn main() -> Result<()> {
             let addr = args.get(2).map_or("127.0.0.1:0", String::as_str);
             http::serve(variant, addr)
         }
-        _ => bail!("usage: session-bench memory <sessions> | serve <bare|sessions> <addr>"),
+        _ => bail!("usage: session-bench cycle … | memory … | serve …"),
     }
 }
 
@@ -56,6 +65,50 @@ fn payload(i: usize) -> BTreeMap<String, Vec<u8>> {
             (format!("k{k}"), value.into_bytes())
         })
         .collect()
+}
+
+/// The same sessions in tower-sessions' MemoryStore (values as JSON strings, as its
+/// `Session::insert` keeps them).
+fn memory_tower_sessions(n: usize) -> Result<()> {
+    use tower_sessions::SessionStore as _;
+    use tower_sessions::session::{Id, Record};
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let store = tower_sessions::MemoryStore::default();
+    let ids: Vec<Id> = (0..n).map(|_| Id::default()).collect();
+    let payload_bytes: usize = payload(0).iter().map(|(k, v)| k.len() + v.len()).sum();
+    let expiry = tower_sessions::cookie::time::OffsetDateTime::now_utc()
+        + tower_sessions::cookie::time::Duration::hours(1);
+    let before = rss_bytes()?;
+    runtime.block_on(async {
+        for (i, id) in ids.into_iter().enumerate() {
+            let data = payload(i)
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        serde_json::Value::String(String::from_utf8(v).unwrap_or_default()),
+                    )
+                })
+                .collect();
+            let record = Record {
+                id,
+                data,
+                expiry_date: expiry,
+            };
+            store
+                .save(&record)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        anyhow::Ok(())
+    })?;
+    let after = rss_bytes()?;
+    let per_session = (after.saturating_sub(before)) as f64 / n as f64;
+    println!(
+        "RESULT memory store=tower-sessions sessions={n} payload_bytes={payload_bytes} bytes_per_session={per_session:.1} ratio={:.2}",
+        per_session / payload_bytes as f64
+    );
+    Ok(())
 }
 
 fn memory(n: usize) -> Result<()> {

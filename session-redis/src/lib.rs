@@ -1,9 +1,9 @@
 //! A Redis and Redis Cluster [`SessionStore`] for `session-core`.
 //!
 //! - **One hash per session**, keyed `{prefix}{<storage key>}` (the braces are a cluster hash
-//!   tag: every key of a session lives in one slot). Field `m` holds the metadata
-//!   (`version:created_ms:expires_ms`), `o` the owner, and `d:<name>` each value. The hash's
-//!   `PEXPIREAT` follows the session's expiry, so Redis removes expired sessions itself.
+//!   tag: every key of a session lives in one slot). Fields `v` (format version), `c` and `e`
+//!   (created and expiry, Unix milliseconds), `o` (owner) and `d:<name>` for each value. The
+//!   hash's `PEXPIREAT` follows the session's expiry, so Redis removes expired sessions itself.
 //! - **Per-key atomic updates.** `update` and `touch` run one Lua script (EVALSHA, reloaded
 //!   on NOSCRIPT) that checks the session exists and is live, applies `HSET`/`HDEL` of exactly
 //!   the changed fields, and moves the expiry: two requests changing different keys both
@@ -44,7 +44,7 @@
 //!
 //! [`StoreError::Unavailable`] when the server cannot be reached or does not answer within
 //! the command timeout; [`StoreError::Corrupt`] for a hash that was tampered with (missing
-//! or malformed metadata, a foreign field); [`StoreError::Backend`] for other server errors.
+//! or malformed version or timestamps, a foreign field); [`StoreError::Backend`] for other server errors.
 //!
 //! # Feature flags
 //!
@@ -66,19 +66,44 @@ use session_core::{Changes, Record, SessionStore, StorageKey, StoreError, Timest
 pub use redis;
 
 const STORE: &str = "redis";
-const META: &[u8] = b"m";
+const VERSION_FIELD: &[u8] = b"v";
+const CREATED: &[u8] = b"c";
+const EXPIRES: &[u8] = b"e";
 const OWNER: &[u8] = b"o";
 const DATA: &[u8] = b"d:";
-const FORMAT: &str = "1";
+const FORMAT: &[u8] = b"1";
 const CORRUPT_CODE: &str = "SESSIONCORRUPT";
 
+/// Lua helper for both scripts: `cmd` over ARGV[first..last] in chunks of at most 1000
+/// arguments (Lua's `unpack` limit), the first chunk prefixed by `head`. Returns `head` when
+/// there was nothing to send, so the caller can send it alone.
+const CHUNKED: &str = r"
+local function chunked(cmd, head, first, last)
+  local i = first
+  while i <= last do
+    local stop = math.min(i + 999, last)
+    local args = {}
+    for _, h in ipairs(head) do args[#args + 1] = h end
+    for j = i, stop do args[#args + 1] = ARGV[j] end
+    redis.call(cmd, KEYS[1], unpack(args))
+    head = {}
+    i = stop + 1
+  end
+  return head
+end
+";
+
 const CREATE: &str = r"
--- KEYS[1]: the session hash. ARGV[1]: metadata; ARGV[2]: expiry (ms); ARGV[3]: '-' or
+-- KEYS[1]: the session hash. ARGV[1]: created (ms); ARGV[2]: expiry (ms); ARGV[3]: '-' or
 -- '+owner'; ARGV[4..]: field, value pairs.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'm', ARGV[1])
-if string.sub(ARGV[3], 1, 1) == '+' then redis.call('HSET', KEYS[1], 'o', string.sub(ARGV[3], 2)) end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local head = {'v', '1', 'c', ARGV[1], 'e', ARGV[2]}
+if string.sub(ARGV[3], 1, 1) == '+' then
+  head[#head + 1] = 'o'
+  head[#head + 1] = string.sub(ARGV[3], 2)
+end
+head = chunked('HSET', head, 4, #ARGV)
+if #head > 0 then redis.call('HSET', KEYS[1], unpack(head)) end
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
 ";
@@ -86,20 +111,20 @@ return 1
 const UPDATE: &str = r"
 -- KEYS[1]: the session hash. ARGV[1]: now (ms); ARGV[2]: new expiry (ms); ARGV[3]: '1' to
 -- clear; ARGV[4]: number of removed fields; then the removed fields; then field, value pairs.
-local meta = redis.call('HGET', KEYS[1], 'm')
-if not meta then return 0 end
-local version, created, expires = string.match(meta, '^(%d+):(%-?%d+):(%-?%d+)$')
-if not version then return redis.error_reply('SESSIONCORRUPT malformed session metadata') end
-if tonumber(expires) <= tonumber(ARGV[1]) then return 0 end
+local expires = redis.call('HGET', KEYS[1], 'e')
+if not expires then return 0 end
+expires = tonumber(expires)
+if not expires then return redis.error_reply('SESSIONCORRUPT malformed session expiry') end
+if expires <= tonumber(ARGV[1]) then return 0 end
 if ARGV[3] == '1' then
   for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
     if string.sub(field, 1, 2) == 'd:' then redis.call('HDEL', KEYS[1], field) end
   end
 end
 local removed = tonumber(ARGV[4])
-for i = 5, 4 + removed do redis.call('HDEL', KEYS[1], ARGV[i]) end
-for i = 5 + removed, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[1], 'm', version .. ':' .. created .. ':' .. ARGV[2])
+chunked('HDEL', {}, 5, 4 + removed)
+local head = chunked('HSET', {'e', ARGV[2]}, 5 + removed, #ARGV)
+if #head > 0 then redis.call('HSET', KEYS[1], unpack(head)) end
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
 ";
@@ -214,8 +239,8 @@ impl RedisStoreBuilder {
             conn,
             prefix: self.prefix,
             timeout: self.command_timeout,
-            create: Script::new(CREATE),
-            update: Script::new(UPDATE),
+            create: Script::new(&format!("{CHUNKED}{CREATE}")),
+            update: Script::new(&format!("{CHUNKED}{UPDATE}")),
         })
     }
 }
@@ -289,24 +314,12 @@ fn corrupt(reason: &'static str) -> StoreError {
     StoreError::corrupt(STORE, Damaged(reason))
 }
 
-/// `version:created:expires` → (created, expires).
-fn parse_meta(meta: &[u8]) -> Result<(Timestamp, Timestamp), StoreError> {
-    let text = std::str::from_utf8(meta).map_err(|_| corrupt("metadata is not text"))?;
-    let mut parts = text.split(':');
-    let (Some(version), Some(created), Some(expires), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(corrupt("malformed metadata"));
-    };
-    if version != FORMAT {
-        return Err(corrupt("unsupported metadata version"));
-    }
-    let number = |s: &str| {
-        s.parse::<i64>()
-            .map(Timestamp::from_unix_millis)
-            .map_err(|_| corrupt("malformed timestamp"))
-    };
-    Ok((number(created)?, number(expires)?))
+fn parse_millis(value: &[u8]) -> Result<Timestamp, StoreError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .map(Timestamp::from_unix_millis)
+        .ok_or_else(|| corrupt("malformed timestamp"))
 }
 
 fn data_field(name: &str) -> Vec<u8> {
@@ -402,24 +415,33 @@ impl SessionStore for RedisStore {
         if fields.is_empty() {
             return Ok(None);
         }
-        let mut times = None;
-        let mut owner = None;
+        let (mut version, mut created_at, mut expires_at, mut owner) = (None, None, None, None);
         let mut data = BTreeMap::new();
         for (field, value) in fields {
-            if field == META {
-                times = Some(parse_meta(&value)?);
-            } else if field == OWNER {
-                owner = Some(String::from_utf8(value).map_err(|_| corrupt("owner is not text"))?);
-            } else if let Some(name) = field.strip_prefix(DATA) {
-                let name = String::from_utf8(name.to_vec())
-                    .map_err(|_| corrupt("key name is not text"))?;
-                data.insert(name, value);
-            } else {
-                return Err(corrupt("foreign field in the session hash"));
+            match field.as_slice() {
+                VERSION_FIELD => version = Some(value),
+                CREATED => created_at = Some(parse_millis(&value)?),
+                EXPIRES => expires_at = Some(parse_millis(&value)?),
+                OWNER => {
+                    owner =
+                        Some(String::from_utf8(value).map_err(|_| corrupt("owner is not text"))?);
+                }
+                other => {
+                    let name = other
+                        .strip_prefix(DATA)
+                        .ok_or_else(|| corrupt("foreign field in the session hash"))?;
+                    let name = String::from_utf8(name.to_vec())
+                        .map_err(|_| corrupt("key name is not text"))?;
+                    data.insert(name, value);
+                }
             }
         }
-        let (created_at, expires_at) =
-            times.ok_or_else(|| corrupt("session hash without metadata"))?;
+        if version.as_deref() != Some(FORMAT) {
+            return Err(corrupt("missing or unsupported format version"));
+        }
+        let (Some(created_at), Some(expires_at)) = (created_at, expires_at) else {
+            return Err(corrupt("session hash without its timestamps"));
+        };
         if expires_at <= Timestamp::now() {
             return Ok(None);
         }
@@ -433,18 +455,13 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(&self, record: &Record) -> Result<(), StoreError> {
-        let meta = format!(
-            "{FORMAT}:{}:{}",
-            record.created_at.as_unix_millis(),
-            record.expires_at.as_unix_millis()
-        );
         let owner = match &record.owner {
             Some(owner) => format!("+{owner}"),
             None => "-".to_owned(),
         };
         let mut invocation = self.create.key(self.redis_key(&record.key));
         invocation
-            .arg(meta)
+            .arg(record.created_at.as_unix_millis())
             .arg(record.expires_at.as_unix_millis())
             .arg(owner);
         for (name, value) in &record.data {

@@ -1,126 +1,315 @@
-//! `cargo xtask bench`: builds the bench crate in release and runs each workload in a fresh
-//! process, printing markdown tables.
+//! `cargo xtask bench [--quick]`: builds the bench crate in release, starts the servers the
+//! store workloads need (as `test-backends` does), runs every workload in fresh processes
+//! with rounds alternating between the contenders, and prints and writes
+//! `target/bench-results.md`.
 
+use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
 use crate::util::{cargo, phase, root, run, spawn_listening};
 
+/// A row of the cycle table: name, our store's spec, the anchor (label, spec), the raw
+/// limit's spec, and the concurrencies to run.
+struct Row(
+    &'static str,
+    String,
+    Option<(&'static str, String)>,
+    Option<String>,
+    &'static [&'static str],
+);
+
+/// Durations and sizes of one bench run.
+struct Plan {
+    rounds: usize,
+    secs: &'static str,
+    sessions: &'static str,
+    concurrency: &'static [&'static str],
+    http_secs: u32,
+    memory_sizes: &'static [&'static str],
+}
+
+const FULL: Plan = Plan {
+    rounds: 3,
+    secs: "5",
+    sessions: "10000",
+    concurrency: &["1", "16", "64"],
+    http_secs: 10,
+    memory_sizes: &["100000", "1000000"],
+};
+
+const QUICK: Plan = Plan {
+    rounds: 1,
+    secs: "1",
+    sessions: "1000",
+    concurrency: &["16"],
+    http_secs: 2,
+    memory_sizes: &["10000"],
+};
+
 pub(crate) fn bench(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
+    let plan = if quick { &QUICK } else { &FULL };
     phase("build: cargo build --release -p session-bench");
     run(cargo().args(["build", "--release", "-p", "session-bench"]))?;
     let exe = root().join("target/release/session-bench");
 
-    cycles(&exe, quick)?;
-    http(&exe, quick)?;
-    memory(&exe, quick)?;
-    Ok(())
-}
+    phase("servers: provision and start on 127.0.0.1");
+    let servers = crate::servers::start_all()?;
+    let env = |k: &str| servers.env.get(k).cloned().context("server missing");
+    let redis = env("SESSION_TEST_REDIS_URL")?;
+    let memcached = env("SESSION_TEST_MEMCACHED_SERVERS")?;
+    let memcached_one = memcached.split(',').next().unwrap_or_default().to_owned();
+    let mongo = env("SESSION_TEST_MONGO_URL")?;
+    let disk = std::env::temp_dir().join(format!("session-bench-disk-{}", std::process::id()));
 
-/// The session cycle (load, change one key, save) per store at 16 tasks, rounds alternating
-/// between stores in one run.
-fn cycles(exe: &std::path::Path, quick: bool) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("session-bench-disk-{}", std::process::id()));
-    let specs = [
-        "memory".to_owned(),
-        format!("disk-never:{}", dir.join("never").display()),
-        format!("disk-always:{}", dir.join("always").display()),
+    let mut report = String::new();
+    writeln!(report, "## Session cycle on the store API\n")?;
+    writeln!(
+        report,
+        "{} sessions of 5 keys × 40-byte strings; N tasks loop for {} s: load a random session, \
+         change one key, save. Rounds alternate between the contenders of a row.\n",
+        plan.sessions, plan.secs
+    )?;
+    writeln!(
+        report,
+        "| backend | N | ours cycles/s | anchor | anchor cycles/s | ours ÷ anchor | raw limit cycles/s | ours ÷ raw | ours min–max |"
+    )?;
+    writeln!(report, "|---|---:|---:|---|---:|---:|---:|---:|---|")?;
+    let groups: Vec<Row> = vec![
+        Row(
+            "memory",
+            "memory".into(),
+            Some(("tower-sessions MemoryStore", "ts-memory".into())),
+            None,
+            plan.concurrency,
+        ),
+        Row(
+            "disk, fsync never",
+            format!("disk-never:{}", disk.join("n").display()),
+            None,
+            None,
+            &["16"],
+        ),
+        Row(
+            "disk, fsync always",
+            format!("disk-always:{}", disk.join("a").display()),
+            None,
+            None,
+            &["16"],
+        ),
+        Row(
+            "redis",
+            format!("redis:{redis}"),
+            Some(("tower-sessions-redis-store", format!("ts-redis:{redis}"))),
+            Some(format!("raw-redis:{redis}")),
+            plan.concurrency,
+        ),
+        Row(
+            "memcached",
+            format!("memcache:{memcached_one}"),
+            None,
+            Some(format!("raw-memcache:{memcached_one}")),
+            plan.concurrency,
+        ),
+        Row(
+            "mongodb (SecantusDB)",
+            format!("mongo:{mongo}"),
+            None,
+            Some(format!("raw-mongo:{mongo}")),
+            if quick { &["16"] } else { &["1", "16"] },
+        ),
     ];
-    let (rounds, secs, sessions) = if quick {
-        (1, "1", "1000")
-    } else {
-        (3, "5", "10000")
-    };
-    let tasks = "16";
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); specs.len()];
-    for round in 1..=rounds {
-        for (spec, out) in specs.iter().zip(&mut samples) {
-            phase(&format!(
-                "cycle: {spec}, {tasks} tasks, round {round}/{rounds}"
-            ));
-            let line = result_line(Command::new(exe).args(["cycle", spec, tasks, secs, sessions]))?;
-            out.push(field(&line, "cycles_per_sec").parse()?);
-            let _ = std::fs::remove_dir_all(&dir);
+    for Row(name, ours, anchor, raw, concurrency) in &groups {
+        for n in *concurrency {
+            let mut contenders = vec![ours.clone()];
+            contenders.extend(anchor.iter().map(|(_, s)| s.clone()));
+            contenders.extend(raw.iter().cloned());
+            let mut samples = vec![Vec::new(); contenders.len()];
+            for round in 1..=plan.rounds {
+                for (spec, out) in contenders.iter().zip(&mut samples) {
+                    phase(&format!(
+                        "cycle: {name} · {} · N={n} · round {round}/{}",
+                        spec.split(':').next().unwrap_or(spec),
+                        plan.rounds
+                    ));
+                    let line = result_line(Command::new(&exe).args([
+                        "cycle",
+                        spec,
+                        n,
+                        plan.secs,
+                        plan.sessions,
+                    ]))?;
+                    out.push(field(&line, "cycles_per_sec").parse::<f64>()?);
+                    let _ = std::fs::remove_dir_all(&disk);
+                }
+            }
+            let ours_rate = median(&samples[0]);
+            let (anchor_name, anchor_rate, anchor_ratio) = match anchor {
+                Some((label, _)) => {
+                    let rate = median(&samples[1]);
+                    (
+                        label.to_string(),
+                        format!("{rate:.0}"),
+                        format!("{:.2}×", ours_rate / rate),
+                    )
+                }
+                None => ("—".into(), "—".into(), "—".into()),
+            };
+            let (raw_rate, raw_ratio) = match raw {
+                Some(_) => {
+                    let rate = median(samples.last().map(Vec::as_slice).unwrap_or_default());
+                    (
+                        format!("{rate:.0}"),
+                        format!("{:.0} %", 100.0 * ours_rate / rate),
+                    )
+                }
+                None => ("—".into(), "—".into()),
+            };
+            writeln!(
+                report,
+                "| {name} | {n} | {ours_rate:.0} | {anchor_name} | {anchor_rate} | {anchor_ratio} | {raw_rate} | {raw_ratio} | {} |",
+                spread(&samples[0])
+            )?;
         }
     }
-    let base = median(&samples[0]);
-    println!("\n| store | tasks | cycles/s (median) | rounds min–max | ratio to memory |");
-    println!("|---|---:|---:|---|---:|");
-    for (spec, s) in specs.iter().zip(&samples) {
-        let name = spec.split(':').next().unwrap_or(spec);
-        println!(
-            "| {name} | {tasks} | {:.0} | {} | {:.3} |",
-            median(s),
-            spread(s),
-            median(s) / base
-        );
+    drop(servers);
+
+    http(&exe, plan, &mut report)?;
+    memory(&exe, plan, &mut report)?;
+    micro(quick, &mut report)?;
+
+    println!("\n{report}");
+    let out = root().join("target/bench-results.md");
+    std::fs::write(&out, &report)?;
+    eprintln!("written to {}", out.display());
+    Ok(())
+}
+
+fn memory(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
+    writeln!(report, "\n## Memory per session\n")?;
+    writeln!(
+        report,
+        "Resident-set growth while inserting N sessions of 5 keys (200 bytes of names and values), divided by N.\n"
+    )?;
+    writeln!(
+        report,
+        "| store | sessions | payload B | bytes/session | ratio to payload |"
+    )?;
+    writeln!(report, "|---|---:|---:|---:|---:|")?;
+    for n in plan.memory_sizes {
+        for store in ["ours", "tower-sessions"] {
+            phase(&format!("memory: {store}, {n} sessions"));
+            let row = result_line(Command::new(exe).args(["memory", n, store]))?;
+            writeln!(
+                report,
+                "| {} | {} | {} | {} | {} |",
+                field(&row, "store"),
+                field(&row, "sessions"),
+                field(&row, "payload_bytes"),
+                field(&row, "bytes_per_session"),
+                field(&row, "ratio")
+            )?;
+        }
     }
     Ok(())
 }
 
-fn memory(exe: &std::path::Path, quick: bool) -> Result<()> {
-    let sizes: &[&str] = if quick {
-        &["10000"]
-    } else {
-        &["100000", "1000000"]
-    };
-    let mut rows = Vec::new();
-    for n in sizes {
-        phase(&format!("memory: {n} sessions"));
-        rows.push(result_line(Command::new(exe).args(["memory", n]))?);
-    }
-    println!("\n| workload | sessions | payload B | bytes/session | ratio to payload |");
-    println!("|---|---:|---:|---:|---:|");
-    for row in &rows {
-        println!(
-            "| memory store | {} | {} | {} | {} |",
-            field(row, "sessions"),
-            field(row, "payload_bytes"),
-            field(row, "bytes_per_session"),
-            field(row, "ratio")
-        );
-    }
-    Ok(())
-}
-
-/// The counter route with sessions (memory store) against the same app without, under wrk,
-/// alternating rounds A B A B in one run.
-fn http(exe: &std::path::Path, quick: bool) -> Result<()> {
+/// The counter route: bare axum, with our layer (memory store), with tower-sessions' layer
+/// (its MemoryStore), under wrk, alternating rounds in one run.
+fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
     crate::servers::ensure_packages(&[("wrk", "wrk")])?;
-    let (rounds, secs, connections) = if quick { (1, 2, 64) } else { (3, 10, 64) };
-    let mut results: Vec<(&str, Vec<f64>)> = vec![("bare", vec![]), ("sessions", vec![])];
-    for round in 1..=rounds {
-        for (variant, samples) in &mut results {
+    let connections = 64;
+    let variants = ["bare", "sessions", "tower-sessions"];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for round in 1..=plan.rounds {
+        for (variant, out) in variants.iter().zip(&mut samples) {
             phase(&format!(
-                "http: {variant}, round {round}/{rounds}, wrk -c{connections} -d{secs}s"
+                "http: {variant}, round {round}/{}, wrk -c{connections} -d{}s",
+                plan.rounds, plan.http_secs
             ));
             let (server, addr) = spawn_listening(
                 &format!("session-bench serve {variant}"),
                 Command::new(exe).args(["serve", variant, "127.0.0.1:0"]),
             )?;
             let cookies = prime_cookies(&addr, variant, 1000)?;
-            let rps = wrk(&addr, &cookies, secs, connections)?;
+            let rps = wrk(&addr, &cookies, plan.http_secs, connections)?;
             drop(server);
             eprintln!("    {rps:.0} requests/s");
-            samples.push(rps);
+            out.push(rps);
         }
     }
-    let bare = median(&results[0].1);
-    let sessions = median(&results[1].1);
-    println!(
-        "\n| workload | connections | bare axum req/s | with sessions req/s | ratio | rounds (bare; sessions) |"
-    );
-    println!("|---|---:|---:|---:|---:|---|");
-    println!(
-        "| counter route, memory store | {connections} | {bare:.0} | {sessions:.0} | {:.2} | {}; {} |",
-        sessions / bare,
-        spread(&results[0].1),
-        spread(&results[1].1)
-    );
+    let bare = median(&samples[0]);
+    writeln!(report, "\n## HTTP: the counter route\n")?;
+    writeln!(
+        report,
+        "wrk, 1 thread, {connections} connections, {} s a round; 1000 visitors' cookies picked at random per request (the bare app gets same-length stand-ins).\n",
+        plan.http_secs
+    )?;
+    writeln!(
+        report,
+        "| app | requests/s (median) | rounds min–max | ratio to bare axum |"
+    )?;
+    writeln!(report, "|---|---:|---|---:|")?;
+    for (variant, s) in variants.iter().zip(&samples) {
+        let label = match *variant {
+            "bare" => "bare axum (no sessions)",
+            "sessions" => "session-tower + memory store",
+            _ => "tower-sessions + its MemoryStore",
+        };
+        writeln!(
+            report,
+            "| {label} | {:.0} | {} | {:.2} |",
+            median(s),
+            spread(s),
+            median(s) / bare
+        )?;
+    }
+    Ok(())
+}
+
+fn micro(quick: bool, report: &mut String) -> Result<()> {
+    phase("micro: cargo bench -p session-bench --bench micro");
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "session-bench", "--bench", "micro", "--"]);
+    if quick {
+        cmd.args(["--warm-up-time", "0.1", "--measurement-time", "0.2"]);
+    }
+    let out = cmd.output().context("could not run cargo bench")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprint!("{text}");
+    if !out.status.success() {
+        bail!(
+            "cargo bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    writeln!(report, "\n## Micro (criterion)\n")?;
+    writeln!(
+        report,
+        "| benchmark | time (criterion's estimate, low / mid / high) |"
+    )?;
+    writeln!(report, "|---|---|")?;
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some((left, times)) = line.split_once("time:") {
+            let left = left.trim();
+            if !left.is_empty() {
+                name = left.to_owned();
+            }
+            writeln!(
+                report,
+                "| {name} | {} |",
+                times.trim().trim_matches(['[', ']'])
+            )?;
+        } else if !line.starts_with(' ') && !line.trim().is_empty() && !line.contains(':') {
+            name = line.trim().to_owned();
+        }
+    }
     Ok(())
 }
 
@@ -144,7 +333,7 @@ fn prime_cookies(addr: &str, variant: &str, n: usize) -> Result<Vec<String>> {
             .lines()
             .find_map(|l| l.strip_prefix("set-cookie: "))
             .and_then(|v| v.split(';').next())
-            .context("the sessions server set no cookie")?;
+            .context("the server set no cookie")?;
         cookies.push(cookie.to_owned());
     }
     Ok(cookies)
@@ -188,13 +377,13 @@ fn wrk(addr: &str, cookies: &[String], secs: u32, connections: u32) -> Result<f6
         .with_context(|| format!("no Requests/sec in wrk's output: {text}"))
 }
 
-pub(crate) fn median(samples: &[f64]) -> f64 {
+fn median(samples: &[f64]) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-pub(crate) fn spread(samples: &[f64]) -> String {
+fn spread(samples: &[f64]) -> String {
     let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
     let max = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!("{min:.0}–{max:.0}")

@@ -111,12 +111,14 @@ async fn a_tampered_hash_is_corrupt_not_a_panic() {
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let later = Timestamp::now().saturating_add(Duration::from_secs(60));
 
-    let tamper: [(&str, &[&[u8]]); 5] = [
-        ("HSET", &[b"m", b"garbage"]),
-        ("HSET", &[b"m", b"2:1:99999999999999"]),
+    let tamper: [(&str, &[&[u8]]); 7] = [
+        ("HSET", &[b"e", b"garbage"]),
+        ("HSET", &[b"c", b"-"]),
+        ("HSET", &[b"v", b"2"]),
         ("HSET", &[b"x-foreign", b"1"]),
         ("HSET", &[b"d:\xff\xfe", b"1"]),
-        ("HDEL", &[b"m"]),
+        ("HDEL", &[b"v"]),
+        ("HDEL", &[b"c"]),
     ];
     for (command, args) in tamper {
         let r = record(&[("a", b"1")]);
@@ -134,13 +136,13 @@ async fn a_tampered_hash_is_corrupt_not_a_panic() {
             "{command} {args:?}: {loaded:?}"
         );
     }
-    // Malformed metadata also stops an update, which must not touch the hash.
+    // A malformed expiry also stops an update, which must not touch the hash.
     let r = record(&[("a", b"1")]);
     store.create(&r).await.unwrap();
     let key = store.redis_key(&r.key);
     let _: () = redis::cmd("HSET")
         .arg(&key)
-        .arg("m")
+        .arg("e")
         .arg("garbage")
         .query_async(&mut raw)
         .await

@@ -1,0 +1,176 @@
+//! The anchors a cycle is compared with: tower-sessions' stores through their own API (load
+//! the whole record, change one key, save it whole — what its layer does), and the bare
+//! driver round trips a cycle needs (the raw limit).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tower_sessions::session::{Id, Record};
+use tower_sessions::{SessionStore as TsStore, cookie::time::OffsetDateTime};
+
+use crate::cycle::{Cycle, value};
+
+fn ts_record(i: usize) -> Record {
+    Record {
+        id: Id::default(),
+        data: (0..5)
+            .map(|k| {
+                (
+                    format!("k{k}"),
+                    serde_json::Value::String(value((i * 5 + k) as u64)),
+                )
+            })
+            .collect(),
+        expiry_date: OffsetDateTime::now_utc() + tower_sessions::cookie::time::Duration::hours(1),
+    }
+}
+
+async fn tower_sessions_cycle<S: TsStore + Clone>(store: S, sessions: usize) -> Result<Cycle> {
+    let mut ids = Vec::with_capacity(sessions);
+    for i in 0..sessions {
+        let mut record = ts_record(i);
+        store
+            .create(&mut record)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        ids.push(record.id);
+    }
+    let ids = Arc::new(ids);
+    Ok(Arc::new(move |r| {
+        let (ids, store) = (ids.clone(), store.clone());
+        Box::pin(async move {
+            let id = &ids[(r % ids.len() as u64) as usize];
+            let mut record = store
+                .load(id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .context("a session vanished")?;
+            record
+                .data
+                .insert(format!("k{}", r % 5), serde_json::Value::String(value(r)));
+            store
+                .save(&record)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(())
+        })
+    }))
+}
+
+pub(crate) async fn tower_sessions_memory(sessions: usize) -> Result<Cycle> {
+    tower_sessions_cycle(tower_sessions::MemoryStore::default(), sessions).await
+}
+
+pub(crate) async fn tower_sessions_redis(url: &str, sessions: usize) -> Result<Cycle> {
+    use tower_sessions_redis_store::fred::prelude::*;
+    let config = Config::from_url(url)?;
+    let pool = Pool::new(config, None, None, None, 6)?;
+    pool.connect();
+    pool.wait_for_connect().await?;
+    tower_sessions_cycle(tower_sessions_redis_store::RedisStore::new(pool), sessions).await
+}
+
+fn payload(r: u64) -> Vec<u8> {
+    let mut v = format!("{r:020}").into_bytes();
+    v.resize(250, b'x');
+    v
+}
+
+pub(crate) async fn raw_redis(url: &str, sessions: usize) -> Result<Cycle> {
+    let client = redis::Client::open(url)?;
+    let conn = redis::aio::ConnectionManager::new(client).await?;
+    let prefix = format!("raw{}:", std::process::id());
+    let mut setup = conn.clone();
+    for i in 0..sessions {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}{i}"))
+            .arg(payload(i as u64))
+            .query_async(&mut setup)
+            .await?;
+    }
+    Ok(Arc::new(move |r| {
+        let (mut conn, key) = (conn.clone(), format!("{prefix}{}", r % sessions as u64));
+        Box::pin(async move {
+            let _: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg(payload(r))
+                .query_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+    }))
+}
+
+pub(crate) async fn raw_memcache(addr: &str, sessions: usize) -> Result<Cycle> {
+    use memcache_async::ascii::Protocol;
+    use tokio::net::TcpStream;
+    // One connection per task at most: a pool the tasks take from and give back.
+    let pool = Arc::new(std::sync::Mutex::new(Vec::<Protocol<TcpStream>>::new()));
+    let addr = addr.split(',').next().unwrap_or(addr).to_owned();
+    let prefix = format!("raw{}:", std::process::id());
+    let connect = |addr: String| async move {
+        let stream = TcpStream::connect(addr).await?;
+        // As the store does: without it, Nagle and delayed ACKs stall every write.
+        stream.set_nodelay(true)?;
+        anyhow::Ok(Protocol::new(stream))
+    };
+    let mut setup = connect(addr.clone()).await?;
+    for i in 0..sessions {
+        let _ = setup
+            .add(format!("{prefix}{i}"), &payload(i as u64), 3600)
+            .await;
+    }
+    Ok(Arc::new(move |r| {
+        let (pool, addr, key) = (
+            pool.clone(),
+            addr.clone(),
+            format!("{prefix}{}", r % sessions as u64),
+        );
+        Box::pin(async move {
+            let idle = pool.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop();
+            let mut conn = match idle {
+                Some(c) => c,
+                None => connect(addr).await?,
+            };
+            let _ = conn.get(key.as_bytes()).await?;
+            // `set` is noreply in this client: `add` on the existing key is the same write
+            // path and size with a reply (NOT_STORED), one real round trip.
+            let _ = conn.add(&key, &payload(r), 3600).await;
+            pool.lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .push(conn);
+            Ok(())
+        })
+    }))
+}
+
+pub(crate) async fn raw_mongo(url: &str, sessions: usize) -> Result<Cycle> {
+    use mongodb::bson::{Binary, Document, doc, spec::BinarySubtype};
+    let mut options = mongodb::options::ClientOptions::parse(url).await?;
+    options.server_selection_timeout = Some(Duration::from_secs(2));
+    let client = mongodb::Client::with_options(options)?;
+    let coll: mongodb::Collection<Document> = client
+        .database("bench")
+        .collection(&format!("raw{}", std::process::id()));
+    let bin = |r: u64| Binary {
+        subtype: BinarySubtype::Generic,
+        bytes: payload(r),
+    };
+    let docs: Vec<Document> = (0..sessions)
+        .map(|i| doc! { "_id": i as i64, "data": { "v": bin(i as u64) } })
+        .collect();
+    for chunk in docs.chunks(1000) {
+        coll.insert_many(chunk.to_vec()).await?;
+    }
+    Ok(Arc::new(move |r| {
+        let (coll, id) = (coll.clone(), (r % sessions as u64) as i64);
+        Box::pin(async move {
+            let _ = coll.find_one(doc! { "_id": id }).await?;
+            coll.update_one(doc! { "_id": id }, doc! { "$set": { "data.v": bin(r) } })
+                .await?;
+            Ok(())
+        })
+    }))
+}
