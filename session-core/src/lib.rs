@@ -65,10 +65,10 @@ pub use id::{
 pub use manager::{Expiry, SaveOutcome, SessionManager, SessionManagerBuilder};
 pub use record::{
     Changes, ENVELOPE_MAGIC, ENVELOPE_VERSION, EnvelopeError, Record, decode_envelope,
-    encode_envelope, peek_envelope_expiry,
+    encode_envelope, peek_envelope_expiry, peek_envelope_owner,
 };
 pub use session::{RESERVED_PREFIX, Session};
-pub use store::SessionStore;
+pub use store::{SessionInfo, SessionStore};
 pub use sweeper::spawn_sweeper;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 

@@ -310,6 +310,27 @@ impl SessionManager {
         Ok(self.create())
     }
 
+    /// The live sessions of `owner` (see [`Session::set_owner`]).
+    ///
+    /// # Errors
+    /// [`SessionError::Store`] with [`StoreError::Unsupported`] when the store keeps no
+    /// per-user index (memcached), or when the store fails.
+    pub async fn sessions_of(&self, owner: &str) -> Result<Vec<crate::SessionInfo>, SessionError> {
+        let now = self.now();
+        let mut sessions = self.inner.store.sessions_of(owner).await?;
+        sessions.retain(|s| s.expires_at > now);
+        Ok(sessions)
+    }
+
+    /// "Log out everywhere": ends every session of `owner`; returns how many records were
+    /// removed.
+    ///
+    /// # Errors
+    /// As [`SessionManager::sessions_of`].
+    pub async fn destroy_all_of(&self, owner: &str) -> Result<u64, SessionError> {
+        Ok(self.inner.store.delete_sessions_of(owner).await?)
+    }
+
     /// Ends the session now: deletes its record.
     ///
     /// # Errors
@@ -479,6 +500,9 @@ impl SessionManager {
             state.expires_at = record.expires_at;
             // The record holds the data as of the snapshot; edits made since stay pending.
             state.changes = diff(&record.data, &state.data);
+            if record.owner != state.owner {
+                state.changes.owner = Some(state.owner.clone());
+            }
         }
         let Some(old) = cycled_from else {
             return Ok(SaveOutcome::Created);

@@ -57,6 +57,8 @@ pub struct Changes {
     pub set: BTreeMap<String, Vec<u8>>,
     /// Keys removed.
     pub removed: BTreeSet<String>,
+    /// A new owner (`Some(None)` removes it); `None` leaves the owner as it is.
+    pub owner: Option<Option<String>>,
 }
 
 impl Changes {
@@ -67,7 +69,7 @@ impl Changes {
 
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        !self.cleared && self.set.is_empty() && self.removed.is_empty()
+        !self.cleared && self.set.is_empty() && self.removed.is_empty() && self.owner.is_none()
     }
 
     /// Records a write of `key`.
@@ -94,15 +96,26 @@ impl Changes {
 
     /// Adds `later` on top of these changes, as if both happened in order.
     pub fn extend(&mut self, later: Changes) {
+        let owner = later.owner.clone().or_else(|| self.owner.take());
         if later.cleared {
             *self = later;
+            self.owner = owner;
             return;
         }
+        self.owner = owner;
         for key in later.removed {
             self.remove(&key);
         }
         for (key, value) in later.set {
             self.set(key, value);
+        }
+    }
+
+    /// Applies the changes to a record: its data (see [`Changes::apply_to`]) and its owner.
+    pub fn apply_to_record(&self, record: &mut Record) {
+        self.apply_to(&mut record.data);
+        if let Some(owner) = &self.owner {
+            record.owner.clone_from(owner);
         }
     }
 
@@ -255,6 +268,24 @@ pub fn peek_envelope_expiry(bytes: &[u8]) -> Result<Timestamp, EnvelopeError> {
     check_header(bytes).map(|(_, expires_at)| expires_at)
 }
 
+/// Reads only the owner of an envelope (magic and version checked, not the checksum): what
+/// a scan of the per-user index needs without decoding whole records.
+///
+/// # Errors
+/// [`EnvelopeError`] for foreign bytes, another version or a malformed owner field.
+pub fn peek_envelope_owner(bytes: &[u8]) -> Result<Option<&str>, EnvelopeError> {
+    check_header(bytes)?;
+    let mut reader = Reader {
+        rest: &bytes[HEADER_LEN..],
+    };
+    match reader.varint()? {
+        0 => Ok(None),
+        n => std::str::from_utf8(reader.bytes(n - 1)?)
+            .map(Some)
+            .map_err(|_| EnvelopeError::Malformed("owner is not UTF-8")),
+    }
+}
+
 fn check_header(bytes: &[u8]) -> Result<(Timestamp, Timestamp), EnvelopeError> {
     if bytes.len() < 5 || bytes[..4] != ENVELOPE_MAGIC {
         return Err(EnvelopeError::BadMagic);
@@ -376,6 +407,7 @@ mod tests {
         let blob = encode_envelope(&r);
         assert_eq!(decode_envelope(r.key, &blob), Ok(r.clone()));
         assert_eq!(peek_envelope_expiry(&blob), Ok(r.expires_at));
+        assert_eq!(peek_envelope_owner(&blob), Ok(Some("user-42")));
     }
 
     #[test]

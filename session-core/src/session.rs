@@ -277,6 +277,25 @@ impl Session {
         self.decode(key, &bytes).map(Some)
     }
 
+    /// Records the user this session belongs to (call it at login, with
+    /// [`Session::cycle_id`]), or `None` to remove it. The store's per-user index then lists
+    /// the session ([`SessionManager::sessions_of`](crate::SessionManager::sessions_of)) and
+    /// "log out everywhere" ends it
+    /// ([`SessionManager::destroy_all_of`](crate::SessionManager::destroy_all_of)).
+    pub fn set_owner(&self, owner: Option<&str>) {
+        let mut state = self.lock();
+        let owner = owner.map(str::to_owned);
+        if state.owner != owner {
+            state.owner.clone_from(&owner);
+            state.changes.owner = Some(owner);
+        }
+    }
+
+    /// The user this session belongs to.
+    pub fn owner(&self) -> Option<String> {
+        self.lock().owner.clone()
+    }
+
     /// Marks the session for deletion: the next save deletes its record (logout).
     pub fn destroy(&self) {
         let mut state = self.lock();

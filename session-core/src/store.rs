@@ -6,6 +6,28 @@ use async_trait::async_trait;
 
 use crate::{Changes, Record, StorageKey, StoreError, Timestamp};
 
+/// One live session of a user, as [`SessionStore::sessions_of`] lists it: never the bearer
+/// id, only its hashed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session's storage key.
+    pub key: StorageKey,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+}
+
+impl From<&Record> for SessionInfo {
+    fn from(record: &Record) -> Self {
+        Self {
+            key: record.key,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+        }
+    }
+}
+
 /// Where sessions live. Object safe: the manager holds an `Arc<dyn SessionStore>`.
 ///
 /// Stores address records by [`StorageKey`], the hashed id; they never see the bearer id.
@@ -74,6 +96,33 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     fn expires_natively(&self) -> bool {
         false
     }
+
+    /// The live sessions whose owner is `owner` (the per-user index).
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] for stores that cannot keep the index correctly (the
+    /// default); `Unavailable`/`Backend` when the store fails.
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let _ = owner;
+        Err(StoreError::Unsupported {
+            store: "this store",
+            operation: "sessions_of",
+        })
+    }
+
+    /// Deletes every session whose owner is `owner` ("log out everywhere") and returns how
+    /// many records were removed. As with `delete`, no concurrent `update` or `touch` brings
+    /// one back.
+    ///
+    /// # Errors
+    /// As [`SessionStore::sessions_of`].
+    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
+        let _ = owner;
+        Err(StoreError::Unsupported {
+            store: "this store",
+            operation: "delete_sessions_of",
+        })
+    }
 }
 
 #[async_trait]
@@ -103,5 +152,11 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     }
     fn expires_natively(&self) -> bool {
         (**self).expires_natively()
+    }
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        (**self).sessions_of(owner).await
+    }
+    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
+        (**self).delete_sessions_of(owner).await
     }
 }

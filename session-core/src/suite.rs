@@ -719,6 +719,183 @@ pub async fn check_manager_lifecycle(store: Arc<dyn SessionStore>) {
     assert!(manager.load(&second_id).await.unwrap().is_none());
 }
 
+/// Hostile sizes: 10 KB key names, a 0-byte and a 900 KiB value, 10 000 keys. Each
+/// round-trips or is refused as [`StoreError::TooLarge`] with nothing written, and a
+/// neighbouring session is never disturbed.
+pub async fn check_hostile_sizes(store: Arc<dyn SessionStore>) {
+    let neighbour = record_with(&[("mine", b"untouched")], in_one_hour());
+    store.create(&neighbour).await.unwrap();
+
+    let long_a = "a".repeat(10 * 1024);
+    let long_b = format!("{}.$\0", "b".repeat(10 * 1024));
+    let big: Vec<u8> = (0..900 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let many: Vec<(String, Vec<u8>)> = (0..10_000)
+        .map(|i| (format!("k{i}"), vec![(i % 256) as u8; 8]))
+        .collect();
+    let cases: Vec<Vec<(&str, &[u8])>> = vec![
+        vec![(long_a.as_str(), b"x"), (long_b.as_str(), b"")],
+        vec![("empty", b""), ("big", &big)],
+        many.iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect(),
+    ];
+    for (i, data) in cases.iter().enumerate() {
+        let record = record_with(data, in_one_hour());
+        match store.create(&record).await {
+            Ok(()) => assert_eq!(
+                must_load(&*store, &record.key).await,
+                record,
+                "case {i} did not round-trip"
+            ),
+            Err(StoreError::TooLarge { .. }) => {
+                assert_eq!(
+                    store.load(&record.key).await.unwrap(),
+                    None,
+                    "case {i}: a refused record was written"
+                );
+            }
+            Err(e) => panic!("case {i}: {e}"),
+        }
+        // The same sizes through update, onto a small session.
+        let small = record_with(&[("base", b"1")], in_one_hour());
+        store.create(&small).await.unwrap();
+        let mut changes = Changes::new();
+        for (k, v) in data {
+            changes.set(*k, v.to_vec());
+        }
+        match store.update(&small.key, &changes, in_one_hour()).await {
+            Ok(true) => {
+                let mut want = small.data.clone();
+                changes.apply_to(&mut want);
+                assert_eq!(
+                    must_load(&*store, &small.key).await.data,
+                    want,
+                    "case {i}: update did not round-trip"
+                );
+            }
+            Err(StoreError::TooLarge { .. }) => {
+                assert_eq!(
+                    must_load(&*store, &small.key).await,
+                    small,
+                    "case {i}: a refused update changed the session"
+                );
+            }
+            other => panic!("case {i}: update gave {other:?}"),
+        }
+    }
+    assert_eq!(
+        must_load(&*store, &neighbour.key).await,
+        neighbour,
+        "a neighbouring session changed"
+    );
+}
+
+/// The per-user index: two users with three sessions each (one gaining its owner by
+/// `update`), `sessions_of` lists exactly a user's live sessions, `delete_sessions_of` ends
+/// exactly one user's sessions and nothing brings them back. Stores without an index must
+/// say `Unsupported` for both calls.
+pub async fn check_owner_index(store: Arc<dyn SessionStore>) {
+    let user = |name: &str| format!("{name}-{}", UuidV4Generator.generate().as_str());
+    let (alice, bob) = (user("alice"), user("bob"));
+    match store.sessions_of(&alice).await {
+        Err(StoreError::Unsupported { .. }) => {
+            assert!(
+                matches!(
+                    store.delete_sessions_of(&alice).await,
+                    Err(StoreError::Unsupported { .. })
+                ),
+                "sessions_of is unsupported but delete_sessions_of is not"
+            );
+            return;
+        }
+        other => assert_eq!(other.unwrap(), vec![], "a fresh user has sessions"),
+    }
+    let mut keys: BTreeMap<&str, Vec<StorageKey>> = BTreeMap::new();
+    for owner in [&alice, &bob] {
+        for i in 0..3 {
+            let mut record = record_with(&[("n", b"1")], in_one_hour());
+            if i < 2 {
+                record.owner = Some(owner.clone());
+                store.create(&record).await.unwrap();
+            } else {
+                store.create(&record).await.unwrap();
+                let mut changes = Changes::new();
+                changes.owner = Some(Some(owner.clone()));
+                assert!(
+                    store
+                        .update(&record.key, &changes, in_one_hour())
+                        .await
+                        .unwrap()
+                );
+                assert_eq!(
+                    must_load(&*store, &record.key).await.owner.as_deref(),
+                    Some(owner.as_str())
+                );
+            }
+            keys.entry(owner.as_str()).or_default().push(record.key);
+        }
+    }
+    // An expired session of alice's is not listed.
+    let mut expired = record_with(&[("n", b"1")], a_second_ago());
+    expired.owner = Some(alice.clone());
+    store.create(&expired).await.unwrap();
+    // A session that stopped being alice's is not listed either.
+    let mut moved = record_with(&[("n", b"1")], in_one_hour());
+    moved.owner = Some(alice.clone());
+    store.create(&moved).await.unwrap();
+    let mut changes = Changes::new();
+    changes.owner = Some(None);
+    assert!(
+        store
+            .update(&moved.key, &changes, in_one_hour())
+            .await
+            .unwrap()
+    );
+
+    let listed = |infos: Vec<crate::SessionInfo>| {
+        let mut k: Vec<StorageKey> = infos.into_iter().map(|i| i.key).collect();
+        k.sort();
+        k
+    };
+    for owner in [&alice, &bob] {
+        let mut want = keys[owner.as_str()].clone();
+        want.sort();
+        assert_eq!(
+            listed(store.sessions_of(owner).await.unwrap()),
+            want,
+            "sessions of {owner}"
+        );
+    }
+
+    let ended = store.delete_sessions_of(&alice).await.unwrap();
+    assert!(ended >= 3, "ended {ended} sessions, expected alice's 3");
+    for key in &keys[alice.as_str()] {
+        assert_eq!(
+            store.load(key).await.unwrap(),
+            None,
+            "alice's session survived"
+        );
+        let mut changes = Changes::new();
+        changes.set("late", b"x".to_vec());
+        assert!(
+            !store.update(key, &changes, in_one_hour()).await.unwrap(),
+            "an update revived it"
+        );
+    }
+    assert!(store.sessions_of(&alice).await.unwrap().is_empty());
+    for key in &keys[bob.as_str()] {
+        assert!(
+            store.load(key).await.unwrap().is_some(),
+            "bob lost a session"
+        );
+    }
+    assert!(
+        store.load(&moved.key).await.unwrap().is_some(),
+        "a session no longer alice's was ended"
+    );
+    assert_eq!(store.sessions_of(&bob).await.unwrap().len(), 3);
+}
+
 /// Expands to one `#[tokio::test]` per conformance check. The argument is a closure returning
 /// a future of `Option<Arc<dyn SessionStore>>` (a fresh store per test; `None` skips, see
 /// [`suite::server_url`](crate::suite::server_url)). The calling crate needs `tokio` with the
@@ -741,6 +918,8 @@ macro_rules! conformance_tests {
             check_delete_expired,
             check_hostile_ids,
             check_manager_lifecycle,
+            check_owner_index,
+            check_hostile_sizes,
         );
     };
     (@cases $factory:expr; $($check:ident),* $(,)?) => {

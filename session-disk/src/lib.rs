@@ -14,6 +14,8 @@
 //!   lock files under `.locks/`) around read-merge-write, so several processes sharing the
 //!   root lose no update, and a deleted session stays deleted.
 //! - File I/O runs on tokio's blocking pool, never on the async workers.
+//! - The per-user index (`sessions_of`, `delete_sessions_of`: "log out everywhere") is a
+//!   scan of the session files, O(sessions); deletion re-checks each file under its lock.
 //! - Expired files are invisible to `load`; [`SessionStore::delete_expired`] (run it with
 //!   [`spawn_sweeper`](session_core::spawn_sweeper)) removes them, damaged files, and
 //!   temporary files left by a crash more than a minute ago.
@@ -54,7 +56,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Record, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
+    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
     encode_envelope,
 };
 
@@ -341,13 +343,12 @@ impl Inner {
         }
     }
 
-    /// Walks the shard directories below `dir`, sweeping session and temporary files.
-    fn sweep(
+    /// Visits every session file and temporary file in the shard directories below `dir`.
+    fn walk(
         &self,
         dir: &Path,
         level: usize,
-        now: Timestamp,
-        removed: &mut u64,
+        visit: &mut dyn FnMut(Found) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
@@ -362,26 +363,62 @@ impl Inner {
             if level < self.depth {
                 let is_shard = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
                 if is_shard {
-                    self.sweep(&path, level + 1, now, removed)?;
+                    self.walk(&path, level + 1, visit)?;
                 }
             } else if name.starts_with(TMP_PREFIX) {
-                let stale = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| {
-                    SystemTime::now().duration_since(t).unwrap_or_default() > STALE_TMP
-                });
-                if stale {
-                    self.remove(&path)?;
-                }
-            } else if let Some(key) = name.strip_suffix(SUFFIX).and_then(StorageKey::parse_hex)
-                && self.is_dead(&key, &path, now)?
-            {
-                // Re-check under the lock: a writer may have renewed it meanwhile.
-                let _lock = self.lock(&key)?;
-                if self.is_dead(&key, &path, now)? && self.remove(&path)? {
-                    *removed += 1;
-                }
+                visit(Found::Temporary(entry))?;
+            } else if let Some(key) = name.strip_suffix(SUFFIX).and_then(StorageKey::parse_hex) {
+                visit(Found::Session(key, path))?;
             }
         }
         Ok(())
+    }
+
+    /// Removes expired, damaged and leftover temporary files; counts the session files.
+    fn sweep(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        self.walk(&self.root, 0, &mut |found| {
+            match found {
+                Found::Temporary(entry) => {
+                    let stale = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| {
+                        SystemTime::now().duration_since(t).unwrap_or_default() > STALE_TMP
+                    });
+                    if stale {
+                        self.remove(&entry.path())?;
+                    }
+                }
+                Found::Session(key, path) => {
+                    if self.is_dead(&key, &path, now)? {
+                        // Re-check under the lock: a writer may have renewed it meanwhile.
+                        let _lock = self.lock(&key)?;
+                        if self.is_dead(&key, &path, now)? && self.remove(&path)? {
+                            removed += 1;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(removed)
+    }
+
+    /// The live records owned by `owner`, by a scan of every session file.
+    fn owned(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        let mut found = Vec::new();
+        self.walk(&self.root, 0, &mut |file| {
+            if let Found::Session(key, _) = file {
+                match self.live(&key) {
+                    Ok(Some(record)) if record.owner.as_deref() == Some(owner) => {
+                        found.push(record)
+                    }
+                    // Damaged files belong to nobody; the sweep removes them.
+                    Ok(_) | Err(StoreError::Corrupt { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })?;
+        Ok(found)
     }
 
     /// Expired, damaged or truncated; a vanished file is not dead (nothing to do).
@@ -391,6 +428,12 @@ impl Inner {
             Some(bytes) => decode_envelope(*key, &bytes).map_or(true, |r| r.is_expired_at(now)),
         })
     }
+}
+
+/// What [`Inner::walk`] finds.
+enum Found {
+    Session(StorageKey, PathBuf),
+    Temporary(fs::DirEntry),
 }
 
 #[async_trait]
@@ -427,7 +470,7 @@ impl SessionStore for DiskStore {
             let Some(mut record) = inner.live(&key)? else {
                 return Ok(false);
             };
-            changes.apply_to(&mut record.data);
+            changes.apply_to_record(&mut record);
             record.expires_at = expires_at;
             inner.write(&record)?;
             Ok(true)
@@ -459,9 +502,29 @@ impl SessionStore for DiskStore {
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
-        self.blocking(|inner| {
+        self.blocking(|inner| inner.sweep(Timestamp::now())).await
+    }
+
+    /// A scan of every session file: O(sessions), fine for a rare "log out everywhere" on the
+    /// single-server deployments this store is for.
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let owner = owner.to_owned();
+        self.blocking(move |inner| Ok(inner.owned(&owner)?.iter().map(SessionInfo::from).collect()))
+            .await
+    }
+
+    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_owned();
+        self.blocking(move |inner| {
             let mut removed = 0;
-            inner.sweep(&inner.root, 0, Timestamp::now(), &mut removed)?;
+            for record in inner.owned(&owner)? {
+                // Under the lock, and only if it is still this user's.
+                let _lock = inner.lock(&record.key)?;
+                let still_owned = matches!(inner.live(&record.key), Ok(Some(r)) if r.owner.as_deref() == Some(owner.as_str()));
+                if still_owned && inner.remove(&inner.path(&record.key))? {
+                    removed += 1;
+                }
+            }
             Ok(removed)
         })
         .await

@@ -10,7 +10,13 @@
 //!   envelope's `expires_at`.
 //! - **No lost updates.** `create` is `add` (a taken key is a collision); `update` and `touch`
 //!   are `gets` + `cas` in a bounded retry loop, so two requests changing different keys both
-//!   persist and an update racing a `delete` never recreates the session.
+//!   persist and an update racing a `delete` never recreates the session. `load` reads with
+//!   `gets` and keeps the CAS id briefly, so the update that follows it in a request usually
+//!   goes straight to `cas`: two round trips a request, like a blind get + set.
+//! - **No per-user index**: memcached cannot enumerate items, and a separate index item
+//!   could not be kept consistent with the sessions, so `sessions_of` and
+//!   `delete_sessions_of` ("log out everywhere") answer [`StoreError::Unsupported`]. Use
+//!   Redis, MongoDB, disk or memory where that is needed.
 //! - **Sizes** above the item size limit (1 MiB by default, [`MemcacheStoreBuilder::item_size_limit`])
 //!   are [`StoreError::TooLarge`] before anything is sent.
 //!
@@ -57,6 +63,7 @@
 
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -186,6 +193,7 @@ impl MemcacheStoreBuilder {
                 timeout: self.command_timeout,
                 cas_retries: self.cas_retries,
                 item_size_limit: self.item_size_limit,
+                seen: Seen::default(),
             }),
         })
     }
@@ -203,6 +211,7 @@ struct Inner {
     timeout: Duration,
     cas_retries: u32,
     item_size_limit: usize,
+    seen: Seen,
 }
 
 struct Server {
@@ -347,21 +356,28 @@ impl MemcacheStore {
         Ok(())
     }
 
-    /// `gets` + change + `cas`, retried on a lost race.
+    /// change + `cas` from the item `load` last saw, else `gets` + change + `cas`, retried
+    /// on a lost race. CAS makes both exactly as safe: a write succeeds only if the item is
+    /// unchanged since the read it was computed from.
     async fn read_modify_write(
         &self,
         key: &StorageKey,
         change: impl Fn(&mut Record),
     ) -> Result<bool, StoreError> {
         let item = self.item_key(key);
+        let mut seen = self.inner.seen.take(key);
         for _ in 0..self.inner.cas_retries {
+            let known = seen.take();
             let attempt = self
                 .with_conn(key, async |conn| {
                     let addr = &conn.server.addr;
-                    let (bytes, cas) = match conn.get().gets_cas(item.as_bytes()).await {
-                        Ok(found) => found,
-                        Err(e) if is_not_found(&e) => return Ok(Some(false)),
-                        Err(e) => return Err(map_io(addr, e)),
+                    let (bytes, cas) = match known {
+                        Some(found) => found,
+                        None => match conn.get().gets_cas(item.as_bytes()).await {
+                            Ok(found) => found,
+                            Err(e) if is_not_found(&e) => return Ok(Some(false)),
+                            Err(e) => return Err(map_io(addr, e)),
+                        },
                     };
                     let mut record =
                         decode_envelope(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
@@ -378,7 +394,7 @@ impl MemcacheStore {
                         .await
                     {
                         Ok(true) => Ok(Some(true)),
-                        Ok(false) => Ok(None), // lost the race: read again
+                        Ok(false) => Ok(None), // lost the race (or a stale read): read again
                         Err(e) if is_not_found(&e) => Ok(Some(false)),
                         Err(e) => Err(map_io(addr, e)),
                     }
@@ -392,6 +408,48 @@ impl MemcacheStore {
             STORE,
             format!("update lost {} CAS races in a row", self.inner.cas_retries),
         ))
+    }
+}
+
+/// What `load` last read of recently loaded sessions, with its CAS id, so that the update
+/// that usually follows skips its own `gets`. Bounded: at most 4096 entries and 16 MiB;
+/// items over 64 KiB are not kept; cleared when full.
+#[derive(Default)]
+struct Seen(Mutex<SeenInner>);
+
+#[derive(Default)]
+struct SeenInner {
+    items: HashMap<StorageKey, (Vec<u8>, u64)>,
+    bytes: usize,
+}
+
+const SEEN_ENTRIES: usize = 4096;
+const SEEN_BYTES: usize = 16 * 1024 * 1024;
+const SEEN_ITEM: usize = 64 * 1024;
+
+impl Seen {
+    fn put(&self, key: StorageKey, bytes: Vec<u8>, cas: u64) {
+        if bytes.len() > SEEN_ITEM {
+            return;
+        }
+        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.items.len() >= SEEN_ENTRIES || seen.bytes + bytes.len() > SEEN_BYTES {
+            seen.items.clear();
+            seen.bytes = 0;
+        }
+        seen.bytes += bytes.len();
+        if let Some((old, _)) = seen.items.insert(key, (bytes, cas)) {
+            seen.bytes -= old.len();
+        }
+    }
+
+    fn take(&self, key: &StorageKey) -> Option<(Vec<u8>, u64)> {
+        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = seen.items.remove(key);
+        if let Some((bytes, _)) = &found {
+            seen.bytes -= bytes.len();
+        }
+        found
     }
 }
 
@@ -451,18 +509,24 @@ impl Server {
 impl SessionStore for MemcacheStore {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         let item = self.item_key(key);
-        let bytes = self
+        let found = self
             .with_conn(key, async |conn| {
-                match conn.get().get(item.as_bytes()).await {
-                    Ok(bytes) => Ok(Some(bytes)),
+                match conn.get().gets_cas(item.as_bytes()).await {
+                    Ok(found) => Ok(Some(found)),
                     Err(e) if is_not_found(&e) => Ok(None),
                     Err(e) => Err(map_io(&conn.server.addr, e)),
                 }
             })
             .await?;
-        let Some(bytes) = bytes else { return Ok(None) };
+        let Some((bytes, cas)) = found else {
+            return Ok(None);
+        };
         let record = decode_envelope(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
-        Ok((!record.is_expired_at(Timestamp::now())).then_some(record))
+        if record.is_expired_at(Timestamp::now()) {
+            return Ok(None);
+        }
+        self.inner.seen.put(*key, bytes, cas);
+        Ok(Some(record))
     }
 
     async fn create(&self, record: &Record) -> Result<(), StoreError> {
@@ -487,7 +551,7 @@ impl SessionStore for MemcacheStore {
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         self.read_modify_write(key, |record| {
-            changes.apply_to(&mut record.data);
+            changes.apply_to_record(record);
             record.expires_at = expires_at;
         })
         .await

@@ -5,7 +5,8 @@
 //! one allocation holding its key and its record in `session-core`'s compact envelope, plus
 //! a 16-byte table slot, so memory per session stays close to the data's own size. `update`
 //! merges changes under the shard's lock: no lost updates, and a deleted session stays
-//! deleted. Expired records are invisible at once and removed by
+//! deleted. The per-user index (`sessions_of`, `delete_sessions_of`) is a scan of the shards
+//! reading only each entry's owner. Expired records are invisible at once and removed by
 //! [`delete_expired`](SessionStore::delete_expired); run
 //! [`spawn_sweeper`](session_core::spawn_sweeper) to call it periodically.
 //!
@@ -51,8 +52,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use hashbrown::HashTable;
 use session_core::{
-    Changes, Record, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
-    encode_envelope, peek_envelope_expiry,
+    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
+    encode_envelope, peek_envelope_expiry, peek_envelope_owner,
 };
 
 const STORE: &str = "memory";
@@ -90,6 +91,10 @@ fn make_entry(record: &Record) -> Box<[u8]> {
 
 fn read_entry(key: StorageKey, entry: &[u8]) -> Result<Record, StoreError> {
     decode_envelope(key, &entry[KEY_LEN..]).map_err(|e| StoreError::corrupt(STORE, e))
+}
+
+fn owned_by(entry: &[u8], owner: &str) -> bool {
+    peek_envelope_owner(&entry[KEY_LEN..]).is_ok_and(|o| o == Some(owner))
 }
 
 fn expired(entry: &[u8], now: Timestamp) -> bool {
@@ -210,7 +215,7 @@ impl SessionStore for MemoryStore {
             return Ok(false);
         };
         let mut record = read_entry(*key, entry)?;
-        changes.apply_to(&mut record.data);
+        changes.apply_to_record(&mut record);
         record.expires_at = expires_at;
         *entry = make_entry(&record);
         Ok(true)
@@ -236,6 +241,41 @@ impl SessionStore for MemoryStore {
             slot.remove();
         }
         Ok(())
+    }
+
+    /// A scan of every shard (the owner is read from each entry's header, not decoded):
+    /// O(sessions), fine for a rare "log out everywhere".
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let now = Timestamp::now();
+        let mut found = Vec::new();
+        for shard in &*self.shards {
+            let shard = lock(shard);
+            for entry in shard
+                .table
+                .iter()
+                .filter(|e| !expired(e, now) && owned_by(e, owner))
+            {
+                let mut key = [0u8; KEY_LEN];
+                key.copy_from_slice(entry_key(entry));
+                found.push(SessionInfo::from(&read_entry(
+                    StorageKey::from_bytes(key),
+                    entry,
+                )?));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut removed = 0u64;
+        for shard in &*self.shards {
+            lock(shard).table.retain(|e| {
+                let gone = owned_by(e, owner);
+                removed += u64::from(gone);
+                !gone
+            });
+        }
+        Ok(removed)
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {

@@ -9,9 +9,12 @@
 //! - **A TTL index** on `expires_at` (`expireAfterSeconds: 0`) is created idempotently at
 //!   open, so expired documents do not pile up; `load` also filters `expires_at > now`, since
 //!   the TTL monitor runs only every 60 s.
+//! - **Per-user index**: an index on `owner` serves `sessions_of` and "log out everywhere"
+//!   (`delete_sessions_of`, one `delete_many`).
 //! - **Per-key updates**: `update` is one `update_one` filtered on `_id` and
-//!   `expires_at > now`, with `$set` of exactly the changed fields, `$unset` of the removed
-//!   ones and `$set` of `expires_at`, and no upsert: concurrent changes to different keys all
+//!   `expires_at > now`: a pipeline that merges exactly the changed fields into `data`
+//!   (`$mergeObjects`, values as `$literal`), `$unset`s the removed ones and sets
+//!   `expires_at`, with no upsert: concurrent changes to different keys all
 //!   persist, and a deleted or expired session stays gone. `create` is `insert_one`; a
 //!   duplicate key (E11000) is a collision.
 //!
@@ -53,6 +56,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -62,7 +66,7 @@ use mongodb::options::{
     ClientOptions, CollectionOptions, IndexOptions, SelectionCriteria, WriteConcern,
 };
 use mongodb::{Client, Collection, IndexModel};
-use session_core::{Changes, Record, SessionStore, StorageKey, StoreError, Timestamp};
+use session_core::{Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp};
 
 pub use mongodb;
 
@@ -73,6 +77,7 @@ const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
 /// Room for the document's own fields and BSON framing.
 const DOCUMENT_OVERHEAD: usize = 16 * 1024;
 const TTL_INDEX: &str = "session_expires_at_ttl";
+const OWNER_INDEX: &str = "session_owner";
 
 /// Escapes a session key name into a field name that is never an operator or a path.
 pub fn escape_key(name: &str) -> String {
@@ -148,7 +153,7 @@ impl MongoStoreBuilder {
         self
     }
 
-    /// Server selection and connect timeout: how long a call waits for a reachable server
+    /// How long one call may take — selecting a server, connecting and the operation itself —
     /// before failing with [`StoreError::Unavailable`] (default 2 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -187,7 +192,10 @@ impl MongoStoreBuilder {
         let sessions = client
             .database(&self.database)
             .collection_with_options::<Document>(&self.collection, collection_options);
-        let store = MongoStore { sessions };
+        let store = MongoStore {
+            sessions,
+            timeout: self.timeout,
+        };
         if self.create_indexes {
             store.create_indexes().await?;
         }
@@ -199,6 +207,9 @@ impl MongoStoreBuilder {
 #[derive(Clone)]
 pub struct MongoStore {
     sessions: Collection<Document>,
+    /// Bounds every operation: the driver bounds server selection and connecting, not a
+    /// server that stalls mid-answer.
+    timeout: Duration,
 }
 
 impl fmt::Debug for MongoStore {
@@ -229,6 +240,21 @@ fn map_error(e: Error) -> StoreError {
             limit: MAX_DOCUMENT,
         },
         _ => StoreError::backend(STORE, e),
+    }
+}
+
+fn too_slow(timeout: Duration) -> StoreError {
+    StoreError::unavailable(STORE, format!("no answer within {timeout:?}"))
+}
+
+/// Runs a driver operation, failing with `Unavailable` when it takes longer than `timeout`.
+async fn bounded<T, F>(timeout: Duration, operation: F) -> Result<T, StoreError>
+where
+    F: IntoFuture<Output = Result<T, Error>>,
+{
+    match tokio::time::timeout(timeout, operation.into_future()).await {
+        Ok(result) => result.map_err(map_error),
+        Err(_) => Err(too_slow(timeout)),
     }
 }
 
@@ -334,7 +360,7 @@ impl MongoStore {
         &self.sessions
     }
 
-    /// Creates the TTL index on `expires_at` (idempotent).
+    /// Creates the TTL index on `expires_at` and the index on `owner` (idempotent).
     ///
     /// # Errors
     /// As any call: `Unavailable` or `Backend`.
@@ -348,7 +374,11 @@ impl MongoStore {
                     .build(),
             )
             .build();
-        self.sessions.create_index(ttl).await.map_err(map_error)?;
+        let by_owner = IndexModel::builder()
+            .keys(doc! { "owner": 1 })
+            .options(IndexOptions::builder().name(OWNER_INDEX.to_owned()).build())
+            .build();
+        bounded(self.timeout, self.sessions.create_indexes([ttl, by_owner])).await?;
         Ok(())
     }
 
@@ -360,11 +390,7 @@ impl MongoStore {
 #[async_trait]
 impl SessionStore for MongoStore {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
-        let found = self
-            .sessions
-            .find_one(Self::live_filter(key))
-            .await
-            .map_err(map_error)?;
+        let found = bounded(self.timeout, self.sessions.find_one(Self::live_filter(key))).await?;
         found.map(|doc| decode(*key, &doc)).transpose()
     }
 
@@ -383,10 +409,15 @@ impl SessionStore for MongoStore {
             "owner": record.owner.clone(),
             "data": data,
         };
-        match self.sessions.insert_one(document).await {
-            Ok(_) => Ok(()),
-            Err(e) if code(&e) == Some(11000) => Err(StoreError::IdCollision),
-            Err(e) => Err(map_error(e)),
+        let insert = tokio::time::timeout(
+            self.timeout,
+            self.sessions.insert_one(document).into_future(),
+        );
+        match insert.await {
+            Err(_) => Err(too_slow(self.timeout)),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if code(&e) == Some(11000) => Err(StoreError::IdCollision),
+            Ok(Err(e)) => Err(map_error(e)),
         }
     }
 
@@ -397,61 +428,104 @@ impl SessionStore for MongoStore {
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         check_size(changes.set.iter().map(|(k, v)| k.len() + v.len()).sum())?;
-        let mut set = doc! { "expires_at": date(expires_at) };
-        if changes.cleared {
-            let data: Document = changes
-                .set
-                .iter()
-                .map(|(name, value)| (escape_key(name), binary(value)))
-                .collect();
-            set.insert("data", data);
+        // One pipeline update: the changed keys merged into the stored `data` (or replacing
+        // it when cleared), the removed ones unset, all in one atomic document write, so keys
+        // other requests changed meanwhile survive. Values sit inside `$literal`: nothing a
+        // client stored can be read as an expression.
+        let changed: Document = changes
+            .set
+            .iter()
+            .map(|(name, value)| (escape_key(name), binary(value)))
+            .collect();
+        let data = if changes.cleared {
+            doc! { "$literal": changed }
         } else {
-            for (name, value) in &changes.set {
-                set.insert(format!("data.{}", escape_key(name)), binary(value));
-            }
+            doc! { "$mergeObjects": ["$data", { "$literal": changed }] }
+        };
+        let mut set = doc! { "expires_at": date(expires_at), "data": data };
+        if let Some(owner) = &changes.owner {
+            set.insert("owner", doc! { "$literal": owner.clone() });
         }
-        let mut update = doc! { "$set": set };
+        let mut pipeline = vec![doc! { "$set": set }];
         if !changes.cleared && !changes.removed.is_empty() {
-            let unset: Document = changes
+            let paths: Vec<String> = changes
                 .removed
                 .iter()
-                .map(|name| {
-                    (
-                        format!("data.{}", escape_key(name)),
-                        Bson::String(String::new()),
-                    )
-                })
+                .map(|name| format!("data.{}", escape_key(name)))
                 .collect();
-            update.insert("$unset", unset);
+            pipeline.push(doc! { "$unset": paths });
         }
-        let result = self
-            .sessions
-            .update_one(Self::live_filter(key), update)
-            .await
-            .map_err(map_error)?;
+        let update = pipeline;
+        let result = bounded(
+            self.timeout,
+            self.sessions.update_one(Self::live_filter(key), update),
+        )
+        .await?;
         Ok(result.matched_count == 1)
     }
 
     async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
         let update = doc! { "$set": { "expires_at": date(expires_at) } };
-        let result = self
-            .sessions
-            .update_one(Self::live_filter(key), update)
-            .await
-            .map_err(map_error)?;
+        let result = bounded(
+            self.timeout,
+            self.sessions.update_one(Self::live_filter(key), update),
+        )
+        .await?;
         Ok(result.matched_count == 1)
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
-        self.sessions
-            .delete_one(doc! { "_id": key.to_hex().as_str() })
-            .await
-            .map_err(map_error)?;
+        bounded(
+            self.timeout,
+            self.sessions
+                .delete_one(doc! { "_id": key.to_hex().as_str() }),
+        )
+        .await?;
         Ok(())
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let filter = doc! { "owner": owner, "expires_at": { "$gt": date(Timestamp::now()) } };
+        let mut cursor = bounded(
+            self.timeout,
+            self.sessions
+                .find(filter)
+                .projection(doc! { "created_at": 1, "expires_at": 1 }),
+        )
+        .await?;
+        let mut found = Vec::new();
+        while bounded(self.timeout, cursor.advance()).await? {
+            let doc = cursor.deserialize_current().map_err(map_error)?;
+            let key = doc
+                .get_str("_id")
+                .ok()
+                .and_then(StorageKey::parse_hex)
+                .ok_or_else(|| corrupt("_id is not a storage key"))?;
+            let at = |field: &str| {
+                doc.get_datetime(field)
+                    .map(|d| Timestamp::from_unix_millis(d.timestamp_millis()))
+                    .map_err(|_| corrupt("a timestamp is not a date"))
+            };
+            found.push(SessionInfo {
+                key,
+                created_at: at("created_at")?,
+                expires_at: at("expires_at")?,
+            });
+        }
+        Ok(found)
+    }
+
+    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
+        let result = bounded(
+            self.timeout,
+            self.sessions.delete_many(doc! { "owner": owner }),
+        )
+        .await?;
+        Ok(result.deleted_count)
     }
 
     fn expires_natively(&self) -> bool {

@@ -9,6 +9,11 @@
 //!   the changed fields, and moves the expiry: two requests changing different keys both
 //!   persist, and a deleted session is never brought back. `create` is a script too and
 //!   refuses a taken key.
+//! - **Per-user index**: a set per user, `{prefix}user:{sha256(user)}`, lists the user's
+//!   sessions for `sessions_of` and "log out everywhere" (`delete_sessions_of`, which deletes
+//!   each session with a script that checks it is still the user's). In a cluster the set and
+//!   the sessions live in different slots, so the set is kept beside the session writes, not
+//!   in the same script; readers verify every member and prune stale ones.
 //! - **Connections**: a `ConnectionManager` (one multiplexed connection that reconnects by
 //!   itself) for a single node, the cluster-async client for a cluster; never one connection
 //!   behind a lock. Every call ends within the command timeout: a server that is down or
@@ -61,7 +66,8 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script, Value};
-use session_core::{Changes, Record, SessionStore, StorageKey, StoreError, Timestamp};
+use session_core::{Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp};
+use sha2::{Digest, Sha256};
 
 pub use redis;
 
@@ -110,7 +116,8 @@ return 1
 
 const UPDATE: &str = r"
 -- KEYS[1]: the session hash. ARGV[1]: now (ms); ARGV[2]: new expiry (ms); ARGV[3]: '1' to
--- clear; ARGV[4]: number of removed fields; then the removed fields; then field, value pairs.
+-- clear; ARGV[4]: the owner: '=' unchanged, '-' none, '+name'; ARGV[5]: number of removed
+-- fields; then the removed fields; then field, value pairs.
 local expires = redis.call('HGET', KEYS[1], 'e')
 if not expires then return 0 end
 expires = tonumber(expires)
@@ -121,12 +128,24 @@ if ARGV[3] == '1' then
     if string.sub(field, 1, 2) == 'd:' then redis.call('HDEL', KEYS[1], field) end
   end
 end
-local removed = tonumber(ARGV[4])
-chunked('HDEL', {}, 5, 4 + removed)
-local head = chunked('HSET', {'e', ARGV[2]}, 5 + removed, #ARGV)
+local head = {'e', ARGV[2]}
+if ARGV[4] == '-' then redis.call('HDEL', KEYS[1], 'o') end
+if string.sub(ARGV[4], 1, 1) == '+' then
+  head[#head + 1] = 'o'
+  head[#head + 1] = string.sub(ARGV[4], 2)
+end
+local removed = tonumber(ARGV[5])
+chunked('HDEL', {}, 6, 5 + removed)
+head = chunked('HSET', head, 6 + removed, #ARGV)
 if #head > 0 then redis.call('HSET', KEYS[1], unpack(head)) end
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
+";
+
+const DELETE_IF_OWNER: &str = r"
+-- KEYS[1]: a session hash; ARGV[1]: an owner. Deletes the session only if it is still theirs.
+if redis.call('HGET', KEYS[1], 'o') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 ";
 
 /// A single-node or a cluster connection; both multiplex and reconnect by themselves.
@@ -241,6 +260,7 @@ impl RedisStoreBuilder {
             timeout: self.command_timeout,
             create: Script::new(&format!("{CHUNKED}{CREATE}")),
             update: Script::new(&format!("{CHUNKED}{UPDATE}")),
+            delete_if_owner: Script::new(DELETE_IF_OWNER),
         })
     }
 }
@@ -253,6 +273,7 @@ pub struct RedisStore {
     timeout: Duration,
     create: Script,
     update: Script,
+    delete_if_owner: Script,
 }
 
 impl fmt::Debug for RedisStore {
@@ -386,6 +407,11 @@ impl RedisStore {
             .arg(Timestamp::now().as_unix_millis())
             .arg(expires_at.as_unix_millis())
             .arg(if changes.cleared { "1" } else { "0" })
+            .arg(match &changes.owner {
+                None => "=".to_owned(),
+                Some(None) => "-".to_owned(),
+                Some(Some(owner)) => format!("+{owner}"),
+            })
             .arg(changes.removed.len());
         for name in &changes.removed {
             invocation.arg(data_field(name));
@@ -396,7 +422,79 @@ impl RedisStore {
         let done: i64 = self
             .call(async |conn| invocation.invoke_async(conn).await)
             .await?;
+        if done == 1
+            && let Some(Some(owner)) = &changes.owner
+        {
+            self.index(owner, key, expires_at).await?;
+        }
         Ok(done == 1)
+    }
+
+    /// The key of a user's set of sessions: `{prefix}user:{sha256(owner)}`, its own hash tag.
+    pub fn owner_key(&self, owner: &str) -> String {
+        let digest = Sha256::digest(owner.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}user:{{{hex}}}", self.prefix)
+    }
+
+    /// Adds a session to its owner's set, which lives as long as the longest session in it.
+    /// Not atomic with the session's own write (in a cluster they are in different slots):
+    /// readers of the set check each member's owner and drop stale ones.
+    async fn index(
+        &self,
+        owner: &str,
+        key: &StorageKey,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let set = self.owner_key(owner);
+        let member = key.to_hex().to_string();
+        let at = expires_at.as_unix_millis();
+        self.call(async |conn| {
+            redis::pipe()
+                .cmd("SADD")
+                .arg(&set)
+                .arg(&member)
+                .ignore()
+                .cmd("PEXPIREAT")
+                .arg(&set)
+                .arg(at)
+                .arg("NX")
+                .ignore()
+                .cmd("PEXPIREAT")
+                .arg(&set)
+                .arg(at)
+                .arg("GT")
+                .ignore()
+                .query_async::<()>(conn)
+                .await
+        })
+        .await
+    }
+
+    /// The members of a user's set, as storage keys (foreign members are dropped).
+    async fn members(&self, owner: &str) -> Result<Vec<StorageKey>, StoreError> {
+        let set = self.owner_key(owner);
+        let members: Vec<String> = self
+            .call(async |conn| redis::cmd("SMEMBERS").arg(&set).query_async(conn).await)
+            .await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| StorageKey::parse_hex(m))
+            .collect())
+    }
+
+    async fn forget(&self, owner: &str, key: &StorageKey) -> Result<(), StoreError> {
+        let set = self.owner_key(owner);
+        let member = key.to_hex().to_string();
+        self.call(async |conn| {
+            redis::cmd("SREM")
+                .arg(&set)
+                .arg(&member)
+                .query_async::<i64>(conn)
+                .await
+        })
+        .await
+        .map(drop)
     }
 }
 
@@ -470,11 +568,13 @@ impl SessionStore for RedisStore {
         let created: i64 = self
             .call(async |conn| invocation.invoke_async(conn).await)
             .await?;
-        if created == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::IdCollision)
+        if created != 1 {
+            return Err(StoreError::IdCollision);
         }
+        if let Some(owner) = &record.owner {
+            self.index(owner, &record.key, record.expires_at).await?;
+        }
+        Ok(())
     }
 
     async fn update(
@@ -504,6 +604,59 @@ impl SessionStore for RedisStore {
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    /// The user's set, each member checked (owner and expiry in one `HMGET`); stale members
+    /// are removed from the set on the way.
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let now = Timestamp::now();
+        let mut live = Vec::new();
+        for key in self.members(owner).await? {
+            let redis_key = self.redis_key(&key);
+            let (o, c, e): (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) = self
+                .call(async |conn| {
+                    redis::cmd("HMGET")
+                        .arg(&redis_key)
+                        .arg("o")
+                        .arg("c")
+                        .arg("e")
+                        .query_async(conn)
+                        .await
+                })
+                .await?;
+            let times = c
+                .zip(e)
+                .and_then(|(c, e)| Some((parse_millis(&c).ok()?, parse_millis(&e).ok()?)));
+            match times {
+                Some((created_at, expires_at))
+                    if o.as_deref() == Some(owner.as_bytes()) && expires_at > now =>
+                {
+                    live.push(SessionInfo {
+                        key,
+                        created_at,
+                        expires_at,
+                    });
+                }
+                _ => self.forget(owner, &key).await?,
+            }
+        }
+        Ok(live)
+    }
+
+    /// Deletes each session in the user's set that is still theirs (one script per session,
+    /// so an update racing it cannot bring it back), then empties the set.
+    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for key in self.members(owner).await? {
+            let mut invocation = self.delete_if_owner.key(self.redis_key(&key));
+            invocation.arg(owner);
+            let deleted: i64 = self
+                .call(async |conn| invocation.invoke_async(conn).await)
+                .await?;
+            removed += u64::try_from(deleted).unwrap_or(0);
+            self.forget(owner, &key).await?;
+        }
+        Ok(removed)
     }
 
     fn expires_natively(&self) -> bool {

@@ -3,10 +3,12 @@
 //! - `test-backends [--no-lint]`: format check, clippy, docs, then every crate's tests
 //!   against real servers started on 127.0.0.1, and a table of the results.
 //! - `bench [--quick]`: the benchmarks (see BENCHMARKS.md).
+//! - `fuzz [--seconds N]`: every cargo-fuzz target for N seconds (see FUZZING.md).
 
 use std::process::ExitCode;
 
 mod bench;
+mod fuzz;
 mod servers;
 mod tests;
 mod util;
@@ -16,8 +18,11 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test-backends") => tests::test_backends(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask test-backends [--no-lint] | bench [--quick]");
+            eprintln!(
+                "usage: cargo xtask test-backends [--no-lint] | bench [--quick] | fuzz [--seconds N]"
+            );
             return ExitCode::from(2);
         }
     };

@@ -90,7 +90,12 @@ pub(crate) fn start_all() -> Result<Servers> {
         .insert("SESSION_TEST_MEMCACHED_SERVERS".into(), addrs.join(","));
     servers.guards.extend(memcached);
 
-    let mongo = start_secantus()?;
+    let (mongo, secantus_bin) = start_secantus()?;
+    // Tests that kill and restart their own MongoDB-compatible server start it from here.
+    servers.env.insert(
+        "SESSION_TEST_SECANTUS_BIN".into(),
+        secantus_bin.display().to_string(),
+    );
     eprintln!(
         "    SecantusDB (MongoDB wire protocol) on 127.0.0.1:{}",
         mongo.port
@@ -142,13 +147,13 @@ fn secantus_venv() -> Result<PathBuf> {
     Ok(server)
 }
 
-fn start_secantus() -> Result<ServerGuard> {
+fn start_secantus() -> Result<(ServerGuard, PathBuf)> {
     let server = secantus_venv()?;
     let port = free_port()?;
     let dir = scratch_dir("secantus", port)?;
     let log = dir.join("secantus.log");
     let out = std::fs::File::create(&log)?;
-    let child = Command::new(server)
+    let child = Command::new(&server)
         .args([
             "--host",
             "127.0.0.1",
@@ -172,7 +177,7 @@ fn start_secantus() -> Result<ServerGuard> {
     wait_until(&mut guard, Duration::from_secs(60), |port| {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     })?;
-    Ok(guard)
+    Ok((guard, server))
 }
 
 fn start_memcached(index: usize) -> Result<ServerGuard> {

@@ -21,14 +21,14 @@ fn example_binary() -> PathBuf {
     path
 }
 
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn set_cookies(&self) -> Vec<&str> {
+    pub(crate) fn set_cookies(&self) -> Vec<&str> {
         self.headers
             .iter()
             .filter(|(k, _)| k == "set-cookie")
@@ -42,7 +42,7 @@ impl Reply {
     }
 }
 
-async fn request(
+pub(crate) async fn request(
     addr: &str,
     method: &str,
     path: &str,

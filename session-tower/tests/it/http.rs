@@ -16,15 +16,15 @@ use session_memory::MemoryStore;
 use session_tower::{CorruptPolicy, Key, Session, SessionLayer};
 use tower::ServiceExt as _;
 
-struct Reply {
-    status: StatusCode,
-    set_cookies: Vec<String>,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) set_cookies: Vec<String>,
+    pub(crate) body: String,
 }
 
 impl Reply {
     /// The `name=value` pair of the one Set-Cookie, to send back.
-    fn cookie(&self) -> String {
+    pub(crate) fn cookie(&self) -> String {
         assert_eq!(
             self.set_cookies.len(),
             1,
@@ -35,7 +35,7 @@ impl Reply {
     }
 }
 
-async fn send(app: &Router, method: &str, path: &str, cookie: Option<&str>) -> Reply {
+pub(crate) async fn send(app: &Router, method: &str, path: &str, cookie: Option<&str>) -> Reply {
     let mut req = Request::builder().method(method).uri(path);
     if let Some(cookie) = cookie {
         req = req.header(header::COOKIE, cookie);
@@ -62,10 +62,32 @@ async fn send(app: &Router, method: &str, path: &str, cookie: Option<&str>) -> R
     }
 }
 
-async fn counter(session: Session) -> String {
+pub(crate) async fn counter(session: Session) -> String {
     let n = session.get::<u64>("n").unwrap().unwrap_or(0) + 1;
     session.insert("n", n).unwrap();
     n.to_string()
+}
+
+/// `GET /` with a `Cookie` header of raw bytes (not necessarily UTF-8).
+pub(crate) async fn send_raw_cookie(app: &Router, cookie: &[u8]) -> Reply {
+    let req = Request::builder()
+        .uri("/")
+        .header(
+            header::COOKIE,
+            http::HeaderValue::from_bytes(cookie).unwrap(),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        set_cookies: vec![],
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
 }
 
 async fn peek(session: Session) -> String {

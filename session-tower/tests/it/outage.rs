@@ -1,0 +1,431 @@
+//! Outages and slow servers, through the layer over real HTTP on 127.0.0.1, for Redis,
+//! memcached and MongoDB (SecantusDB). Each test owns its server so it can kill, restart or
+//! stall it. Bounded: 32 clients, a few seconds a phase, every request with a deadline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use session_core::suite::server_url;
+use session_core::{IdGenerator, SessionManager, SessionStore, StoreError, UuidV4Generator};
+use session_tower::{Key, SessionLayer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+use crate::e2e::request;
+use crate::http::counter;
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+const CLIENTS: usize = 32;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .is_some_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+}
+
+/// A server this test can kill and start again on the same port.
+#[derive(Clone, Copy)]
+enum Kind {
+    Redis,
+    Memcached,
+    Mongo,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Memcached => "memcached",
+            Self::Mongo => "mongodb",
+        }
+    }
+
+    /// Whether `cargo xtask test-backends` provides this kind (else the test is skipped, or
+    /// fails under SESSION_TEST_REQUIRE_SERVERS=1).
+    fn available(self) -> bool {
+        match self {
+            Self::Redis => server_url("SESSION_TEST_REDIS_URL").is_some(),
+            Self::Memcached => server_url("SESSION_TEST_MEMCACHED_SERVERS").is_some(),
+            Self::Mongo => server_url("SESSION_TEST_SECANTUS_BIN").is_some(),
+        }
+    }
+
+    async fn start(self, port: u16) -> Child {
+        let p = port.to_string();
+        let mut cmd = match self {
+            Self::Redis => {
+                let mut c = Command::new("redis-server");
+                c.args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &p,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]);
+                c.arg("--dir").arg(std::env::temp_dir());
+                c
+            }
+            Self::Memcached => {
+                let mut c = Command::new("memcached");
+                c.args(["-l", "127.0.0.1", "-p", &p, "-U", "0"]);
+                if running_as_root() {
+                    c.args(["-u", "memcache"]);
+                }
+                c
+            }
+            Self::Mongo => {
+                let mut c = Command::new(std::env::var("SESSION_TEST_SECANTUS_BIN").unwrap());
+                c.args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &p,
+                    "--storage-path",
+                    ":memory:",
+                    "--standalone",
+                ]);
+                c.current_dir(std::env::temp_dir());
+                c
+            }
+        };
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", self.name()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start on {port}",
+                self.name()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child
+    }
+
+    async fn store(self, port: u16) -> Arc<dyn SessionStore> {
+        match self {
+            Self::Redis => Arc::new(
+                session_redis::RedisStore::builder(format!("redis://127.0.0.1:{port}"))
+                    .command_timeout(TIMEOUT)
+                    .connection_timeout(Duration::from_millis(300))
+                    .open()
+                    .await
+                    .unwrap(),
+            ),
+            Self::Memcached => Arc::new(
+                session_memcache::MemcacheStore::builder([format!("127.0.0.1:{port}")])
+                    .command_timeout(TIMEOUT)
+                    .build()
+                    .unwrap(),
+            ),
+            Self::Mongo => Arc::new(
+                session_mongo::MongoStore::builder(format!("mongodb://127.0.0.1:{port}"))
+                    .collection(format!(
+                        "o{}",
+                        UuidV4Generator.generate().as_str().replace('-', "_")
+                    ))
+                    .timeout(TIMEOUT)
+                    .open()
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+}
+
+async fn serve(store: Arc<dyn SessionStore>) -> String {
+    let manager = SessionManager::builder_arc(store).build();
+    let app = Router::new()
+        .route("/", get(counter))
+        .layer(SessionLayer::new(manager, Key::generate()).secure(false));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[derive(Default)]
+struct Counts {
+    served: AtomicU64,
+    unavailable: AtomicU64,
+    errors: AtomicU64,
+    /// Responses whose counter went backwards (other than a fresh session) or skipped.
+    inconsistent: AtomicU64,
+    slowest_ms: AtomicU64,
+}
+
+/// 32 clients, each with its own session, requesting until `stop`.
+fn clients(
+    addr: &str,
+    counts: &Arc<Counts>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..CLIENTS)
+        .map(|_| {
+            let (addr, counts, stop) = (addr.to_owned(), counts.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut cookie, mut last, mut failed_since) = (None::<String>, 0u64, 0u64);
+                // Bounded: at most 100 000 requests a client; the drill stops them sooner.
+                for _ in 0..100_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let started = Instant::now();
+                    let reply = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        request(&addr, "GET", "/", cookie.as_deref(), None),
+                    )
+                    .await;
+                    counts
+                        .slowest_ms
+                        .fetch_max(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+                    match reply {
+                        Ok(reply) if reply.status == 200 => {
+                            counts.served.fetch_add(1, Ordering::SeqCst);
+                            let n: u64 = reply.body.trim().parse().unwrap_or(0);
+                            // A request that failed may still have been applied by the server
+                            // (the answer was lost), so a skip of up to that many is allowed.
+                            if n != 1 && (n <= last || n > last + 1 + failed_since) {
+                                counts.inconsistent.fetch_add(1, Ordering::SeqCst);
+                            }
+                            last = n;
+                            failed_since = 0;
+                            if let Some(set) = reply.set_cookies().first() {
+                                cookie = set.split(';').next().map(str::to_owned);
+                            }
+                        }
+                        Ok(reply) if reply.status == 503 => {
+                            counts.unavailable.fetch_add(1, Ordering::SeqCst);
+                            failed_since += 1;
+                        }
+                        _ => {
+                            counts.errors.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect()
+}
+
+async fn wait_for(counter: &AtomicU64, above: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter.load(Ordering::SeqCst) <= above {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Kill the server mid-run, restart it on the same port, and check the app rides it out.
+async fn drill(kind: Kind) {
+    let port = free_port();
+    let mut server = kind.start(port).await;
+    let addr = serve(kind.store(port).await).await;
+    let (counts, stop) = (
+        Arc::new(Counts::default()),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let workers = clients(&addr, &counts, &stop);
+
+    wait_for(&counts.served, 200, "service before the outage").await;
+    server.kill().await.unwrap();
+    let served_at_kill = counts.served.load(Ordering::SeqCst);
+    wait_for(&counts.unavailable, 100, "503s during the outage").await;
+    let _server = kind.start(port).await;
+    wait_for(
+        &counts.served,
+        served_at_kill + 100,
+        "service after the restart",
+    )
+    .await;
+    // Now fully back: a further stretch with no 503 at all.
+    let unavailable_after = counts.unavailable.load(Ordering::SeqCst);
+    let served_after = counts.served.load(Ordering::SeqCst);
+    wait_for(
+        &counts.served,
+        served_after + 300,
+        "steady service after the restart",
+    )
+    .await;
+    let late_503 = counts.unavailable.load(Ordering::SeqCst) - unavailable_after;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.expect("a client panicked");
+    }
+
+    let c = |a: &AtomicU64| a.load(Ordering::SeqCst);
+    eprintln!(
+        "{} outage drill: {} served, {} answered 503, {} errors, {} inconsistent, slowest {} ms",
+        kind.name(),
+        c(&counts.served),
+        c(&counts.unavailable),
+        c(&counts.errors),
+        c(&counts.inconsistent),
+        c(&counts.slowest_ms)
+    );
+    assert_eq!(
+        c(&counts.errors),
+        0,
+        "{}: requests failed other than with 503",
+        kind.name()
+    );
+    assert_eq!(
+        c(&counts.inconsistent),
+        0,
+        "{}: a counter went wrong (a partial write)",
+        kind.name()
+    );
+    assert!(
+        late_503 <= CLIENTS as u64,
+        "{}: {late_503} 503s once service was back",
+        kind.name()
+    );
+    // Load and save each end within the timeout; allow for the reconnect and scheduling.
+    assert!(
+        c(&counts.slowest_ms) < 3 * TIMEOUT.as_millis() as u64 + 1500,
+        "{}: a request hung",
+        kind.name()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_through_the_layer() {
+    if Kind::Redis.available() {
+        drill(Kind::Redis).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_outage_through_the_layer() {
+    if Kind::Memcached.available() {
+        drill(Kind::Memcached).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_outage_through_the_layer() {
+    if Kind::Mongo.available() {
+        drill(Kind::Mongo).await;
+    }
+}
+
+/// A TCP proxy to `target` that can be told to stall: it then stops forwarding answers.
+async fn stalling_proxy(target: u16) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stall = Arc::new(AtomicBool::new(false));
+    let flag = stall.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let flag = flag.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    // Stalled: hold the answer back (bounded: at most 30 s).
+                    let held = Instant::now();
+                    while flag.load(Ordering::SeqCst) && held.elapsed() < Duration::from_secs(30) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, stall)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_gives_unavailable_at_the_timeout() {
+    for kind in [Kind::Redis, Kind::Memcached, Kind::Mongo] {
+        if !kind.available() {
+            continue;
+        }
+        let port = free_port();
+        let _server = kind.start(port).await;
+        let (proxy, stall) = stalling_proxy(port).await;
+        let store = kind.store(proxy).await;
+        let manager = SessionManager::builder_arc(store).build();
+        let session = manager.create();
+        session.insert("n", 1u32).unwrap();
+        manager.save(&session).await.unwrap();
+
+        stall.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        let result = manager.load(&session.id()).await;
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                result,
+                Err(session_core::SessionError::Store(
+                    StoreError::Unavailable { .. }
+                ))
+            ),
+            "{}: {result:?}",
+            kind.name()
+        );
+        assert!(
+            took >= TIMEOUT / 2 && took < TIMEOUT + Duration::from_secs(1),
+            "{}: took {took:?}",
+            kind.name()
+        );
+        stall.store(false, Ordering::SeqCst);
+
+        // Service resumes once the server answers again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match manager.load(&session.id()).await {
+                Ok(Some(s)) => {
+                    assert_eq!(s.get::<u32>("n").unwrap(), Some(1));
+                    break;
+                }
+                other => assert!(
+                    Instant::now() < deadline,
+                    "{}: no recovery: {other:?}",
+                    kind.name()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
