@@ -99,8 +99,11 @@ pub fn escape_key(name: &str) -> String {
 
 /// Reverses [`escape_key`]; `None` for a field name it cannot have written.
 pub fn unescape_key(field: &str) -> Option<String> {
-    if field == "%" {
-        return Some(String::new());
+    match field {
+        // The empty name is written as `%`; an empty field is never ours (found by fuzzing).
+        "" => return None,
+        "%" => return Some(String::new()),
+        _ => {}
     }
     let mut out = String::with_capacity(field.len());
     let mut rest = field;
@@ -562,7 +565,7 @@ mod tests {
             );
             assert_eq!(unescape_key(&field).as_deref(), Some(name), "{field:?}");
         }
-        for foreign in ["a.b", "$x", "%zz", "%2", "a\0"] {
+        for foreign in ["", "a.b", "$x", "%zz", "%2", "a\0"] {
             assert_eq!(unescape_key(foreign), None, "{foreign:?}");
         }
     }
