@@ -160,9 +160,10 @@ pub(crate) fn cycle(spec: &str, tasks: usize, secs: u64, sessions: usize) -> Res
         for worker in workers {
             worker.await??;
         }
-        let rate = cycles.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        let total = cycles.load(Ordering::Relaxed);
+        let rate = total as f64 / started.elapsed().as_secs_f64();
         let name = spec.split(':').next().unwrap_or(spec);
-        println!("RESULT cycle store={name} tasks={tasks} cycles_per_sec={rate:.0}");
+        println!("RESULT cycle store={name} tasks={tasks} cycles={total} cycles_per_sec={rate:.0}");
         anyhow::Ok(())
     })
 }

@@ -382,7 +382,7 @@ impl SessionManager {
             let deadline = self.inner.expiry.deadline(state.created_at, now);
             if state.destroyed {
                 if state.stored {
-                    Plan::Delete(state.id.storage_key())
+                    Plan::Delete(state.key)
                 } else {
                     Plan::Nothing
                 }
@@ -390,7 +390,7 @@ impl SessionManager {
                 if !state.stored && state.data.is_empty() {
                     Plan::Nothing
                 } else {
-                    let cycled_from = state.stored.then(|| state.id.storage_key());
+                    let cycled_from = state.stored.then_some(state.key);
                     let id = if state.cycle {
                         self.inner.ids.generate()
                     } else {
@@ -399,7 +399,11 @@ impl SessionManager {
                     Plan::Create {
                         id: id.clone(),
                         record: Record {
-                            key: id.storage_key(),
+                            key: if state.cycle {
+                                id.storage_key()
+                            } else {
+                                state.key
+                            },
                             data: state.data.clone(),
                             created_at: state.created_at,
                             expires_at: deadline,
@@ -410,7 +414,7 @@ impl SessionManager {
                 }
             } else if !state.changes.is_empty() {
                 Plan::Update {
-                    key: state.id.storage_key(),
+                    key: state.key,
                     expires_at: deadline,
                 }
             } else if self.inner.expiry.idle.is_some()
@@ -418,7 +422,7 @@ impl SessionManager {
                 && deadline.duration_since(state.expires_at) >= self.inner.touch_after
             {
                 Plan::Touch {
-                    key: state.id.storage_key(),
+                    key: state.key,
                     expires_at: deadline,
                 }
             } else {
@@ -495,6 +499,7 @@ impl SessionManager {
         {
             let mut state = session.lock();
             state.id = id;
+            state.key = record.key;
             state.stored = true;
             state.cycle = false;
             state.expires_at = record.expires_at;

@@ -181,36 +181,48 @@ pub enum EnvelopeError {
 /// assert!(decode_envelope(record.key, &blob[..blob.len() - 1]).is_err());
 /// ```
 pub fn encode_envelope(record: &Record) -> Vec<u8> {
-    let size = HEADER_LEN
+    let mut out = Vec::with_capacity(envelope_size_hint(record));
+    encode_envelope_into(record, &mut out);
+    out
+}
+
+/// About how many bytes [`encode_envelope`] writes for `record` (an upper bound while
+/// lengths stay under 2 MiB), for sizing a buffer.
+pub fn envelope_size_hint(record: &Record) -> usize {
+    HEADER_LEN
         + 16
         + record.owner.as_ref().map_or(0, String::len)
         + record
             .data
             .iter()
             .map(|(k, v)| k.len() + v.len() + 6)
-            .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
+            .sum::<usize>()
+}
+
+/// [`encode_envelope`], appending to `out` (for stores that frame the envelope, as the
+/// memory store does with its key). The checksum covers only the appended envelope.
+pub fn encode_envelope_into(record: &Record, out: &mut Vec<u8>) {
+    let start = out.len();
     out.extend_from_slice(&ENVELOPE_MAGIC);
     out.push(ENVELOPE_VERSION);
     out.extend_from_slice(&record.created_at.as_unix_millis().to_le_bytes());
     out.extend_from_slice(&record.expires_at.as_unix_millis().to_le_bytes());
     match &record.owner {
-        None => put_varint(&mut out, 0),
+        None => put_varint(out, 0),
         Some(owner) => {
-            put_varint(&mut out, owner.len() as u64 + 1);
+            put_varint(out, owner.len() as u64 + 1);
             out.extend_from_slice(owner.as_bytes());
         }
     }
-    put_varint(&mut out, record.data.len() as u64);
+    put_varint(out, record.data.len() as u64);
     for (key, value) in &record.data {
-        put_varint(&mut out, key.len() as u64);
+        put_varint(out, key.len() as u64);
         out.extend_from_slice(key.as_bytes());
-        put_varint(&mut out, value.len() as u64);
+        put_varint(out, value.len() as u64);
         out.extend_from_slice(value);
     }
-    let crc = crc32(&out);
+    let crc = crc32(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
-    out
 }
 
 /// Decodes a blob written by [`encode_envelope`] as the record filed under `key`.
@@ -406,6 +418,10 @@ mod tests {
         let r = sample();
         let blob = encode_envelope(&r);
         assert_eq!(decode_envelope(r.key, &blob), Ok(r.clone()));
+        let mut framed = b"prefix".to_vec();
+        encode_envelope_into(&r, &mut framed);
+        assert_eq!(&framed[6..], blob.as_slice());
+        assert!(envelope_size_hint(&r) >= blob.len());
         assert_eq!(peek_envelope_expiry(&blob), Ok(r.expires_at));
         assert_eq!(peek_envelope_owner(&blob), Ok(Some("user-42")));
     }

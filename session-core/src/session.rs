@@ -45,6 +45,8 @@ struct Inner {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) id: SessionId,
+    /// `id.storage_key()`, computed once (a SHA-256).
+    pub(crate) key: StorageKey,
     /// A record exists in the store under `id`.
     pub(crate) stored: bool,
     pub(crate) data: BTreeMap<String, Vec<u8>>,
@@ -68,6 +70,7 @@ impl Session {
         Self::from_state(
             codec,
             State {
+                key: id.storage_key(),
                 id,
                 stored: false,
                 data: BTreeMap::new(),
@@ -86,6 +89,7 @@ impl Session {
         Self::from_state(
             codec,
             State {
+                key: record.key,
                 id,
                 stored: true,
                 data: record.data,
@@ -385,7 +389,7 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.lock();
         f.debug_struct("Session")
-            .field("key", &state.id.storage_key())
+            .field("key", &state.key)
             .field("keys", &state.data.len())
             .field("stored", &state.stored)
             .field("modified", &!state.changes.is_empty())
