@@ -131,7 +131,13 @@ fn fresh_key() -> StorageKey {
     UuidV4Generator.generate().storage_key()
 }
 
-/// A record under a fresh key that expires `ttl` from now (or was due `-ttl` ago).
+/// A record under a fresh key with `data`, created now, live for an hour, no owner: the
+/// fixture store tests start from.
+pub fn record(data: &[(&str, &[u8])]) -> Record {
+    record_with(data, in_one_hour())
+}
+
+/// A record under a fresh key with `data` that expires at `expires_at`.
 fn record_with(data: &[(&str, &[u8])], expires_at: Timestamp) -> Record {
     Record {
         key: fresh_key(),

@@ -3,7 +3,7 @@
 //! the "other process" (and kill it mid-write to check crash safety).
 //!
 //! ```sh
-//! disk_hammer write-forever <root> <key-hex>          # rewrite one session until killed
+//! disk_hammer write-forever <root> <key-hex> [first]  # rewrite one session until killed
 //! disk_hammer add-keys <root> <name> <n> <key-hex>... # n rounds of new keys per session
 //! ```
 
@@ -29,8 +29,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.first().map(String::as_str) {
         Some("write-forever") => {
             let key = parse(args.get(2).ok_or(usage)?)?;
+            let first: u64 = args.get(3).map_or(Ok(1), |f| f.parse())?;
             // Bounded: the parent kills it long before this ends.
-            for round in 1..1_000_000u64 {
+            for round in first..first + 1_000_000 {
                 let mut changes = Changes::new();
                 changes.set("v", value(round));
                 changes.set("round", round.to_le_bytes().to_vec());

@@ -261,19 +261,8 @@ where
     }
 }
 
-#[derive(Debug)]
-struct Damaged(&'static str);
-
-impl fmt::Display for Damaged {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::error::Error for Damaged {}
-
 fn corrupt(reason: &'static str) -> StoreError {
-    StoreError::corrupt(STORE, Damaged(reason))
+    StoreError::corrupt(STORE, reason)
 }
 
 fn date(t: Timestamp) -> DateTime {

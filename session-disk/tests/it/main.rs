@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use session_core::suite::record;
 use session_core::{
     Changes, IdGenerator, Record, SessionStore, StorageKey, StoreError, Timestamp, UuidV4Generator,
     async_trait,
@@ -72,19 +73,6 @@ mod fsync_never {
     });
 }
 
-fn record(data: &[(&str, &[u8])]) -> Record {
-    Record {
-        key: UuidV4Generator.generate().storage_key(),
-        data: data
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
-            .collect(),
-        created_at: Timestamp::now(),
-        expires_at: Timestamp::now().saturating_add(Duration::from_secs(3600)),
-        owner: None,
-    }
-}
-
 /// `target/<profile>/examples/disk_hammer`, built by `cargo test` with the tests.
 fn hammer() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -107,16 +95,40 @@ async fn a_process_killed_mid_write_leaves_the_old_or_the_new_version() {
     let rec = record(&[("v", &[0u8; 256 * 1024]), ("round", &0u64.to_le_bytes())]);
     t.store.create(&rec).await.unwrap();
     let hex = rec.key.to_hex().to_string();
-    let mut last_round = 0u64;
-    let mut advanced = 0;
+    let round_of = |r: &Record| u64::from_le_bytes(r.data["round"].as_slice().try_into().unwrap());
     for i in 0..200u64 {
+        // Each writer numbers its rounds from its own start, so its first write is visible.
+        let first = (i + 1) * 1_000_000;
         let mut child = tokio::process::Command::new(hammer())
-            .args(["write-forever", t.store.root().to_str().unwrap(), &hex])
+            .args([
+                "write-forever",
+                t.store.root().to_str().unwrap(),
+                &hex,
+                &first.to_string(),
+            ])
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        // Let it write for a varying short while, then kill it (SIGKILL) mid-flight.
-        tokio::time::sleep(Duration::from_millis(2 + (i * 7) % 23)).await;
+        // Wait (bounded) until it is writing, then kill it (SIGKILL) a varying moment later,
+        // in the middle of its write loop.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = t
+                .store
+                .load(&rec.key)
+                .await
+                .expect("a torn or damaged file")
+                .expect("gone");
+            if round_of(&got) >= first {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "iteration {i}: the writer never wrote"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_micros(200 + (i * 397) % 4000)).await;
         child.kill().await.unwrap();
         let got = t
             .store
@@ -124,23 +136,15 @@ async fn a_process_killed_mid_write_leaves_the_old_or_the_new_version() {
             .await
             .expect("a torn or damaged file")
             .expect("the session vanished");
-        let round = u64::from_le_bytes(got.data["round"].as_slice().try_into().unwrap());
+        let round = round_of(&got);
         let v = &got.data["v"];
         assert_eq!(v.len(), 256 * 1024, "iteration {i}: a short value");
-        let want = if round == 0 { 0 } else { (round % 251) as u8 };
+        let want = (round % 251) as u8;
         assert!(
             v.iter().all(|b| *b == want),
             "iteration {i}: value mixes two versions"
         );
-        if round != last_round {
-            advanced += 1;
-        }
-        last_round = round;
     }
-    assert!(
-        advanced > 20,
-        "the writer rarely got to write ({advanced}/200): the test proved little"
-    );
     // Leftover temporary files are not sessions; a sweep counts none of them.
     assert_eq!(t.store.delete_expired().await.unwrap(), 0);
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use session_core::suite::server_url;
+use session_core::suite::{record, server_url};
 use session_core::{
     Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
 };
@@ -26,19 +26,6 @@ async fn shared() -> Option<Arc<dyn SessionStore>> {
 
 mod two_servers {
     session_core::conformance_tests!(|| crate::shared());
-}
-
-fn record(data: &[(&str, &[u8])]) -> Record {
-    Record {
-        key: UuidV4Generator.generate().storage_key(),
-        data: data
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
-            .collect(),
-        created_at: Timestamp::now(),
-        expires_at: Timestamp::now().saturating_add(Duration::from_secs(3600)),
-        owner: None,
-    }
 }
 
 #[tokio::test]

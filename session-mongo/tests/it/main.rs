@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mongodb::bson::{Bson, doc};
-use session_core::suite::server_url;
-use session_core::{
-    Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
-};
+use session_core::suite::{record, server_url};
+use session_core::{Changes, IdGenerator, SessionStore, StoreError, Timestamp, UuidV4Generator};
 use session_mongo::{MongoStore, escape_key};
 
 /// A store on a collection of its own.
@@ -34,19 +32,6 @@ async fn shared() -> Option<Arc<dyn SessionStore>> {
 
 mod suite {
     session_core::conformance_tests!(|| crate::shared());
-}
-
-fn record(data: &[(&str, &[u8])]) -> Record {
-    Record {
-        key: UuidV4Generator.generate().storage_key(),
-        data: data
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
-            .collect(),
-        created_at: Timestamp::now(),
-        expires_at: Timestamp::now().saturating_add(Duration::from_secs(3600)),
-        owner: None,
-    }
 }
 
 #[tokio::test]

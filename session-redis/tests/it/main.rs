@@ -12,6 +12,13 @@ use session_core::{
     Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
 };
 use session_redis::RedisStore;
+
+fn record(data: &[(&str, &[u8])]) -> Record {
+    Record {
+        owner: Some("user-1".into()),
+        ..session_core::suite::record(data)
+    }
+}
 use tokio::sync::Barrier;
 
 /// Each test gets its own key prefix on the shared server.
@@ -45,19 +52,6 @@ mod standalone {
 
 mod cluster {
     session_core::conformance_tests!(|| crate::cluster());
-}
-
-fn record(data: &[(&str, &[u8])]) -> Record {
-    Record {
-        key: UuidV4Generator.generate().storage_key(),
-        data: data
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
-            .collect(),
-        created_at: Timestamp::now(),
-        expires_at: Timestamp::now().saturating_add(Duration::from_secs(3600)),
-        owner: Some("user-1".into()),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
