@@ -181,22 +181,28 @@ pub enum EnvelopeError {
 /// assert!(decode_envelope(record.key, &blob[..blob.len() - 1]).is_err());
 /// ```
 pub fn encode_envelope(record: &Record) -> Vec<u8> {
-    let mut out = Vec::with_capacity(envelope_size_hint(record));
+    let mut out = Vec::with_capacity(envelope_len(record));
     encode_envelope_into(record, &mut out);
     out
 }
 
-/// About how many bytes [`encode_envelope`] writes for `record` (an upper bound while
-/// lengths stay under 2 MiB), for sizing a buffer.
-pub fn envelope_size_hint(record: &Record) -> usize {
-    HEADER_LEN
-        + 16
-        + record.owner.as_ref().map_or(0, String::len)
-        + record
-            .data
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 6)
-            .sum::<usize>()
+/// Exactly how many bytes [`encode_envelope`] writes for `record`, for sizing a buffer (an
+/// allocation of the right size is never shrunk or grown).
+pub fn envelope_len(record: &Record) -> usize {
+    let owner = record
+        .owner
+        .as_ref()
+        .map_or(1, |o| varint_len(o.len() as u64 + 1) + o.len());
+    let entries: usize = record
+        .data
+        .iter()
+        .map(|(k, v)| varint_len(k.len() as u64) + k.len() + varint_len(v.len() as u64) + v.len())
+        .sum();
+    HEADER_LEN + owner + varint_len(record.data.len() as u64) + entries + 4
+}
+
+fn varint_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// [`encode_envelope`], appending to `out` (for stores that frame the envelope, as the
@@ -421,7 +427,12 @@ mod tests {
         let mut framed = b"prefix".to_vec();
         encode_envelope_into(&r, &mut framed);
         assert_eq!(&framed[6..], blob.as_slice());
-        assert!(envelope_size_hint(&r) >= blob.len());
+        assert_eq!(envelope_len(&r), blob.len());
+        for n in [0u64, 1, 127, 128, 16_383, 16_384, u64::MAX] {
+            let mut v = Vec::new();
+            put_varint(&mut v, n);
+            assert_eq!(varint_len(n), v.len(), "{n}");
+        }
         assert_eq!(peek_envelope_expiry(&blob), Ok(r.expires_at));
         assert_eq!(peek_envelope_owner(&blob), Ok(Some("user-42")));
     }

@@ -53,7 +53,7 @@ use async_trait::async_trait;
 use hashbrown::HashTable;
 use session_core::{
     Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
-    encode_envelope_into, envelope_size_hint, peek_envelope_expiry, peek_envelope_owner,
+    encode_envelope_into, envelope_len, peek_envelope_expiry, peek_envelope_owner,
 };
 
 const STORE: &str = "memory";
@@ -83,7 +83,7 @@ fn hash_entry(entry: &[u8]) -> u64 {
 
 fn make_entry(record: &Record) -> Box<[u8]> {
     // Encoded in place after the key: one allocation, no copy.
-    let mut entry = Vec::with_capacity(KEY_LEN + envelope_size_hint(record));
+    let mut entry = Vec::with_capacity(KEY_LEN + envelope_len(record));
     entry.extend_from_slice(record.key.as_bytes());
     encode_envelope_into(record, &mut entry);
     entry.into_boxed_slice()
