@@ -15,13 +15,19 @@ fn prefix() -> String {
     format!("t{}:", UuidV4Generator.generate().as_str())
 }
 
-async fn shared() -> Option<Arc<dyn SessionStore>> {
+/// A store over the test servers, with a key prefix of its own.
+fn two_server_store() -> Option<MemcacheStore> {
     let servers = server_url("SESSION_TEST_MEMCACHED_SERVERS")?;
-    let store = MemcacheStore::builder(servers.split(','))
-        .key_prefix(prefix())
-        .build()
-        .unwrap();
-    Some(Arc::new(store))
+    Some(
+        MemcacheStore::builder(servers.split(','))
+            .key_prefix(prefix())
+            .build()
+            .unwrap(),
+    )
+}
+
+async fn shared() -> Option<Arc<dyn SessionStore>> {
+    Some(Arc::new(two_server_store()?))
 }
 
 mod two_servers {
@@ -30,13 +36,9 @@ mod two_servers {
 
 #[tokio::test]
 async fn an_oversized_session_is_too_large_and_nothing_is_stored() {
-    let Some(servers) = server_url("SESSION_TEST_MEMCACHED_SERVERS") else {
+    let Some(store) = two_server_store() else {
         return;
     };
-    let store = MemcacheStore::builder(servers.split(','))
-        .key_prefix(prefix())
-        .build()
-        .unwrap();
     let big = record(&[("big", &vec![7u8; 2 * 1024 * 1024])]);
     assert!(matches!(
         store.create(&big).await,
@@ -62,13 +64,9 @@ async fn an_oversized_session_is_too_large_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn an_item_of_another_format_is_corrupt() {
-    let Some(servers) = server_url("SESSION_TEST_MEMCACHED_SERVERS") else {
+    let Some(store) = two_server_store() else {
         return;
     };
-    let store = MemcacheStore::builder(servers.split(','))
-        .key_prefix(prefix())
-        .build()
-        .unwrap();
     let r = record(&[("a", b"1")]);
     let mut foreign = session_core::encode_envelope(&r);
     foreign[4] = 9; // another envelope version
