@@ -1,9 +1,13 @@
 #![no_main]
-//! The record envelope decoder never panics on any bytes, and whatever it accepts survives
-//! an encode/decode round trip unchanged.
+//! The record envelope and body decoders never panic on any bytes, whatever they accept
+//! survives an encode/decode round trip unchanged, and patching a body equals decoding it,
+//! applying the changes and encoding it again.
 
 use libfuzzer_sys::fuzz_target;
-use session_core::{StorageKey, decode_envelope, encode_envelope, peek_envelope_expiry, peek_envelope_owner};
+use session_core::{
+    Changes, StorageKey, Timestamp, body, decode_envelope, encode_envelope, peek_envelope_expiry,
+    peek_envelope_owner,
+};
 
 fuzz_target!(|data: &[u8]| {
     let key = StorageKey::from_bytes([7; 32]);
@@ -12,5 +16,31 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(record) = decode_envelope(key, data) {
         let again = decode_envelope(key, &encode_envelope(&record)).expect("our own encoding decodes");
         assert_eq!(again, record);
+    }
+
+    let _ = body::peek_expiry(data);
+    let _ = body::peek_owner(data);
+    // Changes drawn from the input's first bytes, applied to the body that follows.
+    let (pick, rest) = data.split_at(data.len().min(2));
+    let mut changes = Changes::new();
+    match pick.first().copied().unwrap_or(0) % 4 {
+        0 => changes.set("k", pick.to_vec()),
+        1 => changes.remove("k"),
+        2 => changes.clear(),
+        _ => changes.owner = Some(Some("u".to_owned())),
+    }
+    let at = Timestamp::from_unix_millis(i64::from(pick.last().copied().unwrap_or(0)));
+    let mut patched = Vec::new();
+    let result = body::patch(rest, &changes, at, &mut patched);
+    match body::decode(key, rest) {
+        Ok(mut record) => {
+            result.expect("a body that decodes patches");
+            changes.apply_to_record(&mut record);
+            record.expires_at = at;
+            let mut want = Vec::new();
+            body::encode_into(&record, &mut want);
+            assert_eq!(patched, want);
+        }
+        Err(_) => assert!(result.is_err(), "a body that does not decode does not patch"),
     }
 });

@@ -44,6 +44,7 @@
 
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod body;
 mod codec;
 mod error;
 mod id;

@@ -137,9 +137,12 @@ impl Changes {
 pub const ENVELOPE_MAGIC: [u8; 4] = *b"RSSN";
 /// The envelope format version this build writes and reads.
 pub const ENVELOPE_VERSION: u8 = 1;
-const HEADER_LEN: usize = 4 + 1 + 8 + 8;
+/// Magic and version: what the envelope adds before the body.
+const FRAME_HEAD: usize = 4 + 1;
+/// The CRC-32 the envelope adds after the body.
+const FRAME_TAIL: usize = 4;
 
-/// Why bytes are not a record envelope.
+/// Why bytes are not a record envelope (or a record [`body`](crate::body)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnvelopeError {
@@ -159,11 +162,13 @@ pub enum EnvelopeError {
     Malformed(&'static str),
 }
 
-/// Encodes a record (all but its key) as one blob: magic, version, fields, CRC-32.
+/// Encodes a record (all but its key) as one blob: magic, version, the record's
+/// [`body`](crate::body), CRC-32.
 ///
 /// Layout v1: `RSSN`, `1`, created_at (i64 LE ms), expires_at (i64 LE ms), owner
-/// (LEB128 length + 1, 0 for none, then UTF-8), entry count (LEB128), entries (key length,
-/// key, value length, value; LEB128 lengths), CRC-32 (IEEE, LE) of everything before it.
+/// (LEB128 length + 1, 0 for none, then UTF-8), entry count (LEB128), entries sorted by key
+/// (key length, key, value length, value; LEB128 lengths), CRC-32 (IEEE, LE) of everything
+/// before it.
 ///
 /// ```
 /// use std::collections::BTreeMap;
@@ -189,44 +194,16 @@ pub fn encode_envelope(record: &Record) -> Vec<u8> {
 /// Exactly how many bytes [`encode_envelope`] writes for `record`, for sizing a buffer (an
 /// allocation of the right size is never shrunk or grown).
 pub fn envelope_len(record: &Record) -> usize {
-    let owner = record
-        .owner
-        .as_ref()
-        .map_or(1, |o| varint_len(o.len() as u64 + 1) + o.len());
-    let entries: usize = record
-        .data
-        .iter()
-        .map(|(k, v)| varint_len(k.len() as u64) + k.len() + varint_len(v.len() as u64) + v.len())
-        .sum();
-    HEADER_LEN + owner + varint_len(record.data.len() as u64) + entries + 4
+    FRAME_HEAD + crate::body::len(record) + FRAME_TAIL
 }
 
-fn varint_len(n: u64) -> usize {
-    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-/// [`encode_envelope`], appending to `out` (for stores that frame the envelope, as the
-/// memory store does with its key). The checksum covers only the appended envelope.
+/// [`encode_envelope`], appending to `out` (for stores that frame the envelope). The
+/// checksum covers only the appended envelope.
 pub fn encode_envelope_into(record: &Record, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&ENVELOPE_MAGIC);
     out.push(ENVELOPE_VERSION);
-    out.extend_from_slice(&record.created_at.as_unix_millis().to_le_bytes());
-    out.extend_from_slice(&record.expires_at.as_unix_millis().to_le_bytes());
-    match &record.owner {
-        None => put_varint(out, 0),
-        Some(owner) => {
-            put_varint(out, owner.len() as u64 + 1);
-            out.extend_from_slice(owner.as_bytes());
-        }
-    }
-    put_varint(out, record.data.len() as u64);
-    for (key, value) in &record.data {
-        put_varint(out, key.len() as u64);
-        out.extend_from_slice(key.as_bytes());
-        put_varint(out, value.len() as u64);
-        out.extend_from_slice(value);
-    }
+    crate::body::encode_into(record, out);
     let crc = crc32(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
 }
@@ -237,44 +214,19 @@ pub fn encode_envelope_into(record: &Record, out: &mut Vec<u8>) {
 /// [`EnvelopeError`] for foreign bytes, another format version, a checksum mismatch or a
 /// truncated or malformed blob. It never panics and never allocates more than the blob's size.
 pub fn decode_envelope(key: StorageKey, bytes: &[u8]) -> Result<Record, EnvelopeError> {
-    let (created_at, expires_at) = check_header(bytes)?;
-    if bytes.len() < HEADER_LEN + 4 {
+    check_frame(bytes)?;
+    if bytes.len() < FRAME_HEAD + FRAME_TAIL {
         return Err(EnvelopeError::Malformed(
             "shorter than its header and checksum",
         ));
     }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let (framed, crc) = bytes.split_at(bytes.len() - FRAME_TAIL);
     let mut want = [0u8; 4];
     want.copy_from_slice(crc);
-    if crc32(body) != u32::from_le_bytes(want) {
+    if crc32(framed) != u32::from_le_bytes(want) {
         return Err(EnvelopeError::Checksum);
     }
-    let mut reader = Reader {
-        rest: &body[HEADER_LEN..],
-    };
-    let owner = match reader.varint()? {
-        0 => None,
-        n => Some(reader.string(n - 1)?),
-    };
-    let count = reader.varint()?;
-    let mut data = BTreeMap::new();
-    for _ in 0..count {
-        let klen = reader.varint()?;
-        let key = reader.string(klen)?;
-        let vlen = reader.varint()?;
-        let value = reader.bytes(vlen)?.to_vec();
-        data.insert(key, value);
-    }
-    if !reader.rest.is_empty() {
-        return Err(EnvelopeError::Malformed("trailing bytes"));
-    }
-    Ok(Record {
-        key,
-        data,
-        created_at,
-        expires_at,
-        owner,
-    })
+    crate::body::decode(key, &framed[FRAME_HEAD..])
 }
 
 /// Reads only the expiry of an envelope, checking magic and version but not the checksum:
@@ -283,7 +235,8 @@ pub fn decode_envelope(key: StorageKey, bytes: &[u8]) -> Result<Record, Envelope
 /// # Errors
 /// [`EnvelopeError`] for foreign bytes, another version or a blob shorter than the header.
 pub fn peek_envelope_expiry(bytes: &[u8]) -> Result<Timestamp, EnvelopeError> {
-    check_header(bytes).map(|(_, expires_at)| expires_at)
+    check_frame(bytes)?;
+    crate::body::peek_expiry(&bytes[FRAME_HEAD..])
 }
 
 /// Reads only the owner of an envelope (magic and version checked, not the checksum): what
@@ -292,83 +245,24 @@ pub fn peek_envelope_expiry(bytes: &[u8]) -> Result<Timestamp, EnvelopeError> {
 /// # Errors
 /// [`EnvelopeError`] for foreign bytes, another version or a malformed owner field.
 pub fn peek_envelope_owner(bytes: &[u8]) -> Result<Option<&str>, EnvelopeError> {
-    check_header(bytes)?;
-    let mut reader = Reader {
-        rest: &bytes[HEADER_LEN..],
-    };
-    match reader.varint()? {
-        0 => Ok(None),
-        n => std::str::from_utf8(reader.bytes(n - 1)?)
-            .map(Some)
-            .map_err(|_| EnvelopeError::Malformed("owner is not UTF-8")),
-    }
+    check_frame(bytes)?;
+    crate::body::peek_owner(&bytes[FRAME_HEAD..])
 }
 
-fn check_header(bytes: &[u8]) -> Result<(Timestamp, Timestamp), EnvelopeError> {
-    if bytes.len() < 5 || bytes[..4] != ENVELOPE_MAGIC {
+fn check_frame(bytes: &[u8]) -> Result<(), EnvelopeError> {
+    if bytes.len() < FRAME_HEAD || bytes[..4] != ENVELOPE_MAGIC {
         return Err(EnvelopeError::BadMagic);
     }
     if bytes[4] != ENVELOPE_VERSION {
         return Err(EnvelopeError::UnsupportedVersion(bytes[4]));
     }
-    if bytes.len() < HEADER_LEN {
-        return Err(EnvelopeError::Malformed("shorter than its header"));
-    }
-    let read = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[at..at + 8]);
-        Timestamp::from_unix_millis(i64::from_le_bytes(b))
-    };
-    Ok((read(5), read(13)))
+    Ok(())
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, EnvelopeError> {
-        let mut n = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&b, rest) = self
-                .rest
-                .split_first()
-                .ok_or(EnvelopeError::Malformed("truncated length"))?;
-            self.rest = rest;
-            n |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(n);
-            }
-        }
-        Err(EnvelopeError::Malformed("length too long"))
-    }
-
-    fn bytes(&mut self, len: u64) -> Result<&'a [u8], EnvelopeError> {
-        let len = usize::try_from(len).map_err(|_| EnvelopeError::Malformed("length overflow"))?;
-        if len > self.rest.len() {
-            return Err(EnvelopeError::Malformed("length past the end"));
-        }
-        let (head, rest) = self.rest.split_at(len);
-        self.rest = rest;
-        Ok(head)
-    }
-
-    fn string(&mut self, len: u64) -> Result<String, EnvelopeError> {
-        let bytes = self.bytes(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| EnvelopeError::Malformed("key is not UTF-8"))
-    }
-}
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
+/// CRC-32 (IEEE) tables for slicing by 8: table 0 is the classic byte table, table `k`
+/// advances a byte through `k` more zero bytes.
+const CRC_TABLES: [[u32; 256]; 8] = {
+    let mut tables = [[0u32; 256]; 8];
     let mut i = 0;
     while i < 256 {
         let mut c = i as u32;
@@ -381,16 +275,41 @@ const CRC_TABLE: [u32; 256] = {
             };
             k += 1;
         }
-        table[i] = c;
+        tables[0][i] = c;
         i += 1;
     }
-    table
+    let mut t = 1;
+    while t < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = tables[t - 1][i];
+            tables[t][i] = (prev >> 8) ^ tables[0][(prev & 0xff) as usize];
+            i += 1;
+        }
+        t += 1;
+    }
+    tables
 };
 
 fn crc32(bytes: &[u8]) -> u32 {
+    let t = &CRC_TABLES;
     let mut c = !0u32;
-    for &b in bytes {
-        c = CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut lo = [0u8; 4];
+        lo.copy_from_slice(&chunk[..4]);
+        let lo = u32::from_le_bytes(lo) ^ c;
+        c = t[7][(lo & 0xff) as usize]
+            ^ t[6][((lo >> 8) & 0xff) as usize]
+            ^ t[5][((lo >> 16) & 0xff) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][usize::from(chunk[4])]
+            ^ t[2][usize::from(chunk[5])]
+            ^ t[1][usize::from(chunk[6])]
+            ^ t[0][usize::from(chunk[7])];
+    }
+    for &b in chunks.remainder() {
+        c = t[0][((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
     }
     !c
 }
@@ -398,6 +317,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::{put_varint, varint_len};
     use crate::{IdGenerator, UuidV4Generator};
 
     fn sample() -> Record {
@@ -415,8 +335,32 @@ mod tests {
     }
 
     #[test]
-    fn crc32_matches_the_standard_check_value() {
+    fn crc32_matches_the_standard_check_value_and_the_bitwise_definition() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        let bitwise = |bytes: &[u8]| {
+            let mut c = !0u32;
+            for &b in bytes {
+                c ^= u32::from(b);
+                for _ in 0..8 {
+                    c = if c & 1 != 0 {
+                        0xEDB8_8320 ^ (c >> 1)
+                    } else {
+                        c >> 1
+                    };
+                }
+            }
+            !c
+        };
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7919 % 251) as u8).collect();
+        for len in 0..data.len() {
+            for start in 0..3.min(len + 1) {
+                assert_eq!(
+                    crc32(&data[start..len]),
+                    bitwise(&data[start..len]),
+                    "{start}..{len}"
+                );
+            }
+        }
     }
 
     #[test]

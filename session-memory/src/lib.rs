@@ -2,10 +2,11 @@
 //! single-process services.
 //!
 //! Records live in a sharded hash table (no global lock on the hot path). Each session costs
-//! one allocation holding its key and its record in `session-core`'s compact envelope, plus
-//! a 16-byte table slot, so memory per session stays close to the data's own size. `update`
-//! merges changes under the shard's lock: no lost updates, and a deleted session stays
-//! deleted. The per-user index (`sessions_of`, `delete_sessions_of`) is a scan of the shards
+//! one allocation holding its key and its record's [`body`](session_core::body) (the
+//! envelope without framing or checksum, which protect nothing inside one process), plus a
+//! 16-byte table slot, so memory per session stays close to the data's own size. `update`
+//! merges changes into the stored bytes under the shard's lock, in one pass and in place
+//! when the size is unchanged: no lost updates, and a deleted session stays deleted. The per-user index (`sessions_of`, `delete_sessions_of`) is a scan of the shards
 //! reading only each entry's owner. Expired records are invisible at once and removed by
 //! [`delete_expired`](SessionStore::delete_expired); run
 //! [`spawn_sweeper`](session_core::spawn_sweeper) to call it periodically.
@@ -52,8 +53,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use hashbrown::HashTable;
 use session_core::{
-    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
-    encode_envelope_into, envelope_len, peek_envelope_expiry, peek_envelope_owner,
+    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, body,
 };
 
 const STORE: &str = "memory";
@@ -64,12 +64,18 @@ pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
 }
 
-/// One shard: entries are `key (32 bytes) ++ envelope`, hashed by the key's first 8 bytes
+/// One shard: entries are `key (32 bytes) ++ body`, hashed by the key's first 8 bytes
 /// (already uniformly random: the key is a SHA-256).
 #[derive(Default)]
 struct Shard {
     table: HashTable<Box<[u8]>>,
+    /// Where `update` writes the patched body before it replaces the old one (in place when
+    /// the size is unchanged), so an update allocates only when the size changes.
+    scratch: Vec<u8>,
 }
+
+/// A larger scratch buffer (left by a huge session) is not kept after its update.
+const SCRATCH_KEEP: usize = 64 * 1024;
 
 fn entry_key(entry: &[u8]) -> &[u8] {
     &entry[..KEY_LEN]
@@ -82,24 +88,28 @@ fn hash_entry(entry: &[u8]) -> u64 {
 }
 
 fn make_entry(record: &Record) -> Box<[u8]> {
-    // Encoded in place after the key: one allocation, no copy.
-    let mut entry = Vec::with_capacity(KEY_LEN + envelope_len(record));
+    // Encoded in place after the key: one allocation of the exact size, no copy.
+    let mut entry = Vec::with_capacity(KEY_LEN + body::len(record));
     entry.extend_from_slice(record.key.as_bytes());
-    encode_envelope_into(record, &mut entry);
+    body::encode_into(record, &mut entry);
     entry.into_boxed_slice()
 }
 
 fn read_entry(key: StorageKey, entry: &[u8]) -> Result<Record, StoreError> {
-    decode_envelope(key, &entry[KEY_LEN..]).map_err(|e| StoreError::corrupt(STORE, e))
+    body::decode(key, &entry[KEY_LEN..]).map_err(corrupt)
+}
+
+fn corrupt(e: session_core::EnvelopeError) -> StoreError {
+    StoreError::corrupt(STORE, e)
 }
 
 fn owned_by(entry: &[u8], owner: &str) -> bool {
-    peek_envelope_owner(&entry[KEY_LEN..]).is_ok_and(|o| o == Some(owner))
+    body::peek_owner(&entry[KEY_LEN..]).is_ok_and(|o| o == Some(owner))
 }
 
 fn expired(entry: &[u8], now: Timestamp) -> bool {
     // An unreadable entry counts as expired, so a sweep removes it.
-    peek_envelope_expiry(&entry[KEY_LEN..]).map_or(true, |at| at <= now)
+    body::peek_expiry(&entry[KEY_LEN..]).map_or(true, |at| at <= now)
 }
 
 impl MemoryStore {
@@ -153,21 +163,22 @@ impl fmt::Debug for MemoryStore {
     }
 }
 
+/// The live entry under `key`, for a write.
+fn live_mut<'t>(
+    table: &'t mut HashTable<Box<[u8]>>,
+    key: &StorageKey,
+    now: Timestamp,
+) -> Option<&'t mut Box<[u8]>> {
+    table
+        .find_mut(key.prefix_u64(), |e| entry_key(e) == key.as_bytes())
+        .filter(|e| !expired(e, now))
+}
+
 impl Shard {
     fn find(&self, key: &StorageKey) -> Option<&[u8]> {
         self.table
             .find(key.prefix_u64(), |e| entry_key(e) == key.as_bytes())
             .map(|e| &**e)
-    }
-
-    fn find_mut(&mut self, key: &StorageKey) -> Option<&mut Box<[u8]>> {
-        self.table
-            .find_mut(key.prefix_u64(), |e| entry_key(e) == key.as_bytes())
-    }
-
-    /// The live entry under `key`, for a write.
-    fn live_mut(&mut self, key: &StorageKey, now: Timestamp) -> Option<&mut Box<[u8]>> {
-        self.find_mut(key).filter(|e| !expired(e, now))
     }
 }
 
@@ -210,25 +221,34 @@ impl SessionStore for MemoryStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let mut shard = self.shard(key);
-        let Some(entry) = shard.live_mut(key, Timestamp::now()) else {
+        let now = Timestamp::now();
+        let mut guard = self.shard(key);
+        let Shard { table, scratch } = &mut *guard;
+        let Some(entry) = live_mut(table, key, now) else {
             return Ok(false);
         };
-        let mut record = read_entry(*key, entry)?;
-        changes.apply_to_record(&mut record);
-        record.expires_at = expires_at;
-        *entry = make_entry(&record);
+        scratch.clear();
+        body::patch(&entry[KEY_LEN..], changes, expires_at, scratch).map_err(corrupt)?;
+        if scratch.len() == entry.len() - KEY_LEN {
+            entry[KEY_LEN..].copy_from_slice(scratch);
+        } else {
+            let mut resized = Vec::with_capacity(KEY_LEN + scratch.len());
+            resized.extend_from_slice(key.as_bytes());
+            resized.extend_from_slice(scratch);
+            *entry = resized.into_boxed_slice();
+        }
+        if scratch.capacity() > SCRATCH_KEEP {
+            *scratch = Vec::new();
+        }
         Ok(true)
     }
 
     async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
         let mut shard = self.shard(key);
-        let Some(entry) = shard.live_mut(key, Timestamp::now()) else {
+        let Some(entry) = live_mut(&mut shard.table, key, Timestamp::now()) else {
             return Ok(false);
         };
-        let mut record = read_entry(*key, entry)?;
-        record.expires_at = expires_at;
-        *entry = make_entry(&record);
+        body::set_expiry(&mut entry[KEY_LEN..], expires_at).map_err(corrupt)?;
         Ok(true)
     }
 

@@ -1,0 +1,445 @@
+//! A record's body: the [envelope](crate::encode_envelope)'s fields without its magic,
+//! version and checksum.
+//!
+//! The compact form for stores whose bytes never leave the process (the memory store keeps
+//! one body per session): nothing foreign can be read, nothing can be damaged in transit,
+//! so the 9 bytes of framing and the checksum's time buy nothing there. Besides encoding
+//! and decoding, a body can be changed without decoding it: [`set_expiry`] rewrites the
+//! expiry in place and [`patch`] merges [`Changes`] in one pass over the old bytes, with no
+//! map built and no per-key allocation.
+//!
+//! Layout: created_at (i64 LE ms), expires_at (i64 LE ms), owner (LEB128 length + 1, 0 for
+//! none, then UTF-8), entry count (LEB128), entries in strictly increasing key order (key
+//! length, key, value length, value; LEB128 lengths).
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use session_core::{body, Changes, Record, Timestamp, UuidV4Generator, IdGenerator};
+//!
+//! let record = Record {
+//!     key: UuidV4Generator.generate().storage_key(),
+//!     data: BTreeMap::from([("a".to_owned(), vec![1]), ("b".to_owned(), vec![2])]),
+//!     created_at: Timestamp::from_unix_millis(1),
+//!     expires_at: Timestamp::from_unix_millis(2),
+//!     owner: None,
+//! };
+//! let mut bytes = Vec::new();
+//! body::encode_into(&record, &mut bytes);
+//! assert_eq!(bytes.len(), body::len(&record));
+//!
+//! let mut changes = Changes::new();
+//! changes.remove("a");
+//! changes.set("c", vec![3]);
+//! let mut patched = Vec::new();
+//! body::patch(&bytes, &changes, Timestamp::from_unix_millis(9), &mut patched).unwrap();
+//!
+//! let record = body::decode(record.key, &patched).unwrap();
+//! assert_eq!(record.data, BTreeMap::from([("b".to_owned(), vec![2]), ("c".to_owned(), vec![3])]));
+//! assert_eq!(record.expires_at, Timestamp::from_unix_millis(9));
+//! ```
+
+use std::collections::BTreeMap;
+
+use crate::{Changes, EnvelopeError, Record, StorageKey, Timestamp};
+
+/// created_at and expires_at.
+const TIMES_LEN: usize = 8 + 8;
+
+/// Exactly how many bytes [`encode_into`] appends for `record`.
+pub fn len(record: &Record) -> usize {
+    let owner = record
+        .owner
+        .as_ref()
+        .map_or(1, |o| varint_len(o.len() as u64 + 1) + o.len());
+    let entries: usize = record
+        .data
+        .iter()
+        .map(|(k, v)| entry_len(k.as_bytes(), v))
+        .sum();
+    TIMES_LEN + owner + varint_len(record.data.len() as u64) + entries
+}
+
+/// Appends the body of `record` (all but its key) to `out`.
+pub fn encode_into(record: &Record, out: &mut Vec<u8>) {
+    out.extend_from_slice(&record.created_at.as_unix_millis().to_le_bytes());
+    out.extend_from_slice(&record.expires_at.as_unix_millis().to_le_bytes());
+    put_owner(out, record.owner.as_deref().map(str::as_bytes));
+    put_varint(out, record.data.len() as u64);
+    for (key, value) in &record.data {
+        put_entry(out, key.as_bytes(), value);
+    }
+}
+
+/// Decodes a body written by [`encode_into`] or [`patch`] as the record filed under `key`.
+///
+/// # Errors
+/// [`EnvelopeError::Malformed`] for truncated or malformed bytes, keys out of order
+/// included. It never panics and never allocates more than the bytes' size.
+pub fn decode(key: StorageKey, bytes: &[u8]) -> Result<Record, EnvelopeError> {
+    let (created_at, expires_at) = times(bytes)?;
+    let mut reader = Reader {
+        rest: &bytes[TIMES_LEN..],
+    };
+    let owner = reader.owner()?.map(str::to_owned);
+    let count = reader.varint()?;
+    let mut data = BTreeMap::new();
+    let mut previous: Option<&str> = None;
+    for _ in 0..count {
+        let (key, value) = reader.entry(&mut previous)?;
+        data.insert(key.to_owned(), value.to_vec());
+    }
+    reader.end()?;
+    Ok(Record {
+        key,
+        data,
+        created_at,
+        expires_at,
+        owner,
+    })
+}
+
+/// Reads only the expiry.
+///
+/// # Errors
+/// [`EnvelopeError::Malformed`] for bytes shorter than the timestamps.
+pub fn peek_expiry(bytes: &[u8]) -> Result<Timestamp, EnvelopeError> {
+    times(bytes).map(|(_, expires_at)| expires_at)
+}
+
+/// Reads only the owner.
+///
+/// # Errors
+/// [`EnvelopeError::Malformed`] for a truncated or malformed owner field.
+pub fn peek_owner(bytes: &[u8]) -> Result<Option<&str>, EnvelopeError> {
+    times(bytes)?;
+    let mut reader = Reader {
+        rest: &bytes[TIMES_LEN..],
+    };
+    reader.owner()
+}
+
+/// Rewrites the expiry in place (a `touch`): no allocation, no other byte changes.
+///
+/// # Errors
+/// [`EnvelopeError::Malformed`] for bytes shorter than the timestamps.
+pub fn set_expiry(bytes: &mut [u8], expires_at: Timestamp) -> Result<(), EnvelopeError> {
+    times(bytes)?;
+    bytes[8..TIMES_LEN].copy_from_slice(&expires_at.as_unix_millis().to_le_bytes());
+    Ok(())
+}
+
+/// Appends to `out` the body `old` with `changes` applied and the expiry set to
+/// `expires_at`: what [`Changes::apply_to_record`] does to the decoded record, in one pass
+/// over the bytes (entries are sorted, so the changes merge in order).
+///
+/// # Errors
+/// [`EnvelopeError::Malformed`] when `old` is not a well-formed body; `out` then holds
+/// nothing new that a caller should keep.
+pub fn patch(
+    old: &[u8],
+    changes: &Changes,
+    expires_at: Timestamp,
+    out: &mut Vec<u8>,
+) -> Result<(), EnvelopeError> {
+    times(old)?;
+    let mut reader = Reader {
+        rest: &old[TIMES_LEN..],
+    };
+    let old_owner = reader.owner()?;
+    let count = reader.varint()?;
+    let owner = match &changes.owner {
+        None => old_owner,
+        Some(owner) => owner.as_deref(),
+    };
+    // First pass: validate and size; second pass: write.
+    let (new_count, entries_len) = merge(reader.clone(), count, changes, |_, _| {})?;
+    let owner_len = owner.map_or(1, |o| varint_len(o.len() as u64 + 1) + o.len());
+    out.reserve(TIMES_LEN + owner_len + varint_len(new_count) + entries_len);
+    out.extend_from_slice(&old[..8]);
+    out.extend_from_slice(&expires_at.as_unix_millis().to_le_bytes());
+    put_owner(out, owner.map(str::as_bytes));
+    put_varint(out, new_count);
+    merge(reader, count, changes, |key, value| {
+        put_entry(out, key, value)
+    })?;
+    Ok(())
+}
+
+/// Walks the old entries and the changes in key order, calling `emit` for every entry of
+/// the result; returns how many there are and their encoded length.
+fn merge<'a>(
+    mut reader: Reader<'a>,
+    count: u64,
+    changes: &'a Changes,
+    mut emit: impl FnMut(&[u8], &[u8]),
+) -> Result<(u64, usize), EnvelopeError> {
+    let mut set = changes.set.iter().peekable();
+    let mut removed = changes.removed.iter().peekable();
+    let (mut n, mut bytes) = (0u64, 0usize);
+    let mut out = |key: &[u8], value: &[u8]| {
+        n += 1;
+        bytes += entry_len(key, value);
+        emit(key, value);
+    };
+    let mut previous: Option<&str> = None;
+    for _ in 0..count {
+        let (key, value) = reader.entry(&mut previous)?;
+        if changes.cleared {
+            continue;
+        }
+        while let Some((k, v)) = set.next_if(|(k, _)| k.as_str() < key) {
+            out(k.as_bytes(), v);
+        }
+        if let Some((k, v)) = set.next_if(|(k, _)| k.as_str() == key) {
+            out(k.as_bytes(), v);
+            continue;
+        }
+        while removed.next_if(|k| k.as_str() < key).is_some() {}
+        if removed.next_if(|k| k.as_str() == key).is_some() {
+            continue;
+        }
+        out(key.as_bytes(), value);
+    }
+    reader.end()?;
+    for (k, v) in set {
+        out(k.as_bytes(), v);
+    }
+    Ok((n, bytes))
+}
+
+fn times(bytes: &[u8]) -> Result<(Timestamp, Timestamp), EnvelopeError> {
+    if bytes.len() < TIMES_LEN {
+        return Err(EnvelopeError::Malformed("shorter than its header"));
+    }
+    let read = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        Timestamp::from_unix_millis(i64::from_le_bytes(b))
+    };
+    Ok((read(0), read(8)))
+}
+
+fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, EnvelopeError> {
+    std::str::from_utf8(bytes).map_err(|_| EnvelopeError::Malformed(what))
+}
+
+fn entry_len(key: &[u8], value: &[u8]) -> usize {
+    varint_len(key.len() as u64) + key.len() + varint_len(value.len() as u64) + value.len()
+}
+
+fn put_entry(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    put_varint(out, key.len() as u64);
+    out.extend_from_slice(key);
+    put_varint(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+fn put_owner(out: &mut Vec<u8>, owner: Option<&[u8]>) {
+    match owner {
+        None => put_varint(out, 0),
+        Some(owner) => {
+            put_varint(out, owner.len() as u64 + 1);
+            out.extend_from_slice(owner);
+        }
+    }
+}
+
+pub(crate) fn varint_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+#[derive(Clone)]
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Result<u64, EnvelopeError> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self
+                .rest
+                .split_first()
+                .ok_or(EnvelopeError::Malformed("truncated length"))?;
+            self.rest = rest;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(EnvelopeError::Malformed("length too long"))
+    }
+
+    fn bytes(&mut self, len: u64) -> Result<&'a [u8], EnvelopeError> {
+        let len = usize::try_from(len).map_err(|_| EnvelopeError::Malformed("length overflow"))?;
+        if len > self.rest.len() {
+            return Err(EnvelopeError::Malformed("length past the end"));
+        }
+        let (head, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn owner(&mut self) -> Result<Option<&'a str>, EnvelopeError> {
+        match self.varint()? {
+            0 => Ok(None),
+            n => utf8(self.bytes(n - 1)?, "owner is not UTF-8").map(Some),
+        }
+    }
+
+    /// One entry, whose key must sort strictly after `previous` (then becomes it).
+    fn entry(
+        &mut self,
+        previous: &mut Option<&'a str>,
+    ) -> Result<(&'a str, &'a [u8]), EnvelopeError> {
+        let klen = self.varint()?;
+        let key = utf8(self.bytes(klen)?, "key is not UTF-8")?;
+        let vlen = self.varint()?;
+        let value = self.bytes(vlen)?;
+        if previous.is_some_and(|p| p >= key) {
+            return Err(EnvelopeError::Malformed("keys out of order"));
+        }
+        *previous = Some(key);
+        Ok((key, value))
+    }
+
+    fn end(&self) -> Result<(), EnvelopeError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(EnvelopeError::Malformed("trailing bytes"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{IdGenerator, UuidV4Generator};
+
+    fn record(data: &[(&str, &[u8])], owner: Option<&str>) -> Record {
+        Record {
+            key: UuidV4Generator.generate().storage_key(),
+            data: data
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+                .collect(),
+            created_at: Timestamp::from_unix_millis(1_700_000_000_000),
+            expires_at: Timestamp::from_unix_millis(1_700_000_360_000),
+            owner: owner.map(str::to_owned),
+        }
+    }
+
+    fn encode(r: &Record) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_into(r, &mut out);
+        assert_eq!(out.len(), len(r));
+        out
+    }
+
+    /// Every combination of changes over a few keys: the patched bytes are exactly the
+    /// encoding of the decoded record with the changes applied.
+    #[test]
+    fn patch_equals_decode_apply_encode() {
+        let keys = ["", "a", "b", "bb", "c\0", "ü"];
+        let bases = [
+            record(&[], None),
+            record(&[("a", b"1"), ("bb", &[0; 200]), ("ü", b"x")], Some("u")),
+            record(&[("", b""), ("b", b"2"), ("c\0", b"3")], None),
+        ];
+        let mut cases = 0;
+        for base in &bases {
+            let bytes = encode(base);
+            for mask in 0..3u32.pow(keys.len() as u32) {
+                for (cleared, owner) in [
+                    (false, None),
+                    (true, None),
+                    (false, Some(Some("v".to_owned()))),
+                    (false, Some(None)),
+                ] {
+                    let mut changes = Changes::new();
+                    if cleared {
+                        changes.clear();
+                    }
+                    changes.owner = owner;
+                    let mut m = mask;
+                    for key in keys {
+                        match m % 3 {
+                            1 => changes.set(key, key.as_bytes().repeat(3)),
+                            2 => changes.remove(key),
+                            _ => {}
+                        }
+                        m /= 3;
+                    }
+                    let expires_at = Timestamp::from_unix_millis(42);
+                    let mut want = base.clone();
+                    changes.apply_to_record(&mut want);
+                    want.expires_at = expires_at;
+                    let mut got = b"kept".to_vec();
+                    patch(&bytes, &changes, expires_at, &mut got).unwrap();
+                    assert_eq!(&got[..4], b"kept");
+                    assert_eq!(got[4..], encode(&want), "{changes:?}");
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 3 * 729 * 4);
+    }
+
+    #[test]
+    fn set_expiry_changes_only_the_expiry() {
+        let r = record(&[("a", b"1")], Some("u"));
+        let mut bytes = encode(&r);
+        let at = Timestamp::from_unix_millis(-5);
+        set_expiry(&mut bytes, at).unwrap();
+        let mut want = r.clone();
+        want.expires_at = at;
+        assert_eq!(decode(r.key, &bytes), Ok(want));
+        assert_eq!(peek_expiry(&bytes), Ok(at));
+        assert_eq!(peek_owner(&bytes), Ok(Some("u")));
+        assert!(set_expiry(&mut [0; 15], at).is_err());
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_not_panics() {
+        let r = record(&[("a", b"1"), ("b", &[2; 300])], Some("owner"));
+        let bytes = encode(&r);
+        for cut in 0..bytes.len() {
+            assert!(decode(r.key, &bytes[..cut]).is_err(), "cut at {cut}");
+            let mut out = Vec::new();
+            assert!(
+                patch(&bytes[..cut], &Changes::new(), r.expires_at, &mut out).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode(r.key, &longer).is_err());
+        // Keys out of order (or repeated) are refused: a patch relies on the order.
+        let mut unordered = bytes[..TIMES_LEN].to_vec();
+        put_owner(&mut unordered, None);
+        put_varint(&mut unordered, 2);
+        put_entry(&mut unordered, b"b", b"1");
+        put_entry(&mut unordered, b"a", b"1");
+        assert_eq!(
+            decode(r.key, &unordered),
+            Err(EnvelopeError::Malformed("keys out of order"))
+        );
+        let mut out = Vec::new();
+        assert!(patch(&unordered, &Changes::new(), r.expires_at, &mut out).is_err());
+        let mut not_utf8 = bytes[..TIMES_LEN].to_vec();
+        put_owner(&mut not_utf8, None);
+        put_varint(&mut not_utf8, 1);
+        put_entry(&mut not_utf8, &[0xff], b"1");
+        assert!(decode(r.key, &not_utf8).is_err());
+        assert!(patch(&not_utf8, &Changes::new(), r.expires_at, &mut out).is_err());
+    }
+}
