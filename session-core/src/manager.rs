@@ -254,6 +254,13 @@ impl SessionManager {
         self.inner.expiry
     }
 
+    /// How far an unchanged session's expiry must be able to move before a save `touch`es
+    /// the store (see [`SessionManagerBuilder::touch_after`]). The HTTP layer refreshes a
+    /// persistent cookie by the same rule.
+    pub fn touch_after(&self) -> Duration {
+        self.inner.touch_after
+    }
+
     /// The manager's clock's time.
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()

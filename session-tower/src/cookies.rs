@@ -1,16 +1,134 @@
 //! Reading and writing the signed session cookie.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
-use cookie::{Cookie, CookieJar, Key, SameSite};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cookie::{Cookie, Key, SameSite};
+use hmac::{Hmac, Mac as _};
 use http::header::{COOKIE, HeaderMap, HeaderValue};
-use session_core::SessionId;
+use session_core::{SessionId, Timestamp};
+use sha2::Sha256;
 
 /// A `Cookie` header longer than this is ignored whole (browsers send at most ~4 KiB a
 /// cookie; a larger header is not ours to parse).
 const MAX_HEADER_LEN: usize = 8 * 1024;
-/// The longest signed value accepted: 44 characters of signature plus the longest id.
-const MAX_VALUE_LEN: usize = 44 + session_core::MAX_ID_LEN;
+/// base64url (no padding) of a 32-byte HMAC-SHA256 tag.
+const TAG_LEN: usize = 43;
+/// The longest signed value accepted: the longest id, the expiry (at most 20 characters for
+/// an `i64`), the tag and two dots.
+const MAX_VALUE_LEN: usize = session_core::MAX_ID_LEN + 1 + 20 + 1 + TAG_LEN;
+
+/// Signs and verifies session cookie values.
+///
+/// A value is `<id>.<expires>.<tag>`: the session id, the Unix second at which the cookie
+/// was told to expire, and the base64url HMAC-SHA256, under the [`Key`]'s signing half, of
+/// the cookie's name, `=`, and everything before the last dot. The name is signed too, so a
+/// value cannot move to another cookie signed with the same key. The expiry lets the layer
+/// refresh a persistent cookie only when it has fallen behind the session's expiry, instead
+/// of re-signing and re-sending it on every response.
+///
+/// Each key is turned into a keyed HMAC state once; signing and verifying clone that state,
+/// so the key is not hashed again per request. The first key signs, every key verifies (key
+/// rotation), and tags are compared in constant time.
+///
+/// ```
+/// use session_core::{IdGenerator, Timestamp, UuidV4Generator};
+/// use session_tower::{CookieSigner, Key};
+///
+/// let signer = CookieSigner::new(&Key::generate());
+/// let id = UuidV4Generator.generate();
+/// let expires = Timestamp::from_unix_millis(1_900_000_000_000);
+/// let value = signer.sign("id", &id, expires);
+/// assert_eq!(signer.verify("id", &value), Some((id, expires)));
+/// assert_eq!(signer.verify("other", &value), None); // bound to the cookie's name
+/// assert_eq!(CookieSigner::new(&Key::generate()).verify("id", &value), None);
+/// ```
+#[derive(Clone)]
+pub struct CookieSigner {
+    keys: Vec<Hmac<Sha256>>,
+}
+
+impl std::fmt::Debug for CookieSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CookieSigner(<{} keys redacted>)", self.keys.len())
+    }
+}
+
+fn keyed(key: &Key) -> Hmac<Sha256> {
+    // HMAC takes keys of any length; `Key::signing` is 32 bytes.
+    <Hmac<Sha256> as hmac::Mac>::new_from_slice(key.signing())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"))
+}
+
+impl CookieSigner {
+    /// A signer whose values are signed and verified with `key`.
+    pub fn new(key: &Key) -> Self {
+        Self {
+            keys: vec![keyed(key)],
+        }
+    }
+
+    /// Also verifies values signed with `key` (an old key, during rotation).
+    pub fn accept(&mut self, key: &Key) {
+        self.keys.push(keyed(key));
+    }
+
+    fn mac(&self, key: &Hmac<Sha256>, name: &str, signed: &str) -> Hmac<Sha256> {
+        let mut mac = key.clone();
+        mac.update(name.as_bytes());
+        mac.update(b"=");
+        mac.update(signed.as_bytes());
+        mac
+    }
+
+    /// The value of cookie `name` carrying `id`, told to expire at `expires_at` (whole
+    /// seconds are kept).
+    pub fn sign(&self, name: &str, id: &SessionId, expires_at: Timestamp) -> String {
+        let mut value = String::with_capacity(id.as_str().len() + 22 + TAG_LEN);
+        let secs = expires_at.as_unix_millis().div_euclid(1000);
+        let _ = write!(value, "{}.{secs}", id.as_str());
+        let tag = self
+            .mac(&self.keys[0], name, &value)
+            .finalize()
+            .into_bytes();
+        value.push('.');
+        URL_SAFE_NO_PAD.encode_string(tag, &mut value);
+        value
+    }
+
+    /// The id and expiry in `value`, when it is a value of cookie `name` signed by one of
+    /// the keys and carries a valid id; `None` for anything else.
+    pub fn verify(&self, name: &str, value: &str) -> Option<(SessionId, Timestamp)> {
+        self.verify_with(name, value)
+            .map(|(id, expires, _)| (id, expires))
+    }
+
+    /// [`CookieSigner::verify`], and whether the signing key was the current (first) one.
+    fn verify_with(&self, name: &str, value: &str) -> Option<(SessionId, Timestamp, bool)> {
+        if value.len() > MAX_VALUE_LEN {
+            return None;
+        }
+        let (signed, tag) = value.rsplit_once('.')?;
+        let mut raw = [0u8; 32];
+        if tag.len() != TAG_LEN || URL_SAFE_NO_PAD.decode_slice(tag, &mut raw).ok()? != 32 {
+            return None;
+        }
+        let index = self
+            .keys
+            .iter()
+            .position(|key| self.mac(key, name, signed).verify_slice(&raw).is_ok())?;
+        let (id, secs) = signed.rsplit_once('.')?;
+        let secs: i64 = secs.parse().ok()?;
+        let id = SessionId::parse(id).ok()?;
+        Some((
+            id,
+            Timestamp::from_unix_millis(secs.saturating_mul(1000)),
+            index == 0,
+        ))
+    }
+}
 
 /// The cookie's attributes.
 #[derive(Debug, Clone)]
@@ -38,45 +156,77 @@ impl Default for CookieConfig {
     }
 }
 
-/// The signing keys: the first signs, every one verifies (key rotation).
-#[derive(Clone)]
-pub(crate) struct Keys(pub(crate) Vec<Key>);
-
-impl std::fmt::Debug for Keys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Keys(<{} redacted>)", self.0.len())
-    }
-}
-
 impl CookieConfig {
     /// The session id in the request's cookie, when there is one that is well-formed,
-    /// correctly signed by one of `keys`, and a valid id. Anything else is `None`: a fresh
-    /// session, with no store lookup.
-    pub(crate) fn read_id(&self, headers: &HeaderMap, keys: &Keys) -> Option<SessionId> {
+    /// correctly signed and a valid id, with the cookie's expiry — `None` when the cookie was
+    /// signed by an old key, so that it is re-signed at the next save. Anything else is
+    /// `None`: a fresh session, with no store lookup.
+    pub(crate) fn read_id(
+        &self,
+        headers: &HeaderMap,
+        signer: &CookieSigner,
+    ) -> Option<(SessionId, Option<Timestamp>)> {
         for header in headers.get_all(COOKIE) {
             let Ok(text) = header.to_str() else { continue };
             if text.len() > MAX_HEADER_LEN {
                 continue;
             }
-            for cookie in Cookie::split_parse(text).flatten() {
-                if cookie.name() != self.name || cookie.value().len() > MAX_VALUE_LEN {
+            for pair in text.split(';') {
+                let Some((name, value)) = pair.split_once('=') else {
+                    continue;
+                };
+                if name.trim() != self.name {
                     continue;
                 }
-                let cookie = cookie.into_owned();
-                let verified = keys
-                    .0
-                    .iter()
-                    .find_map(|key| CookieJar::new().signed(key).verify(cookie.clone()));
-                if let Some(id) = verified.and_then(|c| SessionId::parse(c.value()).ok()) {
-                    return Some(id);
+                if let Some((id, expires, current)) = signer.verify_with(&self.name, value.trim()) {
+                    return Some((id, current.then_some(expires)));
                 }
             }
         }
         None
     }
 
-    fn base(&self, value: String) -> Cookie<'static> {
-        let mut cookie = Cookie::new(self.name.clone(), value);
+    /// `Set-Cookie` carrying `id`, signed by the signer's first key; with `Max-Age` when the
+    /// cookie is persistent.
+    pub(crate) fn set_cookie(
+        &self,
+        id: &SessionId,
+        signer: &CookieSigner,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Option<HeaderValue> {
+        let mut header = String::with_capacity(160);
+        let _ = write!(
+            header,
+            "{}={}",
+            self.name,
+            signer.sign(&self.name, id, expires_at)
+        );
+        if self.persistent {
+            let max_age: Duration = expires_at.duration_since(now);
+            let _ = write!(header, "; Max-Age={}", max_age.as_secs());
+        }
+        self.attributes(&mut header);
+        HeaderValue::from_str(&header).ok()
+    }
+
+    fn attributes(&self, header: &mut String) {
+        if self.http_only {
+            header.push_str("; HttpOnly");
+        }
+        let _ = write!(header, "; SameSite={}", self.same_site);
+        if self.secure {
+            header.push_str("; Secure");
+        }
+        let _ = write!(header, "; Path={}", self.path);
+        if let Some(domain) = &self.domain {
+            let _ = write!(header, "; Domain={domain}");
+        }
+    }
+
+    /// `Set-Cookie` that makes the browser forget the cookie.
+    pub(crate) fn removal(&self) -> Option<HeaderValue> {
+        let mut cookie = Cookie::new(self.name.clone(), "");
         cookie.set_path(self.path.clone());
         if let Some(domain) = &self.domain {
             cookie.set_domain(domain.clone());
@@ -84,31 +234,6 @@ impl CookieConfig {
         cookie.set_secure(self.secure);
         cookie.set_http_only(self.http_only);
         cookie.set_same_site(self.same_site);
-        cookie
-    }
-
-    /// `Set-Cookie` carrying `id`, signed with the first key; with `Max-Age` when the cookie
-    /// is persistent.
-    pub(crate) fn set_cookie(
-        &self,
-        id: &SessionId,
-        keys: &Keys,
-        max_age: Duration,
-    ) -> Option<HeaderValue> {
-        let mut cookie = self.base(id.as_str().to_owned());
-        if self.persistent {
-            let secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
-            cookie.set_max_age(cookie::time::Duration::seconds(secs));
-        }
-        let mut jar = CookieJar::new();
-        jar.signed_mut(keys.0.first()?).add(cookie);
-        let signed = jar.get(&self.name)?;
-        HeaderValue::from_str(&signed.to_string()).ok()
-    }
-
-    /// `Set-Cookie` that makes the browser forget the cookie.
-    pub(crate) fn removal(&self) -> Option<HeaderValue> {
-        let mut cookie = self.base(String::new());
         cookie.make_removal();
         HeaderValue::from_str(&cookie.to_string()).ok()
     }
@@ -132,46 +257,105 @@ mod tests {
         headers
     }
 
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_unix_millis(secs * 1000)
+    }
+
     #[test]
     fn a_signed_cookie_round_trips_and_tampering_is_rejected() {
         let config = CookieConfig::default();
-        let keys = Keys(vec![Key::generate()]);
+        let key = Key::generate();
+        let signer = CookieSigner::new(&key);
         let id = UuidV4Generator.generate();
         let set = config
-            .set_cookie(&id, &keys, Duration::from_secs(60))
+            .set_cookie(&id, &signer, at(1_000_060), at(1_000_000))
             .unwrap();
         let text = set.to_str().unwrap();
         for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Max-Age=60"] {
             assert!(text.contains(attr), "{text} lacks {attr}");
         }
-        assert_eq!(config.read_id(&header_for(&set), &keys), Some(id.clone()));
+        let parsed = Cookie::parse(text).unwrap();
+        assert_eq!(parsed.max_age(), Some(cookie::time::Duration::seconds(60)));
+        assert_eq!(parsed.same_site(), Some(SameSite::Lax));
+        assert_eq!(
+            config.read_id(&header_for(&set), &signer),
+            Some((id.clone(), Some(at(1_000_060))))
+        );
 
-        // Flip one character of the id part: the signature no longer matches.
+        // Every single-character change of the value is rejected.
         let pair = text.split(';').next().unwrap();
-        let mut bytes = pair.as_bytes().to_vec();
-        let last = bytes.len() - 1;
-        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
-        let mut headers = HeaderMap::new();
-        headers.insert(COOKIE, HeaderValue::from_bytes(&bytes).unwrap());
-        assert_eq!(config.read_id(&headers, &keys), None);
+        for i in "id=".len()..pair.len() {
+            let mut bytes = pair.as_bytes().to_vec();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let mut headers = HeaderMap::new();
+            headers.insert(COOKIE, HeaderValue::from_bytes(&bytes).unwrap());
+            assert_eq!(config.read_id(&headers, &signer), None, "changed at {i}");
+        }
 
         // Another key's signature is rejected; rotation accepts an old key.
-        let other = Keys(vec![Key::generate()]);
+        let other = CookieSigner::new(&Key::generate());
         assert_eq!(config.read_id(&header_for(&set), &other), None);
-        let rotated = Keys(vec![Key::generate(), keys.0[0].clone()]);
-        assert_eq!(config.read_id(&header_for(&set), &rotated), Some(id));
+        // Rotation accepts an old key, and says so (no expiry: the cookie is re-signed).
+        let mut rotated = CookieSigner::new(&Key::generate());
+        rotated.accept(&key);
+        assert_eq!(
+            config.read_id(&header_for(&set), &rotated),
+            Some((id.clone(), None))
+        );
+        assert_eq!(
+            rotated.verify(
+                "id",
+                set.to_str().unwrap().split(['=', ';']).nth(1).unwrap()
+            ),
+            Some((id, at(1_000_060)))
+        );
+    }
+
+    #[test]
+    fn a_value_is_bound_to_its_cookie_name() {
+        let signer = CookieSigner::new(&Key::generate());
+        let id = UuidV4Generator.generate();
+        let value = signer.sign("id", &id, at(5));
+        let config = CookieConfig {
+            name: "other".into(),
+            ..CookieConfig::default()
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_str(&format!("other={value}")).unwrap(),
+        );
+        assert_eq!(config.read_id(&headers, &signer), None);
+    }
+
+    #[test]
+    fn the_right_cookie_is_found_among_others() {
+        let config = CookieConfig::default();
+        let signer = CookieSigner::new(&Key::generate());
+        let id = UuidV4Generator.generate();
+        let value = signer.sign("id", &id, at(5));
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("theme=dark; lang=en"));
+        headers.append(
+            COOKIE,
+            HeaderValue::from_str(&format!("idx=1; id=forged; id = {value} ;x=y")).unwrap(),
+        );
+        assert_eq!(config.read_id(&headers, &signer), Some((id, Some(at(5)))));
     }
 
     #[test]
     fn hostile_headers_are_ignored() {
         let config = CookieConfig::default();
-        let keys = Keys(vec![Key::generate()]);
+        let signer = CookieSigner::new(&Key::generate());
         let cases: Vec<Vec<u8>> = vec![
             b"".to_vec(),
             b"id=".to_vec(),
             b"id".to_vec(),
             b";;;==;".to_vec(),
+            b"id=..".to_vec(),
+            b"id=a.b.c".to_vec(),
             format!("id={}", "A".repeat(10 * 1024)).into_bytes(),
+            format!("id=AAAAAAAAAAAAAAAAAAAAAA.1.{}", "A".repeat(TAG_LEN)).into_bytes(),
             b"id=\xff\xfe\xfd".to_vec(),
             b"id=../../etc/passwd".to_vec(),
             b"id=AAAAAAAAAAAAAAAAAAAAAA".to_vec(),
@@ -181,20 +365,25 @@ mod tests {
             if let Ok(value) = HeaderValue::from_bytes(&bytes) {
                 headers.insert(COOKIE, value);
             }
-            assert_eq!(config.read_id(&headers, &keys), None, "{bytes:?}");
+            assert_eq!(config.read_id(&headers, &signer), None, "{bytes:?}");
         }
     }
 
     #[test]
-    fn a_valid_signature_over_an_invalid_id_is_rejected() {
-        let config = CookieConfig::default();
-        let keys = Keys(vec![Key::generate()]);
-        let mut jar = CookieJar::new();
-        jar.signed_mut(&keys.0[0])
-            .add(Cookie::new("id", "../../x y"));
-        let signed = jar.get("id").unwrap().to_string();
-        let mut headers = HeaderMap::new();
-        headers.insert(COOKIE, HeaderValue::from_str(&signed).unwrap());
-        assert_eq!(config.read_id(&headers, &keys), None);
+    fn a_valid_signature_over_an_invalid_id_or_expiry_is_rejected() {
+        let signer = CookieSigner::new(&Key::generate());
+        // Sign by hand what `sign` never produces.
+        for signed in [
+            "../../x y.5",
+            "AAAAAAAAAAAAAAAAAAAAAA.soon",
+            "AAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            let tag = signer
+                .mac(&signer.keys[0], "id", signed)
+                .finalize()
+                .into_bytes();
+            let value = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag));
+            assert_eq!(signer.verify("id", &value), None, "{value}");
+        }
     }
 }

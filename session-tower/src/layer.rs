@@ -7,13 +7,15 @@ use std::task::{Context, Poll};
 
 use cookie::{Key, SameSite};
 use http::{Request, Response, StatusCode, header::SET_COOKIE};
-use session_core::{SaveOutcome, Session, SessionError, SessionId, SessionManager, StoreError};
+use session_core::{
+    SaveOutcome, Session, SessionError, SessionId, SessionManager, StoreError, Timestamp,
+};
 use tokio::sync::OnceCell;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument as _;
 
-use crate::cookies::{CookieConfig, Keys};
+use crate::cookies::{CookieConfig, CookieSigner};
 
 /// What to do when a session's stored record is damaged or foreign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,7 +32,7 @@ pub enum CorruptPolicy {
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) manager: SessionManager,
-    pub(crate) keys: Keys,
+    pub(crate) signer: CookieSigner,
     pub(crate) cookie: CookieConfig,
     pub(crate) fail_open: bool,
     pub(crate) on_corrupt: CorruptPolicy,
@@ -56,7 +58,7 @@ impl SessionLayer {
         Self {
             config: Arc::new(Config {
                 manager,
-                keys: Keys(vec![key]),
+                signer: CookieSigner::new(&key),
                 cookie: CookieConfig::default(),
                 fail_open: false,
                 on_corrupt: CorruptPolicy::default(),
@@ -70,10 +72,11 @@ impl SessionLayer {
     }
 
     /// Also accepts cookies signed with `key` (an old key, during rotation). New cookies are
-    /// always signed with the key given to [`SessionLayer::new`].
+    /// always signed with the key given to [`SessionLayer::new`], and a cookie signed with
+    /// an old key is signed again with it the next time its session is saved.
     #[must_use]
     pub fn accept_key(self, key: Key) -> Self {
-        self.with(|c| c.keys.0.push(key))
+        self.with(|c| c.signer.accept(&key))
     }
 
     /// The cookie's name (default `id`).
@@ -117,6 +120,13 @@ impl SessionLayer {
 
     /// Persistent cookie with `Max-Age` following the session's expiry (default), or a
     /// browser-session cookie (`false`) that the browser drops when it closes.
+    ///
+    /// A persistent cookie is sent again only when the session's expiry has moved past the
+    /// cookie's own by the manager's
+    /// [`touch_after`](session_core::SessionManagerBuilder::touch_after) (default a tenth of
+    /// the idle timeout) — the same rule that spares the store a `touch` — rather than
+    /// re-signed on every response. The browser may therefore drop the cookie up to that
+    /// long before the idle timeout would end the session.
     #[must_use]
     pub fn persistent(self, persistent: bool) -> Self {
         self.with(|c| c.cookie.persistent = persistent)
@@ -170,11 +180,19 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let id = self.config.cookie.read_id(req.headers(), &self.config.keys);
+        let cookie = self
+            .config
+            .cookie
+            .read_id(req.headers(), &self.config.signer);
+        let (id, cookie_expires) = match cookie {
+            Some((id, expires)) => (Some(id), expires),
+            None => (None, None),
+        };
         let lazy = LazySession {
             inner: Arc::new(LazyInner {
                 config: self.config.clone(),
                 id,
+                cookie_expires,
                 cell: OnceCell::new(),
             }),
         };
@@ -237,6 +255,9 @@ struct LazyInner {
     config: Arc<Config>,
     /// The verified id from the cookie.
     id: Option<SessionId>,
+    /// When the browser was told the cookie expires (signed, in the cookie); `None` when
+    /// the cookie must be signed again (no cookie, or one signed by an old key).
+    cookie_expires: Option<Timestamp>,
     cell: OnceCell<Loaded>,
 }
 
@@ -351,7 +372,9 @@ impl LazySession {
         tracing::debug!(?outcome, "session saved");
         let header = match outcome {
             SaveOutcome::Created | SaveOutcome::Cycled => self.cookie_for(&loaded.session),
-            SaveOutcome::Updated | SaveOutcome::Touched if config.cookie.persistent => {
+            SaveOutcome::Updated | SaveOutcome::Touched
+                if config.cookie.persistent && self.cookie_behind(&loaded.session) =>
+            {
                 self.cookie_for(&loaded.session)
             }
             SaveOutcome::Destroyed | SaveOutcome::Gone => config.cookie.removal(),
@@ -362,11 +385,24 @@ impl LazySession {
         }
     }
 
+    /// Whether the session's expiry has moved far enough past the one the browser's cookie
+    /// carries to send the cookie again.
+    fn cookie_behind(&self, session: &Session) -> bool {
+        let Some(cookie_expires) = self.inner.cookie_expires else {
+            return true;
+        };
+        let expires = session.expires_at();
+        expires > cookie_expires
+            && expires.duration_since(cookie_expires) >= self.inner.config.manager.touch_after()
+    }
+
     fn cookie_for(&self, session: &Session) -> Option<http::HeaderValue> {
         let config = &self.inner.config;
-        let max_age = session.expires_at().duration_since(config.manager.now());
-        config
-            .cookie
-            .set_cookie(&session.id(), &config.keys, max_age)
+        config.cookie.set_cookie(
+            &session.id(),
+            &config.signer,
+            session.expires_at(),
+            config.manager.now(),
+        )
     }
 }

@@ -1,7 +1,7 @@
 //! HTTP sessions for tower and axum, on `session-core`.
 //!
-//! [`SessionLayer`] wraps any tower service. The browser's cookie holds only the session id,
-//! signed with HMAC (the `cookie` crate). The session is loaded from the store only when a
+//! [`SessionLayer`] wraps any tower service. The browser's cookie holds only the session id
+//! and the cookie's expiry, signed with HMAC-SHA256 ([`CookieSigner`]). The session is loaded from the store only when a
 //! handler asks for it, saved after the handler when it changed, and the cookie is set,
 //! refreshed or cleared to match:
 //!
@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | not asked for | nothing | nothing |
 //! | unchanged | nothing, or `touch` when due | refreshed on touch (persistent cookies) |
-//! | changed | `update` of the changed keys, or `create` | set (new) or refreshed |
+//! | changed | `update` of the changed keys, or `create` | set (new), or refreshed when its expiry fell behind by `touch_after` (persistent cookies) |
 //! | `cycle_id()` | new record, old one deleted | set to the new id |
 //! | `destroy()` | `delete` | removed |
 //!
@@ -58,6 +58,7 @@ mod extract;
 mod layer;
 
 pub use cookie::{Key, SameSite};
+pub use cookies::CookieSigner;
 pub use layer::{CorruptPolicy, LazySession, SessionLayer, SessionRejection, SessionService};
 
 /// The request's session: a [`session_core::Session`] (it derefs to one), extracted in axum

@@ -1,7 +1,12 @@
-//! `cargo xtask bench [--quick]`: builds the bench crate in release, starts the servers the
-//! store workloads need (as `test-backends` does), runs every workload in fresh processes
-//! with rounds alternating between the contenders, and prints and writes
+//! `cargo xtask bench [--quick] [--only <list>]`: builds the bench crate in release, starts
+//! the servers the store workloads need (as `test-backends` does), runs every workload in
+//! fresh processes with rounds alternating between the contenders, and prints and writes
 //! `target/bench-results.md`.
+//!
+//! `--only` takes a comma-separated list of workloads (`cycle`, `http`, `memory`, `micro`)
+//! and cycle backends (`memory`, `disk`, `redis`, `memcached`, `mongodb`), e.g.
+//! `--only redis,http`, for measuring one thing while working on it (`memory` picks both the
+//! memory store's cycle and the memory-per-session workload).
 
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
@@ -54,6 +59,37 @@ const QUICK: Plan = Plan {
 pub(crate) fn bench(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let plan = if quick { &QUICK } else { &FULL };
+    let only: Option<Vec<String>> = match args.iter().position(|a| a == "--only") {
+        Some(i) => Some(
+            args.get(i + 1)
+                .context("--only cycle,http,memory,micro,<backend>")?
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
+        ),
+        None => None,
+    };
+    const KNOWN: [&str; 8] = [
+        "cycle",
+        "http",
+        "memory",
+        "micro",
+        "disk",
+        "redis",
+        "memcached",
+        "mongodb",
+    ];
+    if let Some(bad) = only.iter().flatten().find(|w| !KNOWN.contains(&w.as_str())) {
+        bail!(
+            "--only: unknown workload {bad:?} (known: {})",
+            KNOWN.join(", ")
+        );
+    }
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|w| w == name));
+    let backend_wanted = |row: &str| {
+        let first = row.split([' ', ',']).next().unwrap_or(row);
+        wanted("cycle") || wanted(first)
+    };
     phase("build: cargo build --release -p session-bench");
     run(cargo().args(["build", "--release", "-p", "session-bench"]))?;
     let exe = root().join("target/release/session-bench");
@@ -125,6 +161,9 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         ),
     ];
     for Row(name, ours, anchor, raw, concurrency) in &groups {
+        if !backend_wanted(name) {
+            continue;
+        }
         for n in *concurrency {
             let mut contenders = vec![ours.clone()];
             contenders.extend(anchor.iter().map(|(_, s)| s.clone()));
@@ -179,9 +218,15 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     }
     drop(servers);
 
-    http(&exe, plan, &mut report)?;
-    memory(&exe, plan, &mut report)?;
-    micro(quick, &mut report)?;
+    if wanted("http") {
+        http(&exe, plan, &mut report)?;
+    }
+    if wanted("memory") {
+        memory(&exe, plan, &mut report)?;
+    }
+    if wanted("micro") {
+        micro(quick, &mut report)?;
+    }
 
     println!("\n{report}");
     let out = root().join("target/bench-results.md");

@@ -274,6 +274,32 @@ async fn key_rotation_keeps_old_cookies_valid_and_signs_with_the_new_key() {
 }
 
 #[tokio::test]
+async fn a_persistent_cookie_is_sent_again_only_when_it_falls_behind() {
+    // Idle 30 min: `touch_after` is 3 min.
+    let f = fixture();
+    let cookie = send(&f.app, "GET", "/", None).await.cookie();
+    f.clock.advance(Duration::from_secs(2 * 60));
+    let reply = send(&f.app, "GET", "/", Some(&cookie)).await;
+    assert_eq!(reply.body, "2");
+    assert!(
+        reply.set_cookies.is_empty(),
+        "re-sent after 2 min: {:?}",
+        reply.set_cookies
+    );
+    f.clock.advance(Duration::from_secs(2 * 60));
+    let reply = send(&f.app, "GET", "/", Some(&cookie)).await;
+    assert_eq!(reply.body, "3");
+    let refreshed = &reply.set_cookies[0];
+    assert!(refreshed.contains("Max-Age=1800"), "{refreshed}");
+    // The refreshed cookie carries the new expiry: not behind again until 3 more minutes.
+    let cookie = reply.cookie();
+    f.clock.advance(Duration::from_secs(2 * 60));
+    let reply = send(&f.app, "GET", "/", Some(&cookie)).await;
+    assert_eq!(reply.body, "4");
+    assert!(reply.set_cookies.is_empty(), "{:?}", reply.set_cookies);
+}
+
+#[tokio::test]
 async fn logout_removes_the_cookie_and_the_record() {
     let f = fixture();
     let cookie = send(&f.app, "GET", "/", None).await.cookie();
