@@ -2,7 +2,7 @@
 //! single-process services.
 //!
 //! Records live in a sharded hash table (no global lock on the hot path). Each session costs
-//! one allocation holding its key and its record's [`body`](session_core::body) (the
+//! one allocation holding its key and its record's [`body`] (the
 //! envelope without framing or checksum, which protect nothing inside one process), plus a
 //! 16-byte table slot, so memory per session stays close to the data's own size. `update`
 //! merges changes into the stored bytes under the shard's lock, in one pass and in place
