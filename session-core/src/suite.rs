@@ -53,6 +53,149 @@ pub fn server_url(var: &str) -> Option<String> {
     }
 }
 
+/// A port on 127.0.0.1 that was free a moment ago, for a server a test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// The servers a test can start for itself, to kill and restart them (outage tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerKind {
+    /// `redis-server`, no persistence.
+    Redis,
+    /// `memcached` (run as the `memcache` user when the tests run as root).
+    Memcached,
+    /// SecantusDB in memory, the binary `SESSION_TEST_SECANTUS_BIN` names (set by
+    /// `cargo xtask test-backends`).
+    Mongo,
+}
+
+impl ServerKind {
+    /// The server's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Redis => "redis-server",
+            Self::Memcached => "memcached",
+            Self::Mongo => "SecantusDB",
+        }
+    }
+
+    fn command(self, port: u16) -> tokio::process::Command {
+        let p = port.to_string();
+        let mut cmd;
+        match self {
+            Self::Redis => {
+                cmd = tokio::process::Command::new("redis-server");
+                cmd.args(["--bind", "127.0.0.1", "--port", &p])
+                    .args(["--save", "", "--appendonly", "no"])
+                    .arg("--dir")
+                    .arg(std::env::temp_dir());
+            }
+            Self::Memcached => {
+                cmd = tokio::process::Command::new("memcached");
+                cmd.args(["-l", "127.0.0.1", "-p", &p, "-U", "0"]);
+                if running_as_root() {
+                    cmd.args(["-u", "memcache"]);
+                }
+            }
+            Self::Mongo => {
+                let bin = std::env::var("SESSION_TEST_SECANTUS_BIN")
+                    .expect("SESSION_TEST_SECANTUS_BIN (set by cargo xtask test-backends)");
+                cmd = tokio::process::Command::new(bin);
+                cmd.args(["--host", "127.0.0.1", "--port", &p])
+                    .args(["--storage-path", ":memory:", "--standalone"])
+                    .current_dir(std::env::temp_dir());
+            }
+        }
+        cmd
+    }
+}
+
+/// Whether this process runs as root (memcached then needs `-u`), from /proc.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+/// A server process a test owns: started on 127.0.0.1, killed by [`OwnedServer::kill`] or
+/// when dropped, and restartable on the same port.
+#[derive(Debug)]
+pub struct OwnedServer {
+    kind: ServerKind,
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnedServer {
+    /// Starts a `kind` server on `port` and waits (at most 60 s) until it accepts
+    /// connections.
+    ///
+    /// # Panics
+    /// When the server cannot be started or does not listen in time: the test fails.
+    pub async fn start(kind: ServerKind, port: u16) -> Self {
+        let mut server = Self {
+            kind,
+            port,
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (an outage) and waits for it to exit.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port (killing it first if it runs) and waits until it
+    /// accepts connections.
+    ///
+    /// # Panics
+    /// As [`OwnedServer::start`].
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let (kind, port) = (self.kind, self.port);
+        let child = kind
+            .command(port)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not start {} ({e}); cargo xtask test-backends installs it",
+                    kind.name()
+                )
+            });
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not start on port {port}",
+                kind.name()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// A store wrapper for tests: counts calls and fails every call with
 /// [`StoreError::Unavailable`] while [`ProbeStore::set_failing`] is on.
 #[derive(Debug)]

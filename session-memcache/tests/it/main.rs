@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use session_core::suite::{record, server_url};
+use session_core::suite::{OwnedServer, ServerKind, free_port, record, server_url};
 use session_core::{
     Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
 };
@@ -91,71 +91,14 @@ async fn an_item_of_another_format_is_corrupt() {
     ));
 }
 
-/// memcached servers this test owns, so it can stop and restart one.
-struct OwnServer {
-    child: Option<tokio::process::Child>,
-}
-
-impl OwnServer {
-    async fn start(port: u16) -> Self {
-        let mut cmd = tokio::process::Command::new("memcached");
-        cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
-        if running_as_root() {
-            cmd.args(["-u", "memcache"]);
-        }
-        let child = cmd
-            .kill_on_drop(true)
-            .spawn()
-            .expect("memcached on PATH (cargo xtask test-backends installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "memcached on {port} did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { child: Some(child) }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
-        }
-    }
-}
-
-/// Whether we run as root (memcached then needs `-u`), from /proc.
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_spread_evenly_and_one_server_down_affects_only_its_share() {
     if server_url("SESSION_TEST_MEMCACHED_SERVERS").is_none() {
         return;
     }
     let (pa, pb) = (free_port(), free_port());
-    let mut a = OwnServer::start(pa).await;
-    let _b = OwnServer::start(pb).await;
+    let mut a = OwnedServer::start(ServerKind::Memcached, pa).await;
+    let _b = OwnedServer::start(ServerKind::Memcached, pb).await;
     let addr_a = format!("127.0.0.1:{pa}");
     let timeout = Duration::from_millis(300);
     let store = MemcacheStore::builder([addr_a.clone(), format!("127.0.0.1:{pb}")])
@@ -177,7 +120,7 @@ async fn sessions_spread_evenly_and_one_server_down_affects_only_its_share() {
         store.create(r).await.unwrap();
     }
 
-    a.stop().await;
+    a.kill().await;
     let later = Timestamp::now().saturating_add(Duration::from_secs(60));
     let mut changes = Changes::new();
     changes.set("b", b"2".to_vec());
@@ -208,7 +151,7 @@ async fn sessions_spread_evenly_and_one_server_down_affects_only_its_share() {
     );
 
     // Back on the same port: the same store object serves it again (its data is gone).
-    let _a = OwnServer::start(pa).await;
+    a.restart().await;
     let fresh: Vec<Record> = std::iter::repeat_with(|| record(&[("a", b"1")]))
         .filter(|r| store.server_for(&r.key) == addr_a)
         .take(20)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use session_core::suite::server_url;
+use session_core::suite::{OwnedServer, ServerKind, free_port, server_url};
 use session_core::{
     Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
 };
@@ -177,71 +177,14 @@ async fn keys_are_hashed_and_hash_tagged() {
     assert!(!key.contains(id.as_str()));
 }
 
-/// A redis-server this test owns, so it can kill and restart it.
-struct OwnServer {
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl OwnServer {
-    fn start(port: u16) -> Self {
-        let child = tokio::process::Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(std::env::temp_dir())
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server on PATH (cargo xtask test-backends installs it)");
-        Self {
-            port,
-            child: Some(child),
-        }
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("redis-server on {} did not start", self.port);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_survives_a_server_restart_without_being_rebuilt() {
     // Same gate as the other server tests: under `cargo xtask test-backends` this runs.
     if server_url("SESSION_TEST_REDIS_URL").is_none() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = OwnServer::start(port);
-    server.wait_ready().await;
+    let port = free_port();
+    let mut server = OwnedServer::start(ServerKind::Redis, port).await;
     let timeout = Duration::from_millis(500);
     let store = Arc::new(
         RedisStore::builder(format!("redis://127.0.0.1:{port}"))
@@ -312,8 +255,7 @@ async fn the_store_survives_a_server_restart_without_being_rebuilt() {
     )
     .await;
     let served_before = ok.load(Ordering::SeqCst);
-    let server = OwnServer::start(port);
-    server.wait_ready().await;
+    server.restart().await;
     wait_for(
         ok.clone(),
         served_before + 50,

@@ -8,35 +8,17 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use session_core::suite::server_url;
+use session_core::suite::{OwnedServer, ServerKind, free_port, server_url};
 use session_core::{IdGenerator, SessionManager, SessionStore, StoreError, UuidV4Generator};
 use session_tower::{Key, SessionLayer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
 
 use crate::e2e::request;
 use crate::http::counter;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 const CLIENTS: usize = 32;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .is_some_and(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-}
 
 /// A server this test can kill and start again on the same port.
 #[derive(Clone, Copy)]
@@ -65,63 +47,13 @@ impl Kind {
         }
     }
 
-    async fn start(self, port: u16) -> Child {
-        let p = port.to_string();
-        let mut cmd = match self {
-            Self::Redis => {
-                let mut c = Command::new("redis-server");
-                c.args([
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    &p,
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ]);
-                c.arg("--dir").arg(std::env::temp_dir());
-                c
-            }
-            Self::Memcached => {
-                let mut c = Command::new("memcached");
-                c.args(["-l", "127.0.0.1", "-p", &p, "-U", "0"]);
-                if running_as_root() {
-                    c.args(["-u", "memcache"]);
-                }
-                c
-            }
-            Self::Mongo => {
-                let mut c = Command::new(std::env::var("SESSION_TEST_SECANTUS_BIN").unwrap());
-                c.args([
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    &p,
-                    "--storage-path",
-                    ":memory:",
-                    "--standalone",
-                ]);
-                c.current_dir(std::env::temp_dir());
-                c
-            }
+    async fn start(self, port: u16) -> OwnedServer {
+        let kind = match self {
+            Self::Redis => ServerKind::Redis,
+            Self::Memcached => ServerKind::Memcached,
+            Self::Mongo => ServerKind::Mongo,
         };
-        let child = cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start {}: {e}", self.name()));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "{} did not start on {port}",
-                self.name()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        child
+        OwnedServer::start(kind, port).await
     }
 
     async fn store(self, port: u16) -> Arc<dyn SessionStore> {
@@ -251,10 +183,10 @@ async fn drill(kind: Kind) {
     let workers = clients(&addr, &counts, &stop);
 
     wait_for(&counts.served, 200, "service before the outage").await;
-    server.kill().await.unwrap();
+    server.kill().await;
     let served_at_kill = counts.served.load(Ordering::SeqCst);
     wait_for(&counts.unavailable, 100, "503s during the outage").await;
-    let _server = kind.start(port).await;
+    server.restart().await;
     wait_for(
         &counts.served,
         served_at_kill + 100,
