@@ -159,7 +159,9 @@ fn app(store: Arc<dyn SessionStore>) -> Router {
 
 /// The session id inside a signed `id=<44-char signature><id>` cookie pair.
 fn id_of(cookie: &str) -> SessionId {
-    SessionId::parse(&cookie.split_once('=').unwrap().1[44..]).unwrap()
+    // The cookie's value is `<id>.<expires>.<tag>`.
+    let value = cookie.split_once('=').unwrap().1;
+    SessionId::parse(value.split('.').next().unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
