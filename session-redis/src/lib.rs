@@ -65,7 +65,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script, Value};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script,
+    ServerErrorKind, Value,
+};
 use session_core::{Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp};
 use sha2::{Digest, Sha256};
 
@@ -395,7 +398,35 @@ impl RedisStore {
 
     /// The Redis key of a session: `{prefix}{<hex>}`.
     pub fn redis_key(&self, key: &StorageKey) -> String {
-        format!("{}{{{}}}", self.prefix, key.to_hex().as_str())
+        let hex = key.to_hex();
+        let mut out = String::with_capacity(self.prefix.len() + hex.as_str().len() + 2);
+        out.push_str(&self.prefix);
+        out.push('{');
+        out.push_str(hex.as_str());
+        out.push('}');
+        out
+    }
+
+    /// `EVALSHA` of `script` on `key`, for the caller to add the arguments to (built
+    /// directly, not through redis-rs's `ScriptInvocation`, which copies every argument
+    /// twice).
+    fn evalsha(&self, script: &Script, key: &StorageKey) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(1).arg(self.redis_key(key));
+        cmd
+    }
+
+    /// Runs an [`evalsha`](Self::evalsha) command, loading the script when the server does
+    /// not know it (after a restart or a `SCRIPT FLUSH`) and trying once more.
+    async fn eval<T: FromRedisValue>(&self, script: &Script, cmd: &Cmd) -> Result<T, StoreError> {
+        self.call(async |conn| match cmd.query_async(&mut *conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load_async(&mut *conn).await?;
+                cmd.query_async(conn).await
+            }
+            result => result,
+        })
+        .await
     }
 
     async fn call<T>(
@@ -417,19 +448,16 @@ impl RedisStore {
             && changes.owner.is_none()
             && changes.set.len() <= MAX_SET_PAIRS
         {
-            let mut invocation = self.update_set.key(self.redis_key(key));
-            invocation
-                .arg(Timestamp::now().as_unix_millis())
+            let mut cmd = self.evalsha(&self.update_set, key);
+            cmd.arg(Timestamp::now().as_unix_millis())
                 .arg(expires_at.as_unix_millis());
             for (name, value) in &changes.set {
-                invocation.arg(data_field(name)).arg(value.as_slice());
+                cmd.arg(data_field(name)).arg(value.as_slice());
             }
-            let done: i64 = self
-                .call(async |conn| invocation.invoke_async(conn).await)
-                .await?;
+            let done: i64 = self.eval(&self.update_set, &cmd).await?;
             return Ok(done == 1);
         }
-        let mut invocation = self.update.key(self.redis_key(key));
+        let mut invocation = self.evalsha(&self.update, key);
         invocation
             .arg(Timestamp::now().as_unix_millis())
             .arg(expires_at.as_unix_millis())
@@ -446,9 +474,7 @@ impl RedisStore {
         for (name, value) in &changes.set {
             invocation.arg(data_field(name)).arg(value.as_slice());
         }
-        let done: i64 = self
-            .call(async |conn| invocation.invoke_async(conn).await)
-            .await?;
+        let done: i64 = self.eval(&self.update, &invocation).await?;
         if done == 1
             && let Some(Some(owner)) = &changes.owner
         {
@@ -552,11 +578,14 @@ impl SessionStore for RedisStore {
                         Some(String::from_utf8(value).map_err(|_| corrupt("owner is not text"))?);
                 }
                 other => {
-                    let name = other
-                        .strip_prefix(DATA)
-                        .ok_or_else(|| corrupt("foreign field in the session hash"))?;
-                    let name = String::from_utf8(name.to_vec())
-                        .map_err(|_| corrupt("key name is not text"))?;
+                    if !other.starts_with(DATA) {
+                        return Err(corrupt("foreign field in the session hash"));
+                    }
+                    // The field's own buffer becomes the key: no copy.
+                    let mut name = field;
+                    name.drain(..DATA.len());
+                    let name =
+                        String::from_utf8(name).map_err(|_| corrupt("key name is not text"))?;
                     data.insert(name, value);
                 }
             }
@@ -584,7 +613,7 @@ impl SessionStore for RedisStore {
             Some(owner) => format!("+{owner}"),
             None => "-".to_owned(),
         };
-        let mut invocation = self.create.key(self.redis_key(&record.key));
+        let mut invocation = self.evalsha(&self.create, &record.key);
         invocation
             .arg(record.created_at.as_unix_millis())
             .arg(record.expires_at.as_unix_millis())
@@ -592,9 +621,7 @@ impl SessionStore for RedisStore {
         for (name, value) in &record.data {
             invocation.arg(data_field(name)).arg(value.as_slice());
         }
-        let created: i64 = self
-            .call(async |conn| invocation.invoke_async(conn).await)
-            .await?;
+        let created: i64 = self.eval(&self.create, &invocation).await?;
         if created != 1 {
             return Err(StoreError::IdCollision);
         }
@@ -675,11 +702,9 @@ impl SessionStore for RedisStore {
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
         let mut removed = 0;
         for key in self.members(owner).await? {
-            let mut invocation = self.delete_if_owner.key(self.redis_key(&key));
-            invocation.arg(owner);
-            let deleted: i64 = self
-                .call(async |conn| invocation.invoke_async(conn).await)
-                .await?;
+            let mut cmd = self.evalsha(&self.delete_if_owner, &key);
+            cmd.arg(owner);
+            let deleted: i64 = self.eval(&self.delete_if_owner, &cmd).await?;
             removed += u64::try_from(deleted).unwrap_or(0);
             self.forget(owner, &key).await?;
         }

@@ -176,6 +176,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
                         spec.split(':').next().unwrap_or(spec),
                         plan.rounds
                     ));
+                    reset_redis(spec)?;
                     let line = result_line(Command::new(&exe).args([
                         "cycle",
                         spec,
@@ -233,6 +234,21 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     std::fs::write(&out, &report)?;
     eprintln!("written to {}", out.display());
     Ok(())
+}
+
+/// Empties the bench's Redis before a Redis run, so every contender and round starts from
+/// the same empty server (left alone, each run's 10 000 sessions pile up and slow the later
+/// runs down).
+fn reset_redis(spec: &str) -> Result<()> {
+    let Some((kind, url)) = spec.split_once(':') else {
+        return Ok(());
+    };
+    if !["redis", "ts-redis", "raw-redis"].contains(&kind) {
+        return Ok(());
+    }
+    run(Command::new("redis-cli")
+        .args(["-u", url, "FLUSHALL"])
+        .stdout(std::process::Stdio::null()))
 }
 
 fn memory(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {

@@ -177,6 +177,51 @@ async fn keys_are_hashed_and_hash_tagged() {
     assert!(!key.contains(id.as_str()));
 }
 
+#[tokio::test]
+async fn scripts_are_loaded_again_after_a_script_flush() {
+    let Some(url) = server_url("SESSION_TEST_REDIS_URL") else {
+        return;
+    };
+    let store = RedisStore::builder(&url)
+        .key_prefix(prefix())
+        .open()
+        .await
+        .unwrap();
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let flush = async |raw: &mut redis::aio::MultiplexedConnection| {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(raw)
+            .await
+            .unwrap();
+    };
+    let later = Timestamp::now().saturating_add(Duration::from_secs(60));
+    let r = record(&[("a", b"1")]);
+    flush(&mut raw).await;
+    store.create(&r).await.unwrap();
+    // Both update scripts: keys set only, and a removal.
+    let mut set = Changes::new();
+    set.set("b", b"2".to_vec());
+    flush(&mut raw).await;
+    assert!(store.update(&r.key, &set, later).await.unwrap());
+    let mut removal = Changes::new();
+    removal.remove("a");
+    flush(&mut raw).await;
+    assert!(store.update(&r.key, &removal, later).await.unwrap());
+    let loaded = store.load(&r.key).await.unwrap().unwrap();
+    assert_eq!(
+        loaded.data.into_iter().collect::<Vec<_>>(),
+        [("b".to_owned(), b"2".to_vec())]
+    );
+    flush(&mut raw).await;
+    assert_eq!(store.delete_sessions_of("user-1").await.unwrap(), 1);
+    assert_eq!(store.load(&r.key).await.unwrap(), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_survives_a_server_restart_without_being_rebuilt() {
     // Same gate as the other server tests: under `cargo xtask test-backends` this runs.
