@@ -71,6 +71,59 @@ pub(crate) async fn tower_sessions_redis(url: &str, sessions: usize) -> Result<C
     tower_sessions_cycle(tower_sessions_redis_store::RedisStore::new(pool), sessions).await
 }
 
+/// tower-sessions-mongodb-store 0.11 (on tower-sessions-core 0.11 and the 2.x driver), the
+/// same workload through its `SessionStore` API: it has no `create`, so sessions are saved.
+pub(crate) async fn tower_sessions_mongo(url: &str, sessions: usize) -> Result<Cycle> {
+    use ts_core_011::SessionStore as _;
+    use ts_core_011::session::{Id, Record};
+    let client = mongodb2::Client::with_uri_str(url).await?;
+    let store = Arc::new(tower_sessions_mongodb_store::MongoDBStore::new(
+        client,
+        format!("tsbench{}", std::process::id()),
+    ));
+    let mut ids = Vec::with_capacity(sessions);
+    for i in 0..sessions {
+        let record = Record {
+            id: Id::default(),
+            data: (0..5)
+                .map(|k| {
+                    (
+                        format!("k{k}"),
+                        serde_json::Value::String(value((i * 5 + k) as u64)),
+                    )
+                })
+                .collect(),
+            expiry_date: OffsetDateTime::now_utc()
+                + tower_sessions::cookie::time::Duration::hours(1),
+        };
+        store
+            .save(&record)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        ids.push(record.id);
+    }
+    let ids = Arc::new(ids);
+    Ok(Arc::new(move |r| {
+        let (ids, store) = (ids.clone(), store.clone());
+        Box::pin(async move {
+            let id = &ids[(r % ids.len() as u64) as usize];
+            let mut record = store
+                .load(id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .context("a session vanished")?;
+            record
+                .data
+                .insert(format!("k{}", r % 5), serde_json::Value::String(value(r)));
+            store
+                .save(&record)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(())
+        })
+    }))
+}
+
 fn payload(r: u64) -> Vec<u8> {
     let mut v = format!("{r:020}").into_bytes();
     v.resize(250, b'x');

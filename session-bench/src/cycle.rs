@@ -6,7 +6,8 @@
 //!
 //! Ours: `memory`, `disk-always:<dir>`, `disk-never:<dir>`, `redis:<url>`,
 //! `memcache:<host:port,…>`, `mongo:<url>`.
-//! tower-sessions, same workload through its store API: `ts-memory`, `ts-redis:<url>`.
+//! tower-sessions, same workload through its store API: `ts-memory`, `ts-redis:<url>`,
+//! `ts-mongo:<url>`.
 //! The raw limit, the bare round trips a cycle needs with the same driver: `raw-redis:<url>`
 //! (GET + SET of 250 bytes), `raw-memcache:<host:port>` (get + a replying store of 250
 //! bytes), `raw-mongo:<url>` (find_one + update_one by `_id`).
@@ -126,6 +127,7 @@ async fn workload(spec: &str, sessions: usize) -> Result<Cycle> {
     match kind {
         "ts-memory" => anchors::tower_sessions_memory(sessions).await,
         "ts-redis" => anchors::tower_sessions_redis(arg, sessions).await,
+        "ts-mongo" => anchors::tower_sessions_mongo(arg, sessions).await,
         "raw-redis" => anchors::raw_redis(arg, sessions).await,
         "raw-memcache" => anchors::raw_memcache(arg, sessions).await,
         "raw-mongo" => anchors::raw_mongo(arg, sessions).await,

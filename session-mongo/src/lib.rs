@@ -12,9 +12,9 @@
 //! - **Per-user index**: an index on `owner` serves `sessions_of` and "log out everywhere"
 //!   (`delete_sessions_of`, one `delete_many`).
 //! - **Per-key updates**: `update` is one `update_one` filtered on `_id` and
-//!   `expires_at > now`: a pipeline that merges exactly the changed fields into `data`
-//!   (`$mergeObjects`, values as `$literal`), `$unset`s the removed ones and sets
-//!   `expires_at`, with no upsert: concurrent changes to different keys all
+//!   `expires_at > now` that sets exactly the changed fields of `data`, unsets the removed
+//!   ones and sets `expires_at` — a classic `$set`/`$unset` for up to 32 keys, a pipeline
+//!   (`$mergeObjects`, values as `$literal`) for more or after a clear — with no upsert: concurrent changes to different keys all
 //!   persist, and a deleted or expired session stays gone. `create` is `insert_one`; a
 //!   duplicate key (E11000) is a collision.
 //!
@@ -78,6 +78,11 @@ const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
 const DOCUMENT_OVERHEAD: usize = 16 * 1024;
 const TTL_INDEX: &str = "session_expires_at_ttl";
 const OWNER_INDEX: &str = "session_owner";
+
+/// Updates of at most this many keys are a classic `$set`/`$unset`; larger ones (and clears)
+/// a pipeline, which servers such as SecantusDB run in time linear in the number of keys
+/// where their `$set` is quadratic.
+const SMALL_UPDATE: usize = 32;
 
 /// Escapes a session key name into a field name that is never an operator or a path.
 pub fn escape_key(name: &str) -> String {
@@ -420,8 +425,39 @@ impl SessionStore for MongoStore {
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         check_size(changes.set.iter().map(|(k, v)| k.len() + v.len()).sum())?;
-        // One pipeline update: the changed keys merged into the stored `data` (or replacing
-        // it when cleared), the removed ones unset, all in one atomic document write, so keys
+        if !changes.cleared && changes.set.len() + changes.removed.len() <= SMALL_UPDATE {
+            // A few keys: a classic `$set`/`$unset` of their paths, atomic on the document
+            // like the pipeline below and cheaper for the server to run.
+            let mut set = doc! { "expires_at": date(expires_at) };
+            for (name, value) in &changes.set {
+                set.insert(format!("data.{}", escape_key(name)), binary(value));
+            }
+            if let Some(owner) = &changes.owner {
+                set.insert("owner", owner.clone());
+            }
+            let mut update = doc! { "$set": set };
+            if !changes.removed.is_empty() {
+                let unset: Document = changes
+                    .removed
+                    .iter()
+                    .map(|name| {
+                        (
+                            format!("data.{}", escape_key(name)),
+                            Bson::String(String::new()),
+                        )
+                    })
+                    .collect();
+                update.insert("$unset", unset);
+            }
+            let result = bounded(
+                self.timeout,
+                self.sessions.update_one(Self::live_filter(key), update),
+            )
+            .await?;
+            return Ok(result.matched_count == 1);
+        }
+        // Many keys, or a clear: one pipeline update, the changed keys merged into the stored
+        // `data` (or replacing it when cleared), the removed ones unset, all in one atomic document write, so keys
         // other requests changed meanwhile survive. Values sit inside `$literal`: nothing a
         // client stored can be read as an expression.
         let changed: Document = changes

@@ -155,7 +155,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         Row(
             "mongodb (SecantusDB)",
             format!("mongo:{mongo}"),
-            None,
+            Some(("tower-sessions-mongodb-store", format!("ts-mongo:{mongo}"))),
             Some(format!("raw-mongo:{mongo}")),
             if quick { &["16"] } else { &["1", "16"] },
         ),
