@@ -11,17 +11,51 @@ use tower_sessions::{SessionStore as TsStore, cookie::time::OffsetDateTime};
 
 use crate::cycle::{Cycle, value};
 
+/// The cycle through a tower-sessions `SessionStore` (`store`, cloneable) over the sessions
+/// `ids`: load, change one key, save the whole record. A macro, not a generic function:
+/// the MongoDB anchor implements tower-sessions-core 0.11's trait, the others 0.14's.
+macro_rules! ts_cycle {
+    ($store:expr, $ids:expr) => {{
+        let (store, ids) = ($store, Arc::new($ids));
+        let cycle: Cycle = Arc::new(move |r| {
+            let (ids, store) = (ids.clone(), store.clone());
+            Box::pin(async move {
+                let id = &ids[(r % ids.len() as u64) as usize];
+                let mut record = store
+                    .load(id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .context("a session vanished")?;
+                record
+                    .data
+                    .insert(format!("k{}", r % 5), serde_json::Value::String(value(r)));
+                store
+                    .save(&record)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(())
+            })
+        });
+        cycle
+    }};
+}
+
+/// Session `i`'s data as tower-sessions keeps it (values as JSON strings).
+fn ts_data(i: usize) -> std::collections::HashMap<String, serde_json::Value> {
+    (0..5)
+        .map(|k| {
+            (
+                format!("k{k}"),
+                serde_json::Value::String(value((i * 5 + k) as u64)),
+            )
+        })
+        .collect()
+}
+
 fn ts_record(i: usize) -> Record {
     Record {
         id: Id::default(),
-        data: (0..5)
-            .map(|k| {
-                (
-                    format!("k{k}"),
-                    serde_json::Value::String(value((i * 5 + k) as u64)),
-                )
-            })
-            .collect(),
+        data: ts_data(i),
         expiry_date: OffsetDateTime::now_utc() + tower_sessions::cookie::time::Duration::hours(1),
     }
 }
@@ -36,26 +70,7 @@ async fn tower_sessions_cycle<S: TsStore + Clone>(store: S, sessions: usize) -> 
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         ids.push(record.id);
     }
-    let ids = Arc::new(ids);
-    Ok(Arc::new(move |r| {
-        let (ids, store) = (ids.clone(), store.clone());
-        Box::pin(async move {
-            let id = &ids[(r % ids.len() as u64) as usize];
-            let mut record = store
-                .load(id)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .context("a session vanished")?;
-            record
-                .data
-                .insert(format!("k{}", r % 5), serde_json::Value::String(value(r)));
-            store
-                .save(&record)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(())
-        })
-    }))
+    Ok(ts_cycle!(store, ids))
 }
 
 pub(crate) async fn tower_sessions_memory(sessions: usize) -> Result<Cycle> {
@@ -85,14 +100,7 @@ pub(crate) async fn tower_sessions_mongo(url: &str, sessions: usize) -> Result<C
     for i in 0..sessions {
         let record = Record {
             id: Id::default(),
-            data: (0..5)
-                .map(|k| {
-                    (
-                        format!("k{k}"),
-                        serde_json::Value::String(value((i * 5 + k) as u64)),
-                    )
-                })
-                .collect(),
+            data: ts_data(i),
             expiry_date: OffsetDateTime::now_utc()
                 + tower_sessions::cookie::time::Duration::hours(1),
         };
@@ -102,26 +110,7 @@ pub(crate) async fn tower_sessions_mongo(url: &str, sessions: usize) -> Result<C
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         ids.push(record.id);
     }
-    let ids = Arc::new(ids);
-    Ok(Arc::new(move |r| {
-        let (ids, store) = (ids.clone(), store.clone());
-        Box::pin(async move {
-            let id = &ids[(r % ids.len() as u64) as usize];
-            let mut record = store
-                .load(id)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .context("a session vanished")?;
-            record
-                .data
-                .insert(format!("k{}", r % 5), serde_json::Value::String(value(r)));
-            store
-                .save(&record)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(())
-        })
-    }))
+    Ok(ts_cycle!(store, ids))
 }
 
 fn payload(r: u64) -> Vec<u8> {

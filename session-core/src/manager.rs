@@ -254,11 +254,12 @@ impl SessionManager {
         self.inner.expiry
     }
 
-    /// How far an unchanged session's expiry must be able to move before a save `touch`es
-    /// the store (see [`SessionManagerBuilder::touch_after`]). The HTTP layer refreshes a
-    /// persistent cookie by the same rule.
-    pub fn touch_after(&self) -> Duration {
-        self.inner.touch_after
+    /// Whether an expiry last written as `written` has fallen far enough behind `deadline` to
+    /// be written again: by at least [`SessionManagerBuilder::touch_after`]. A save `touch`es
+    /// an unchanged session by this rule, and the HTTP layer re-sends a persistent cookie by
+    /// it.
+    pub fn refresh_due(&self, written: Timestamp, deadline: Timestamp) -> bool {
+        deadline > written && deadline.duration_since(written) >= self.inner.touch_after
     }
 
     /// The manager's clock's time.
@@ -425,8 +426,7 @@ impl SessionManager {
                     expires_at: deadline,
                 }
             } else if self.inner.expiry.idle.is_some()
-                && deadline > state.expires_at
-                && deadline.duration_since(state.expires_at) >= self.inner.touch_after
+                && self.refresh_due(state.expires_at, deadline)
             {
                 Plan::Touch {
                     key: state.key,

@@ -14,9 +14,9 @@
 //! - **Per-key updates**: `update` is one `update_one` filtered on `_id` and
 //!   `expires_at > now` that sets exactly the changed fields of `data`, unsets the removed
 //!   ones and sets `expires_at` — a classic `$set`/`$unset` for up to 32 keys, a pipeline
-//!   (`$mergeObjects`, values as `$literal`) for more or after a clear — with no upsert: concurrent changes to different keys all
-//!   persist, and a deleted or expired session stays gone. `create` is `insert_one`; a
-//!   duplicate key (E11000) is a collision.
+//!   (`$mergeObjects`, values as `$literal`) for more or after a clear — with no upsert:
+//!   concurrent changes to different keys all persist, and a deleted or expired session
+//!   stays gone. `create` is `insert_one`; a duplicate key (E11000) is a collision.
 //!
 //! Write concern and read preference come from the URI (`?w=majority&readPreference=...`) or
 //! from [`MongoStoreBuilder::write_concern`] / [`MongoStoreBuilder::selection_criteria`].
@@ -63,7 +63,8 @@ use async_trait::async_trait;
 use mongodb::bson::{Binary, Bson, DateTime, Document, doc, spec::BinarySubtype};
 use mongodb::error::{Error, ErrorKind, WriteFailure};
 use mongodb::options::{
-    ClientOptions, CollectionOptions, IndexOptions, SelectionCriteria, WriteConcern,
+    ClientOptions, CollectionOptions, IndexOptions, SelectionCriteria, UpdateModifications,
+    WriteConcern,
 };
 use mongodb::{Client, Collection, IndexModel};
 use session_core::{Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp};
@@ -83,6 +84,60 @@ const OWNER_INDEX: &str = "session_owner";
 /// a pipeline, which servers such as SecantusDB run in time linear in the number of keys
 /// where their `$set` is quadratic.
 const SMALL_UPDATE: usize = 32;
+
+/// The path of a session key inside the document's `data`.
+fn data_path(name: &str) -> String {
+    format!("data.{}", escape_key(name))
+}
+
+/// A few keys: a classic `$set`/`$unset` of their paths, atomic on the document like the
+/// pipeline and cheaper for the server to run.
+fn paths_update(changes: &Changes, expires_at: Timestamp) -> Document {
+    let mut set = doc! { "expires_at": date(expires_at) };
+    for (name, value) in &changes.set {
+        set.insert(data_path(name), binary(value));
+    }
+    if let Some(owner) = &changes.owner {
+        set.insert("owner", owner.clone());
+    }
+    let mut update = doc! { "$set": set };
+    if !changes.removed.is_empty() {
+        let unset: Document = changes
+            .removed
+            .iter()
+            .map(|name| (data_path(name), Bson::String(String::new())))
+            .collect();
+        update.insert("$unset", unset);
+    }
+    update
+}
+
+/// Many keys, or a clear: one pipeline, the changed keys merged into the stored `data` (or
+/// replacing it when cleared), the removed ones unset, all in one atomic document write, so
+/// keys other requests changed meanwhile survive. Values sit inside `$literal`: nothing a
+/// client stored can be read as an expression.
+fn pipeline_update(changes: &Changes, expires_at: Timestamp) -> Vec<Document> {
+    let changed: Document = changes
+        .set
+        .iter()
+        .map(|(name, value)| (escape_key(name), binary(value)))
+        .collect();
+    let data = if changes.cleared {
+        doc! { "$literal": changed }
+    } else {
+        doc! { "$mergeObjects": ["$data", { "$literal": changed }] }
+    };
+    let mut set = doc! { "expires_at": date(expires_at), "data": data };
+    if let Some(owner) = &changes.owner {
+        set.insert("owner", doc! { "$literal": owner.clone() });
+    }
+    let mut pipeline = vec![doc! { "$set": set }];
+    if !changes.cleared && !changes.removed.is_empty() {
+        let paths: Vec<String> = changes.removed.iter().map(|name| data_path(name)).collect();
+        pipeline.push(doc! { "$unset": paths });
+    }
+    pipeline
+}
 
 /// Escapes a session key name into a field name that is never an operator or a path.
 pub fn escape_key(name: &str) -> String {
@@ -425,65 +480,12 @@ impl SessionStore for MongoStore {
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         check_size(changes.set.iter().map(|(k, v)| k.len() + v.len()).sum())?;
-        if !changes.cleared && changes.set.len() + changes.removed.len() <= SMALL_UPDATE {
-            // A few keys: a classic `$set`/`$unset` of their paths, atomic on the document
-            // like the pipeline below and cheaper for the server to run.
-            let mut set = doc! { "expires_at": date(expires_at) };
-            for (name, value) in &changes.set {
-                set.insert(format!("data.{}", escape_key(name)), binary(value));
-            }
-            if let Some(owner) = &changes.owner {
-                set.insert("owner", owner.clone());
-            }
-            let mut update = doc! { "$set": set };
-            if !changes.removed.is_empty() {
-                let unset: Document = changes
-                    .removed
-                    .iter()
-                    .map(|name| {
-                        (
-                            format!("data.{}", escape_key(name)),
-                            Bson::String(String::new()),
-                        )
-                    })
-                    .collect();
-                update.insert("$unset", unset);
-            }
-            let result = bounded(
-                self.timeout,
-                self.sessions.update_one(Self::live_filter(key), update),
-            )
-            .await?;
-            return Ok(result.matched_count == 1);
-        }
-        // Many keys, or a clear: one pipeline update, the changed keys merged into the stored
-        // `data` (or replacing it when cleared), the removed ones unset, all in one atomic document write, so keys
-        // other requests changed meanwhile survive. Values sit inside `$literal`: nothing a
-        // client stored can be read as an expression.
-        let changed: Document = changes
-            .set
-            .iter()
-            .map(|(name, value)| (escape_key(name), binary(value)))
-            .collect();
-        let data = if changes.cleared {
-            doc! { "$literal": changed }
-        } else {
-            doc! { "$mergeObjects": ["$data", { "$literal": changed }] }
-        };
-        let mut set = doc! { "expires_at": date(expires_at), "data": data };
-        if let Some(owner) = &changes.owner {
-            set.insert("owner", doc! { "$literal": owner.clone() });
-        }
-        let mut pipeline = vec![doc! { "$set": set }];
-        if !changes.cleared && !changes.removed.is_empty() {
-            let paths: Vec<String> = changes
-                .removed
-                .iter()
-                .map(|name| format!("data.{}", escape_key(name)))
-                .collect();
-            pipeline.push(doc! { "$unset": paths });
-        }
-        let update = pipeline;
+        let update: UpdateModifications =
+            if !changes.cleared && changes.set.len() + changes.removed.len() <= SMALL_UPDATE {
+                paths_update(changes, expires_at).into()
+            } else {
+                pipeline_update(changes, expires_at).into()
+            };
         let result = bounded(
             self.timeout,
             self.sessions.update_one(Self::live_filter(key), update),

@@ -356,6 +356,13 @@ fn parse_millis(value: &[u8]) -> Result<Timestamp, StoreError> {
         .ok_or_else(|| corrupt("malformed timestamp"))
 }
 
+/// Adds `d:<name>`, value pairs to a script's arguments.
+fn push_data(cmd: &mut Cmd, data: &BTreeMap<String, Vec<u8>>) {
+    for (name, value) in data {
+        cmd.arg(data_field(name)).arg(value.as_slice());
+    }
+}
+
 fn data_field(name: &str) -> Vec<u8> {
     let mut field = Vec::with_capacity(DATA.len() + name.len());
     field.extend_from_slice(DATA);
@@ -407,18 +414,20 @@ impl RedisStore {
         out
     }
 
-    /// `EVALSHA` of `script` on `key`, for the caller to add the arguments to (built
-    /// directly, not through redis-rs's `ScriptInvocation`, which copies every argument
-    /// twice).
-    fn evalsha(&self, script: &Script, key: &StorageKey) -> Cmd {
+    /// `EVALSHA` of `script` on `key` with the arguments `args` adds, loading the script when
+    /// the server does not know it (after a restart or a `SCRIPT FLUSH`) and trying once
+    /// more. The command is built directly, not through redis-rs's `ScriptInvocation`, which
+    /// copies every argument twice.
+    async fn eval<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &StorageKey,
+        args: impl FnOnce(&mut Cmd),
+    ) -> Result<T, StoreError> {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(script.get_hash()).arg(1).arg(self.redis_key(key));
-        cmd
-    }
-
-    /// Runs an [`evalsha`](Self::evalsha) command, loading the script when the server does
-    /// not know it (after a restart or a `SCRIPT FLUSH`) and trying once more.
-    async fn eval<T: FromRedisValue>(&self, script: &Script, cmd: &Cmd) -> Result<T, StoreError> {
+        args(&mut cmd);
+        let cmd = &cmd;
         self.call(async |conn| match cmd.query_async(&mut *conn).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 script.load_async(&mut *conn).await?;
@@ -448,33 +457,32 @@ impl RedisStore {
             && changes.owner.is_none()
             && changes.set.len() <= MAX_SET_PAIRS
         {
-            let mut cmd = self.evalsha(&self.update_set, key);
-            cmd.arg(Timestamp::now().as_unix_millis())
-                .arg(expires_at.as_unix_millis());
-            for (name, value) in &changes.set {
-                cmd.arg(data_field(name)).arg(value.as_slice());
-            }
-            let done: i64 = self.eval(&self.update_set, &cmd).await?;
+            let done: i64 = self
+                .eval(&self.update_set, key, |cmd| {
+                    cmd.arg(Timestamp::now().as_unix_millis())
+                        .arg(expires_at.as_unix_millis());
+                    push_data(cmd, &changes.set);
+                })
+                .await?;
             return Ok(done == 1);
         }
-        let mut invocation = self.evalsha(&self.update, key);
-        invocation
-            .arg(Timestamp::now().as_unix_millis())
-            .arg(expires_at.as_unix_millis())
-            .arg(if changes.cleared { "1" } else { "0" })
-            .arg(match &changes.owner {
-                None => "=".to_owned(),
-                Some(None) => "-".to_owned(),
-                Some(Some(owner)) => format!("+{owner}"),
+        let done: i64 = self
+            .eval(&self.update, key, |cmd| {
+                cmd.arg(Timestamp::now().as_unix_millis())
+                    .arg(expires_at.as_unix_millis())
+                    .arg(if changes.cleared { "1" } else { "0" })
+                    .arg(match &changes.owner {
+                        None => "=".to_owned(),
+                        Some(None) => "-".to_owned(),
+                        Some(Some(owner)) => format!("+{owner}"),
+                    })
+                    .arg(changes.removed.len());
+                for name in &changes.removed {
+                    cmd.arg(data_field(name));
+                }
+                push_data(cmd, &changes.set);
             })
-            .arg(changes.removed.len());
-        for name in &changes.removed {
-            invocation.arg(data_field(name));
-        }
-        for (name, value) in &changes.set {
-            invocation.arg(data_field(name)).arg(value.as_slice());
-        }
-        let done: i64 = self.eval(&self.update, &invocation).await?;
+            .await?;
         if done == 1
             && let Some(Some(owner)) = &changes.owner
         {
@@ -613,15 +621,14 @@ impl SessionStore for RedisStore {
             Some(owner) => format!("+{owner}"),
             None => "-".to_owned(),
         };
-        let mut invocation = self.evalsha(&self.create, &record.key);
-        invocation
-            .arg(record.created_at.as_unix_millis())
-            .arg(record.expires_at.as_unix_millis())
-            .arg(owner);
-        for (name, value) in &record.data {
-            invocation.arg(data_field(name)).arg(value.as_slice());
-        }
-        let created: i64 = self.eval(&self.create, &invocation).await?;
+        let created: i64 = self
+            .eval(&self.create, &record.key, |cmd| {
+                cmd.arg(record.created_at.as_unix_millis())
+                    .arg(record.expires_at.as_unix_millis())
+                    .arg(owner);
+                push_data(cmd, &record.data);
+            })
+            .await?;
         if created != 1 {
             return Err(StoreError::IdCollision);
         }
@@ -702,9 +709,11 @@ impl SessionStore for RedisStore {
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
         let mut removed = 0;
         for key in self.members(owner).await? {
-            let mut cmd = self.evalsha(&self.delete_if_owner, &key);
-            cmd.arg(owner);
-            let deleted: i64 = self.eval(&self.delete_if_owner, &cmd).await?;
+            let deleted: i64 = self
+                .eval(&self.delete_if_owner, &key, |cmd| {
+                    cmd.arg(owner);
+                })
+                .await?;
             removed += u64::try_from(deleted).unwrap_or(0);
             self.forget(owner, &key).await?;
         }

@@ -388,12 +388,12 @@ impl LazySession {
     /// Whether the session's expiry has moved far enough past the one the browser's cookie
     /// carries to send the cookie again.
     fn cookie_behind(&self, session: &Session) -> bool {
-        let Some(cookie_expires) = self.inner.cookie_expires else {
-            return true;
-        };
-        let expires = session.expires_at();
-        expires > cookie_expires
-            && expires.duration_since(cookie_expires) >= self.inner.config.manager.touch_after()
+        self.inner.cookie_expires.is_none_or(|cookie_expires| {
+            self.inner
+                .config
+                .manager
+                .refresh_due(cookie_expires, session.expires_at())
+        })
     }
 
     fn cookie_for(&self, session: &Session) -> Option<http::HeaderValue> {

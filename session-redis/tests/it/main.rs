@@ -46,6 +46,23 @@ async fn cluster() -> Option<Arc<dyn SessionStore>> {
     Some(Arc::new(store))
 }
 
+/// A store on the standalone server and a plain connection beside it, for tests that reach
+/// behind the store.
+async fn store_and_raw() -> Option<(RedisStore, redis::aio::MultiplexedConnection)> {
+    let url = server_url("SESSION_TEST_REDIS_URL")?;
+    let store = RedisStore::builder(&url)
+        .key_prefix(prefix())
+        .open()
+        .await
+        .expect("connect to redis");
+    let raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    Some((store, raw))
+}
+
 mod standalone {
     session_core::conformance_tests!(|| crate::standalone());
 }
@@ -93,16 +110,9 @@ async fn a_thousand_concurrent_two_key_races_lose_nothing() {
 
 #[tokio::test]
 async fn a_tampered_hash_is_corrupt_not_a_panic() {
-    let Some(url) = server_url("SESSION_TEST_REDIS_URL") else {
+    let Some((store, mut raw)) = store_and_raw().await else {
         return;
     };
-    let store = RedisStore::builder(&url)
-        .key_prefix(prefix())
-        .open()
-        .await
-        .unwrap();
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let later = Timestamp::now().saturating_add(Duration::from_secs(60));
 
     let tamper: [(&str, &[&[u8]]); 7] = [
@@ -179,19 +189,9 @@ async fn keys_are_hashed_and_hash_tagged() {
 
 #[tokio::test]
 async fn scripts_are_loaded_again_after_a_script_flush() {
-    let Some(url) = server_url("SESSION_TEST_REDIS_URL") else {
+    let Some((store, mut raw)) = store_and_raw().await else {
         return;
     };
-    let store = RedisStore::builder(&url)
-        .key_prefix(prefix())
-        .open()
-        .await
-        .unwrap();
-    let mut raw = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     let flush = async |raw: &mut redis::aio::MultiplexedConnection| {
         let _: () = redis::cmd("SCRIPT")
             .arg("FLUSH")
