@@ -1,6 +1,7 @@
 //! Session ids, the id generator and the hashed storage key.
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,7 +30,7 @@ pub const MAX_ID_LEN: usize = 128;
 /// assert!(SessionId::parse("abc def\r\nset x 0 0 1").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionId(Box<str>);
+pub struct SessionId(Arc<str>);
 
 impl SessionId {
     /// Validates `raw` as a session id.
@@ -127,7 +128,7 @@ pub struct UuidV4Generator;
 impl IdGenerator for UuidV4Generator {
     fn generate(&self) -> SessionId {
         let uuid = uuid::Uuid::new_v4();
-        SessionId(URL_SAFE_NO_PAD.encode(uuid.as_bytes()).into_boxed_str())
+        SessionId(URL_SAFE_NO_PAD.encode(uuid.as_bytes()).into())
     }
 }
 

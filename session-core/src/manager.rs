@@ -249,6 +249,12 @@ impl SessionManager {
         &self.inner.store
     }
 
+    /// The store itself: calling through `&Arc<dyn SessionStore>` would pick the `Arc`
+    /// forwarding impl and box every call's future twice.
+    fn store_dyn(&self) -> &dyn SessionStore {
+        &*self.inner.store
+    }
+
     /// The expiry policy.
     pub fn expiry(&self) -> Expiry {
         self.inner.expiry
@@ -284,7 +290,7 @@ impl SessionManager {
     /// # Errors
     /// [`SessionError::Store`] when the store fails or holds a damaged record.
     pub async fn load(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
-        let Some(record) = self.inner.store.load(&id.storage_key()).await? else {
+        let Some(record) = self.store_dyn().load(&id.storage_key()).await? else {
             return Ok(None);
         };
         let now = self.now();
@@ -325,7 +331,7 @@ impl SessionManager {
     /// per-user index (memcached), or when the store fails.
     pub async fn sessions_of(&self, owner: &str) -> Result<Vec<crate::SessionInfo>, SessionError> {
         let now = self.now();
-        let mut sessions = self.inner.store.sessions_of(owner).await?;
+        let mut sessions = self.store_dyn().sessions_of(owner).await?;
         sessions.retain(|s| s.expires_at > now);
         Ok(sessions)
     }
@@ -336,7 +342,7 @@ impl SessionManager {
     /// # Errors
     /// As [`SessionManager::sessions_of`].
     pub async fn destroy_all_of(&self, owner: &str) -> Result<u64, SessionError> {
-        Ok(self.inner.store.delete_sessions_of(owner).await?)
+        Ok(self.store_dyn().delete_sessions_of(owner).await?)
     }
 
     /// Ends the session now: deletes its record.
@@ -358,7 +364,7 @@ impl SessionManager {
     /// [`SessionError::Store`] when the store fails; [`StoreError::IdCollision`] inside it
     /// when several fresh ids in a row collided (a broken id generator).
     pub async fn save(&self, session: &Session) -> Result<SaveOutcome, SessionError> {
-        let store = &self.inner.store;
+        let store = self.store_dyn();
         let stale = session.lock().stale.take();
         if let Some(stale) = stale
             && let Err(e) = store.delete(&stale).await
@@ -490,7 +496,7 @@ impl SessionManager {
         mut record: Record,
         cycled_from: Option<StorageKey>,
     ) -> Result<SaveOutcome, SessionError> {
-        let store = &self.inner.store;
+        let store = self.store_dyn();
         let mut attempt = 1;
         loop {
             match store.create(&record).await {

@@ -363,8 +363,15 @@ impl Session {
 
 impl State {
     fn put(&mut self, key: String, bytes: Vec<u8>) {
-        self.changes.set(key.clone(), bytes.clone());
-        self.data.insert(key, bytes);
+        // Replacing a value (the common case) copies it into the old value's buffer and
+        // moves the key into the change set: no allocation beyond the caller's.
+        if let Some(old) = self.data.get_mut(&key) {
+            old.clone_from(&bytes);
+            self.changes.set(key, bytes);
+        } else {
+            self.changes.set(key.clone(), bytes.clone());
+            self.data.insert(key, bytes);
+        }
     }
 
     fn delete(&mut self, key: &str) -> bool {

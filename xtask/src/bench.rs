@@ -286,7 +286,7 @@ fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
     crate::servers::ensure_packages(&[("wrk", "wrk")])?;
     let connections = 64;
     let variants = ["bare", "sessions", "tower-sessions"];
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
     for round in 1..=plan.rounds {
         for (variant, out) in variants.iter().zip(&mut samples) {
             phase(&format!(
@@ -298,39 +298,69 @@ fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
                 Command::new(exe).args(["serve", variant, "127.0.0.1:0"]),
             )?;
             let cookies = prime_cookies(&addr, variant, 1000)?;
-            let rps = wrk(&addr, &cookies, plan.http_secs, connections)?;
+            let pid = server.child.id();
+            let cpu_before = cpu_seconds(pid)?;
+            let run = wrk(&addr, &cookies, plan.http_secs, connections)?;
+            let cpu_us = (cpu_seconds(pid)? - cpu_before) * 1e6 / run.requests;
             drop(server);
-            eprintln!("    {rps:.0} requests/s");
-            out.push(rps);
+            eprintln!(
+                "    {:.0} requests/s, server CPU {cpu_us:.2} µs a request",
+                run.rps
+            );
+            out.push((run.rps, cpu_us));
         }
     }
-    let bare = median(&samples[0]);
+    let rps = |s: &[(f64, f64)]| s.iter().map(|x| x.0).collect::<Vec<_>>();
+    let cpu = |s: &[(f64, f64)]| s.iter().map(|x| x.1).collect::<Vec<_>>();
+    let bare_rps = median(&rps(&samples[0]));
+    let bare_cpu = median(&cpu(&samples[0]));
     writeln!(report, "\n## HTTP: the counter route\n")?;
     writeln!(
         report,
-        "wrk, 1 thread, {connections} connections, {} s a round; 1000 visitors' cookies picked at random per request (the bare app gets same-length stand-ins).\n",
+        "wrk, 1 thread, {connections} connections, {} s a round; 1000 visitors' cookies picked at random per request (the bare app gets same-length stand-ins). \
+         Server CPU is the server process's user + system time over the round (`/proc/<pid>/stat`) divided by the requests wrk completed: \
+         what a request costs the application, free of the CPU the load generator takes from it on a shared machine.\n",
         plan.http_secs
     )?;
     writeln!(
         report,
-        "| app | requests/s (median) | rounds min–max | ratio to bare axum |"
+        "| app | requests/s (median) | rounds min–max | ratio to bare axum | server CPU µs/request (median) | bare's CPU ÷ this |"
     )?;
-    writeln!(report, "|---|---:|---|---:|")?;
+    writeln!(report, "|---|---:|---|---:|---:|---:|")?;
     for (variant, s) in variants.iter().zip(&samples) {
         let label = match *variant {
             "bare" => "bare axum (no sessions)",
             "sessions" => "session-tower + memory store",
             _ => "tower-sessions + its MemoryStore",
         };
+        let (r, c) = (median(&rps(s)), median(&cpu(s)));
         writeln!(
             report,
-            "| {label} | {:.0} | {} | {:.2} |",
-            median(s),
-            spread(s),
-            median(s) / bare
+            "| {label} | {r:.0} | {} | {:.2} | {c:.2} | {:.2} |",
+            spread(&rps(s)),
+            r / bare_rps,
+            bare_cpu / c
         )?;
     }
     Ok(())
+}
+
+/// User + system CPU seconds a process has used so far.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .with_context(|| format!("no CPU time in /proc/{pid}/stat"))
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    // The kernel counts them in USER_HZ, which is 100 on Linux.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 fn micro(quick: bool, report: &mut String) -> Result<()> {
@@ -400,7 +430,13 @@ fn prime_cookies(addr: &str, variant: &str, n: usize) -> Result<Vec<String>> {
     Ok(cookies)
 }
 
-fn wrk(addr: &str, cookies: &[String], secs: u32, connections: u32) -> Result<f64> {
+/// What one wrk run measured.
+struct WrkRun {
+    rps: f64,
+    requests: f64,
+}
+
+fn wrk(addr: &str, cookies: &[String], secs: u32, connections: u32) -> Result<WrkRun> {
     let script = std::env::temp_dir().join(format!("session-bench-{}.lua", std::process::id()));
     let list: Vec<String> = cookies.iter().map(|c| format!("{c:?}")).collect();
     std::fs::write(
@@ -432,10 +468,20 @@ fn wrk(addr: &str, cookies: &[String], secs: u32, connections: u32) -> Result<f6
     {
         bail!("wrk saw errors: {errors}");
     }
-    text.lines()
+    let rps = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))
+        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))?;
+    // "  123456 requests in 10.00s, 15.06MB read"
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .filter(|n| *n > 0.0)
+        .with_context(|| format!("no request count in wrk's output: {text}"))?;
+    Ok(WrkRun { rps, requests })
 }
 
 fn median(samples: &[f64]) -> f64 {

@@ -246,3 +246,29 @@ async fn a_concurrent_edit_during_the_first_save_is_not_lost() {
     let loaded = manager.load(&session.id()).await.unwrap().unwrap();
     assert_eq!(loaded.get::<i32>("b").unwrap(), Some(2));
 }
+
+#[tokio::test]
+async fn replacing_a_value_keeps_and_writes_only_the_latest() {
+    let (manager, _, _) = setup(Some(MINUTE), None);
+    let session = manager.create();
+    session.insert("a", "short").unwrap();
+    session.insert("b", 1).unwrap();
+    manager.save(&session).await.unwrap();
+
+    let loaded = manager.load(&session.id()).await.unwrap().unwrap();
+    // Longer, then shorter than the stored value: the handle reuses the old value's buffer.
+    loaded
+        .insert("a", "a much longer value than before")
+        .unwrap();
+    assert_eq!(
+        loaded.get::<String>("a").unwrap().as_deref(),
+        Some("a much longer value than before")
+    );
+    loaded.insert("a", "x").unwrap();
+    assert_eq!(loaded.get::<String>("a").unwrap().as_deref(), Some("x"));
+    assert_eq!(manager.save(&loaded).await.unwrap(), SaveOutcome::Updated);
+
+    let again = manager.load(&session.id()).await.unwrap().unwrap();
+    assert_eq!(again.get::<String>("a").unwrap().as_deref(), Some("x"));
+    assert_eq!(again.get::<i32>("b").unwrap(), Some(1));
+}
