@@ -460,7 +460,11 @@ impl SessionManager {
                 id,
                 record,
                 cycled_from,
-            } => self.save_new(session, id, record, cycled_from).await,
+            } => {
+                // Boxed: its state (a whole record) would otherwise triple the size of every
+                // save's future, updates included, and of the futures that hold one.
+                Box::pin(self.save_new(session, id, record, cycled_from)).await
+            }
             Plan::Update { key, expires_at } => {
                 let changes = std::mem::take(&mut session.lock().changes);
                 match store.update(&key, &changes, expires_at).await {
