@@ -35,6 +35,8 @@ struct Plan {
     sessions: &'static str,
     concurrency: &'static [&'static str],
     http_secs: u32,
+    /// HTTP shares the machine with its load generator and varies more between rounds.
+    http_rounds: usize,
     memory_sizes: &'static [&'static str],
 }
 
@@ -44,6 +46,7 @@ const FULL: Plan = Plan {
     sessions: "10000",
     concurrency: &["1", "16", "64"],
     http_secs: 10,
+    http_rounds: 5,
     memory_sizes: &["100000", "1000000"],
 };
 
@@ -53,6 +56,7 @@ const QUICK: Plan = Plan {
     sessions: "1000",
     concurrency: &["16"],
     http_secs: 2,
+    http_rounds: 1,
     memory_sizes: &["10000"],
 };
 
@@ -287,11 +291,11 @@ fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
     let connections = 64;
     let variants = ["bare", "sessions", "tower-sessions"];
     let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
-    for round in 1..=plan.rounds {
+    for round in 1..=plan.http_rounds {
         for (variant, out) in variants.iter().zip(&mut samples) {
             phase(&format!(
                 "http: {variant}, round {round}/{}, wrk -c{connections} -d{}s",
-                plan.rounds, plan.http_secs
+                plan.http_rounds, plan.http_secs
             ));
             let (server, addr) = spawn_listening(
                 &format!("session-bench serve {variant}"),
