@@ -353,18 +353,20 @@ fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
 fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<f64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .with_context(|| format!("no CPU time in /proc/{pid}/stat"))
-    };
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    // The kernel counts them in USER_HZ, which is 100 on Linux.
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
+    parse_cpu_seconds(&stat).with_context(|| format!("no CPU times in /proc/{pid}/stat: {stat}"))
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line, in seconds. The kernel counts them in
+/// USER_HZ, which is 100 on Linux.
+fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    // The command name is in parentheses and may itself hold spaces and parentheses: the
+    // fields start after the last ')'. utime and stime are the line's 14th and 15th fields,
+    // the 12th and 13th after the name (indices 11 and 12).
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 fn micro(quick: bool, report: &mut String) -> Result<()> {
@@ -522,4 +524,35 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
         .unwrap_or("?")
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::{cpu_seconds, parse_cpu_seconds};
+
+    #[test]
+    fn cpu_times_are_read_after_a_command_name_with_spaces_and_parentheses() {
+        let line = "4242 (session (bench) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
+                    731 269 0 0 20 0 3 0 12345 1000000 500 18446744073709551615";
+        assert_eq!(parse_cpu_seconds(line), Some(10.0));
+        assert_eq!(parse_cpu_seconds("4242 (truncated) S 1 2"), None);
+        assert_eq!(parse_cpu_seconds("no parenthesis at all"), None);
+    }
+
+    #[test]
+    fn this_process_cpu_time_grows_while_it_works() {
+        let before = cpu_seconds(std::process::id()).unwrap();
+        // Busy work until the kernel has counted at least one more 10 ms tick, bounded by 5 s
+        // of wall time (a loaded machine may give this thread little of it).
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        let mut after = before;
+        while after <= before && start.elapsed() < std::time::Duration::from_secs(5) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+            }
+            after = cpu_seconds(std::process::id()).unwrap();
+        }
+        assert!(after > before, "{before} -> {after}");
+    }
 }
