@@ -1,21 +1,33 @@
 #![no_main]
 //! The record envelope and body decoders never panic on any bytes, whatever they accept
 //! survives an encode/decode round trip unchanged, and patching a body equals decoding it,
-//! applying the changes and encoding it again.
+//! applying the changes and encoding it again (for bodies and for whole envelopes).
 
 use libfuzzer_sys::fuzz_target;
 use session_core::{
-    Changes, StorageKey, Timestamp, body, decode_envelope, encode_envelope, peek_envelope_expiry,
-    peek_envelope_owner,
+    Changes, StorageKey, Timestamp, body, decode_envelope, encode_envelope, patch_envelope,
+    peek_envelope_expiry, peek_envelope_owner,
 };
 
 fuzz_target!(|data: &[u8]| {
     let key = StorageKey::from_bytes([7; 32]);
     let _ = peek_envelope_expiry(data);
     let _ = peek_envelope_owner(data);
-    if let Ok(record) = decode_envelope(key, data) {
+    let patch_changes = {
+        let mut c = Changes::new();
+        c.set("k", data.iter().take(3).copied().collect());
+        c
+    };
+    let patch_at = Timestamp::from_unix_millis(42);
+    let patched = patch_envelope(data, &patch_changes, patch_at);
+    if let Ok(mut record) = decode_envelope(key, data) {
         let again = decode_envelope(key, &encode_envelope(&record)).expect("our own encoding decodes");
         assert_eq!(again, record);
+        patch_changes.apply_to_record(&mut record);
+        record.expires_at = patch_at;
+        assert_eq!(patched.expect("an envelope that decodes patches"), encode_envelope(&record));
+    } else {
+        assert!(patched.is_err(), "an envelope that does not decode does not patch");
     }
 
     let _ = body::peek_expiry(data);

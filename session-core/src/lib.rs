@@ -66,7 +66,8 @@ pub use id::{
 pub use manager::{Expiry, SaveOutcome, SessionManager, SessionManagerBuilder};
 pub use record::{
     Changes, ENVELOPE_MAGIC, ENVELOPE_VERSION, EnvelopeError, Record, decode_envelope,
-    encode_envelope, encode_envelope_into, envelope_len, peek_envelope_expiry, peek_envelope_owner,
+    encode_envelope, encode_envelope_into, envelope_len, patch_envelope, peek_envelope_expiry,
+    peek_envelope_owner,
 };
 pub use session::{RESERVED_PREFIX, Session};
 pub use store::{SessionInfo, SessionStore};

@@ -74,7 +74,7 @@ use async_trait::async_trait;
 use memcache_async::ascii::Protocol;
 use session_core::{
     Changes, Record, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
-    encode_envelope,
+    encode_envelope, patch_envelope, peek_envelope_expiry,
 };
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
@@ -362,7 +362,8 @@ impl MemcacheStore {
     async fn read_modify_write(
         &self,
         key: &StorageKey,
-        change: impl Fn(&mut Record),
+        changes: &Changes,
+        expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         let item = self.item_key(key);
         let mut seen = self.inner.seen.take(key);
@@ -379,18 +380,20 @@ impl MemcacheStore {
                             Err(e) => return Err(map_io(addr, e)),
                         },
                     };
-                    let mut record =
-                        decode_envelope(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
+                    // The changes merged into the stored bytes (checksum verified), without
+                    // decoding the record.
+                    let envelope = patch_envelope(&bytes, changes, expires_at)
+                        .map_err(|e| StoreError::corrupt(STORE, e))?;
                     let now = Timestamp::now();
-                    if record.is_expired_at(now) {
+                    let old_expiry =
+                        peek_envelope_expiry(&bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
+                    if old_expiry <= now {
                         return Ok(Some(false));
                     }
-                    change(&mut record);
-                    let envelope = encode_envelope(&record);
                     self.check_size(&envelope)?;
                     match conn
                         .get()
-                        .cas(&item, &envelope, cas, exptime(record.expires_at, now))
+                        .cas(&item, &envelope, cas, exptime(expires_at, now))
                         .await
                     {
                         Ok(true) => Ok(Some(true)),
@@ -550,15 +553,11 @@ impl SessionStore for MemcacheStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.read_modify_write(key, |record| {
-            changes.apply_to_record(record);
-            record.expires_at = expires_at;
-        })
-        .await
+        self.read_modify_write(key, changes, expires_at).await
     }
 
     async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
-        self.read_modify_write(key, |record| record.expires_at = expires_at)
+        self.read_modify_write(key, &Changes::new(), expires_at)
             .await
     }
 
