@@ -380,8 +380,9 @@ impl MemcacheStore {
                             Err(e) => return Err(map_io(addr, e)),
                         },
                     };
-                    // The changes merged into the stored bytes (checksum verified), without
-                    // decoding the record.
+                    // The changes merged into the stored bytes without decoding the record.
+                    // Patched before the expiry check because patching verifies the checksum:
+                    // a damaged item is `Corrupt` whether or not its expiry has passed.
                     let envelope = patch_envelope(&bytes, changes, expires_at)
                         .map_err(|e| StoreError::corrupt(STORE, e))?;
                     let now = Timestamp::now();

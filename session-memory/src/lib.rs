@@ -7,7 +7,8 @@
 //! per session stays close to the data's own size. `update` merges changes into the stored
 //! bytes under the shard's lock, in one pass and in place when the size is unchanged: no
 //! lost updates, and a deleted session stays deleted. The per-user index (`sessions_of`,
-//! `delete_sessions_of`) is a scan of the shards reading only each entry's owner. Expired records are invisible at once and removed by
+//! `delete_sessions_of`) is a scan of the shards reading only each entry's owner. Expired
+//! records are invisible at once and removed by
 //! [`delete_expired`](SessionStore::delete_expired); run
 //! [`spawn_sweeper`](session_core::spawn_sweeper) to call it periodically.
 //!

@@ -290,9 +290,11 @@ fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
     crate::servers::ensure_packages(&[("wrk", "wrk")])?;
     let connections = 64;
     let variants = ["bare", "sessions", "tower-sessions"];
-    let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
+    // Per variant: requests/s and server CPU µs per request, one sample a round.
+    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for round in 1..=plan.http_rounds {
-        for (variant, out) in variants.iter().zip(&mut samples) {
+        for (i, variant) in variants.iter().enumerate() {
             phase(&format!(
                 "http: {variant}, round {round}/{}, wrk -c{connections} -d{}s",
                 plan.http_rounds, plan.http_secs
@@ -311,13 +313,11 @@ fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
                 "    {:.0} requests/s, server CPU {cpu_us:.2} µs a request",
                 run.rps
             );
-            out.push((run.rps, cpu_us));
+            rps[i].push(run.rps);
+            cpu[i].push(cpu_us);
         }
     }
-    let rps = |s: &[(f64, f64)]| s.iter().map(|x| x.0).collect::<Vec<_>>();
-    let cpu = |s: &[(f64, f64)]| s.iter().map(|x| x.1).collect::<Vec<_>>();
-    let bare_rps = median(&rps(&samples[0]));
-    let bare_cpu = median(&cpu(&samples[0]));
+    let (bare_rps, bare_cpu) = (median(&rps[0]), median(&cpu[0]));
     writeln!(report, "\n## HTTP: the counter route\n")?;
     writeln!(
         report,
@@ -331,17 +331,17 @@ fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
         "| app | requests/s (median) | rounds min–max | ratio to bare axum | server CPU µs/request (median) | bare's CPU ÷ this |"
     )?;
     writeln!(report, "|---|---:|---|---:|---:|---:|")?;
-    for (variant, s) in variants.iter().zip(&samples) {
+    for (i, variant) in variants.iter().enumerate() {
         let label = match *variant {
             "bare" => "bare axum (no sessions)",
             "sessions" => "session-tower + memory store",
             _ => "tower-sessions + its MemoryStore",
         };
-        let (r, c) = (median(&rps(s)), median(&cpu(s)));
+        let (r, c) = (median(&rps[i]), median(&cpu[i]));
         writeln!(
             report,
             "| {label} | {r:.0} | {} | {:.2} | {c:.2} | {:.2} |",
-            spread(&rps(s)),
+            spread(&rps[i]),
             r / bare_rps,
             bare_cpu / c
         )?;
