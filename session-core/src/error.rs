@@ -49,8 +49,18 @@ pub enum StoreError {
         /// The store's limit in bytes.
         limit: usize,
     },
+    /// The store's settings are wrong: a malformed URL, an unknown option, a value out of
+    /// range. Fix the configuration; retrying does not help.
+    #[error("session store {store} is misconfigured: {source}")]
+    Config {
+        /// Which store.
+        store: &'static str,
+        /// What is wrong.
+        #[source]
+        source: BoxError,
+    },
     /// The store cannot do this operation.
-    #[error("session store {store} does not support {operation}")]
+    #[error("the {store} session store does not support {operation}")]
     Unsupported {
         /// Which store.
         store: &'static str,
@@ -71,6 +81,14 @@ impl StoreError {
     /// [`StoreError::Backend`] from a cause.
     pub fn backend(store: &'static str, source: impl Into<BoxError>) -> Self {
         Self::Backend {
+            store,
+            source: source.into(),
+        }
+    }
+
+    /// [`StoreError::Config`] from a cause.
+    pub fn config(store: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Config {
             store,
             source: source.into(),
         }
@@ -119,4 +137,26 @@ pub enum SessionError {
         /// The key.
         key: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn messages_name_the_store_once() {
+        let unsupported = StoreError::Unsupported {
+            store: "memcache",
+            operation: "sessions_of",
+        };
+        assert_eq!(
+            unsupported.to_string(),
+            "the memcache session store does not support sessions_of"
+        );
+        let config = StoreError::config("redis", "unknown option \"pool\"");
+        assert_eq!(
+            config.to_string(),
+            "session store redis is misconfigured: unknown option \"pool\""
+        );
+    }
 }

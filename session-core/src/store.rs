@@ -105,7 +105,7 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
         let _ = owner;
         Err(StoreError::Unsupported {
-            store: "this store",
+            store: "custom",
             operation: "sessions_of",
         })
     }
@@ -119,7 +119,7 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
         let _ = owner;
         Err(StoreError::Unsupported {
-            store: "this store",
+            store: "custom",
             operation: "delete_sessions_of",
         })
     }

@@ -73,7 +73,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use memcache_async::ascii::Protocol;
 use session_core::{
-    Changes, Record, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
+    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
     encode_envelope, patch_envelope, peek_envelope_expiry,
 };
 use sha2::{Digest, Sha256};
@@ -85,8 +85,13 @@ pub use memcache_async;
 const STORE: &str = "memcache";
 /// memcached's key length limit.
 const MAX_KEY_LEN: usize = 250;
-/// Room left in an item for memcached's own header and the key.
-const ITEM_OVERHEAD: usize = 512;
+/// What memcached 1.6 counts against its item size limit beside the key and the value: the
+/// item header with its CAS id, the key's terminator and the value's `\r\n` (measured: with
+/// `-I 1m` and flags 0, the largest value stored under a key of k bytes is
+/// 1 048 576 − 59 − k bytes, at every key length and at `-I 512k` and `2m` too).
+const ITEM_HEADER: usize = 59;
+/// The length of an item key beside its prefix: the storage key's 64 hex digits.
+const KEY_HEX_LEN: usize = 64;
 /// memcached's boundary between relative and absolute expiration times.
 const RELATIVE_LIMIT_SECS: i64 = 30 * 24 * 3600;
 
@@ -344,8 +349,16 @@ impl MemcacheStore {
         bounded(self.inner.timeout, &server.addr, call).await
     }
 
+    /// The largest envelope one item holds: the item size limit less memcached's own
+    /// header and the key.
+    fn max_envelope(&self) -> usize {
+        self.inner
+            .item_size_limit
+            .saturating_sub(ITEM_HEADER + self.inner.prefix.len() + KEY_HEX_LEN)
+    }
+
     fn check_size(&self, envelope: &[u8]) -> Result<(), StoreError> {
-        let limit = self.inner.item_size_limit.saturating_sub(ITEM_OVERHEAD);
+        let limit = self.max_envelope();
         if envelope.len() > limit {
             return Err(StoreError::TooLarge {
                 store: STORE,
@@ -583,6 +596,22 @@ impl SessionStore for MemcacheStore {
 
     fn expires_natively(&self) -> bool {
         true
+    }
+
+    /// memcached cannot enumerate items, and an index item could not be kept consistent.
+    async fn sessions_of(&self, _owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        Err(StoreError::Unsupported {
+            store: STORE,
+            operation: "sessions_of",
+        })
+    }
+
+    /// No per-user index, as for `sessions_of`.
+    async fn delete_sessions_of(&self, _owner: &str) -> Result<u64, StoreError> {
+        Err(StoreError::Unsupported {
+            store: STORE,
+            operation: "delete_sessions_of",
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use session_core::suite::{OwnedServer, ServerKind, free_port, record, server_url};
 use session_core::{
     Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
+    envelope_len,
 };
 use session_memcache::MemcacheStore;
 
@@ -60,6 +61,65 @@ async fn an_oversized_session_is_too_large_and_nothing_is_stored() {
         small,
         "a failed update changed the session"
     );
+}
+
+/// The limit is memcached's own (1 MiB at the default `-I`) less only what memcached counts
+/// beside the value: a session of exactly the limit is stored, one byte more is refused.
+#[tokio::test]
+async fn the_size_limit_is_the_servers_item_limit() {
+    let Some(store) = two_server_store() else {
+        return;
+    };
+    let limit = match store.create(&record(&[("big", &vec![0u8; 2 << 20])])).await {
+        Err(StoreError::TooLarge { limit, .. }) => limit,
+        other => panic!("expected TooLarge, got {other:?}"),
+    };
+    let overhead = 1024 * 1024 - limit;
+    assert!(
+        overhead < 59 + 250,
+        "{overhead} bytes of a 1 MiB item are not usable"
+    );
+    // A record whose envelope is exactly `size` bytes.
+    let sized = |size: usize| {
+        let mut r = record(&[("big", &[])]);
+        let mut value = size - envelope_len(&r);
+        for _ in 0..4 {
+            r.data.insert("big".into(), vec![5u8; value]);
+            if envelope_len(&r) == size {
+                break;
+            }
+            value = (value + size).saturating_sub(envelope_len(&r));
+        }
+        assert_eq!(envelope_len(&r), size);
+        r
+    };
+    let fits = sized(limit);
+    store.create(&fits).await.unwrap();
+    assert_eq!(store.load(&fits.key).await.unwrap(), Some(fits));
+    let over = sized(limit + 1);
+    assert!(matches!(
+        store.create(&over).await,
+        Err(StoreError::TooLarge { .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_per_user_index_is_unsupported_and_says_by_whom() {
+    let Some(store) = two_server_store() else {
+        return;
+    };
+    let err = store.sessions_of("alice").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the memcache session store does not support sessions_of"
+    );
+    assert!(matches!(
+        store.delete_sessions_of("alice").await,
+        Err(StoreError::Unsupported {
+            store: "memcache",
+            ..
+        })
+    ));
 }
 
 #[tokio::test]
