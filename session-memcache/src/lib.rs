@@ -329,6 +329,31 @@ impl MemcacheStore {
         format!("{}{}", self.inner.prefix, key.to_hex().as_str())
     }
 
+    /// The servers, in the order given to the builder.
+    pub fn servers(&self) -> impl Iterator<Item = &str> {
+        self.inner.servers.iter().map(|s| s.addr.as_str())
+    }
+
+    /// Asks every server for its version, each bounded by the command timeout, and returns
+    /// one result per server in [`MemcacheStore::servers`] order. The store itself connects
+    /// lazily; this is for a start-up check or a health endpoint.
+    pub async fn ping(&self) -> Vec<Result<(), StoreError>> {
+        let mut results = Vec::with_capacity(self.inner.servers.len());
+        for server in &self.inner.servers {
+            let call = async {
+                let mut conn = server.checkout().await?;
+                conn.get()
+                    .version()
+                    .await
+                    .map_err(|e| map_io(&server.addr, e))?;
+                conn.release();
+                Ok(())
+            };
+            results.push(bounded(self.inner.timeout, &server.addr, call).await);
+        }
+        results
+    }
+
     /// Runs `f` on a connection to the key's server, bounded by the command timeout.
     async fn with_conn<T>(
         &self,

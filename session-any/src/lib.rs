@@ -1,0 +1,276 @@
+//! Open any `session-core` store from a URL, the way an application reads its backing
+//! services from its environment: `SESSION_STORE=redis://10.0.0.5:6379 ./myapp`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), session_core::StoreError> {
+//! use session_core::SessionManager;
+//!
+//! let url = std::env::var("SESSION_STORE").unwrap_or_else(|_| "memory://".into());
+//! let store = session_any::open(&url).await?; // Arc<dyn SessionStore>
+//! println!("sessions in {}", session_any::redact(&url)); // never prints a password
+//! let manager = SessionManager::builder_arc(store).build();
+//!
+//! let session = manager.create();
+//! session.insert("user", "alice").unwrap();
+//! manager.save(&session).await.unwrap();
+//! # Ok(()) }
+//! ```
+//!
+//! Each store is behind its own cargo feature, so an application compiles only the driver
+//! it uses (`memory` is on by default; `full` turns on every store):
+//!
+//! | URL | store | feature |
+//! |---|---|---|
+//! | `memory://` | `session_memory::MemoryStore` | `memory` |
+//! | `file:///var/lib/myapp/sessions` (an absolute path) | `session_disk::DiskStore` | `disk` |
+//! | `redis://[user:password@]host[:port][/db]` | `session_redis::RedisStore` | `redis` |
+//! | `rediss://…` (TLS) | the same | `redis-tls` |
+//! | `redis+cluster://[user:password@]host:port,host:port,…` (`rediss+cluster://` with TLS) | `session_redis::RedisStore` on a Redis Cluster, reached through any of the nodes | `redis` |
+//! | `memcache://host:port,host:port,…` (port 11211 when omitted) | `session_memcache::MemcacheStore` | `memcache` |
+//! | `mongodb://…` (any MongoDB connection string) | `session_mongo::MongoStore` | `mongo` |
+//! | `mongodb+srv://…` | the same | `mongo-dns` |
+//!
+//! # Options
+//!
+//! The settings that matter in production are query options of the URL, named like the
+//! builder methods they set; durations are written `500ms`, `2s`, `1m` or `1h`.
+//!
+//! | scheme | option | meaning | default |
+//! |---|---|---|---|
+//! | `memory` | `shards` | number of shards (more shards, less lock contention) | 64 |
+//! | `file` | `shard_depth` | levels of two-hex-digit subdirectories, 0 to 4 | 2 |
+//! | `file` | `fsync` | `always` (a returned write survives a power loss) or `never` | `always` |
+//! | `file` | `file_mode` | permission bits of session files, octal | `600` |
+//! | `file` | `lock_timeout` | how long a write waits for another process's lock | `5s` |
+//! | `redis`, `redis+cluster` | `key_prefix` | prefix of every key | `session:` |
+//! | `redis`, `redis+cluster` | `command_timeout` | bound on one call, reconnecting included | `2s` |
+//! | `redis`, `redis+cluster` | `connection_timeout` | bound on one connection attempt | `1s` |
+//! | `memcache` | `key_prefix` | prefix of every key | `session:` |
+//! | `memcache` | `pool_size` | connections per server at most | 16 |
+//! | `memcache` | `command_timeout` | bound on one call, connecting included | `1s` |
+//! | `memcache` | `cas_retries` | retries of an update that lost a CAS race | 32 |
+//! | `memcache` | `item_size_limit` | the servers' `-I` (`1m`, `512k` or bytes) | `1m` |
+//! | `mongodb` | `database` | the database of the sessions collection | `sessions` |
+//! | `mongodb` | `collection` | the collection | `sessions` |
+//! | `mongodb` | `command_timeout` | bound on one call: server selection, connecting, the operation | `2s` |
+//! | `mongodb` | `create_indexes` | create the TTL and owner indexes at open (`false`: no call at open, the first request connects) | `true` |
+//!
+//! A MongoDB URL keeps every option of the driver's own (`w=majority`,
+//! `readPreference=…`, `tls=true`, `authSource=…`): only the four above are taken out
+//! before the driver reads the rest, and none of the driver's options has those names. The
+//! path of a MongoDB URL stays what the driver makes of it (the database to authenticate
+//! against), which is why the sessions' database is an option of its own.
+//!
+//! # Errors
+//!
+//! Every error names the URL with its password replaced by `***` ([`redact`]), and says
+//! what is wrong:
+//!
+//! - `StoreError::Config` for a URL that cannot work: an unknown scheme (the message lists
+//!   the schemes this build supports, and names the feature that enables a known scheme
+//!   that is off), an unknown, repeated or malformed option, a missing host, a relative
+//!   file path.
+//! - `StoreError::Unavailable` when the server does not answer within the connect timeout
+//!   (`command_timeout` plus `connection_timeout` for Redis, `command_timeout` for memcached
+//!   and MongoDB): `open` never hangs. A memcached URL opens when at least one of its
+//!   servers answers (a down server affects only its share of sessions; the others are
+//!   logged as warnings).
+//! - The store's own error otherwise (a root directory that cannot be created, a Redis that
+//!   refuses the password, …).
+//!
+//! No input makes `open` panic.
+//!
+//! # On the application's own client
+//!
+//! An application that already holds a Redis connection or a MongoDB database builds the
+//! store on it instead: `session_redis::RedisStore::with_connection_manager`,
+//! `RedisStore::with_cluster_connection`, `session_mongo::MongoStore::with_database` and
+//! `MongoStore::with_collection`.
+
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+use std::sync::Arc;
+
+use session_core::{SessionStore, StoreError};
+
+// A build with only some stores uses only part of the URL helpers.
+#[cfg_attr(
+    not(all(
+        feature = "memory",
+        feature = "disk",
+        feature = "redis",
+        feature = "memcache",
+        feature = "mongo"
+    )),
+    allow(dead_code)
+)]
+mod url;
+
+pub use url::{UrlError, redact};
+
+#[cfg(any(
+    feature = "memory",
+    feature = "disk",
+    feature = "redis",
+    feature = "memcache",
+    feature = "mongo"
+))]
+use url::StoreUrl;
+
+/// Every scheme this crate knows, with the feature that enables it.
+const SCHEMES: &[(&str, &str)] = &[
+    ("memory", "memory"),
+    ("file", "disk"),
+    ("redis", "redis"),
+    ("rediss", "redis-tls"),
+    ("redis+cluster", "redis"),
+    ("rediss+cluster", "redis-tls"),
+    ("memcache", "memcache"),
+    ("mongodb", "mongo"),
+    ("mongodb+srv", "mongo-dns"),
+];
+
+fn enabled(feature: &str) -> bool {
+    match feature {
+        "memory" => cfg!(feature = "memory"),
+        "disk" => cfg!(feature = "disk"),
+        "redis" => cfg!(feature = "redis"),
+        "redis-tls" => cfg!(feature = "redis-tls"),
+        "memcache" => cfg!(feature = "memcache"),
+        "mongo" => cfg!(feature = "mongo"),
+        "mongo-dns" => cfg!(feature = "mongo-dns"),
+        _ => false,
+    }
+}
+
+/// The URL schemes this build of the crate opens, as `scheme://`.
+///
+/// ```
+/// assert!(session_any::schemes().contains(&"memory://"));
+/// ```
+pub fn schemes() -> Vec<&'static str> {
+    const WITH_SEPARATOR: &[&str] = &[
+        "memory://",
+        "file://",
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+        "memcache://",
+        "mongodb://",
+        "mongodb+srv://",
+    ];
+    SCHEMES
+        .iter()
+        .zip(WITH_SEPARATOR)
+        .filter(|((_, feature), _)| enabled(feature))
+        .map(|(_, shown)| *shown)
+        .collect()
+}
+
+/// Opens the store `url` names (see the [crate docs](crate) for the URL forms and options)
+/// and checks that it answers.
+///
+/// # Errors
+/// `StoreError::Config` for a URL that is wrong; `StoreError::Unavailable` for a server that
+/// does not answer within the connect timeout; the store's own error otherwise. Each names
+/// the URL, password redacted.
+pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
+    let scheme = url
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    let Some((_, feature)) = SCHEMES.iter().find(|(s, _)| *s == scheme) else {
+        return Err(unknown_scheme(url, &scheme));
+    };
+    if !enabled(feature) {
+        let why = format!(
+            "{scheme}:// needs the `{feature}` feature of session-any, which this build does not enable"
+        );
+        return Err(StoreError::config("session-any", UrlError::new(url, why)));
+    }
+    open_enabled(url).await
+}
+
+fn unknown_scheme(url: &str, scheme: &str) -> StoreError {
+    let why = if url.contains("://") {
+        format!(
+            "unknown scheme {scheme:?}; this build opens {}",
+            schemes().join(", ")
+        )
+    } else {
+        format!(
+            "not a store URL: expected one of {}",
+            schemes().join(", ")
+        )
+    };
+    StoreError::config("session-any", UrlError::new(url, why))
+}
+
+#[cfg(not(any(
+    feature = "memory",
+    feature = "disk",
+    feature = "redis",
+    feature = "memcache",
+    feature = "mongo"
+)))]
+async fn open_enabled(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
+    Err(unknown_scheme(url, ""))
+}
+
+#[cfg(any(
+    feature = "memory",
+    feature = "disk",
+    feature = "redis",
+    feature = "memcache",
+    feature = "mongo"
+))]
+async fn open_enabled(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
+    let mut parsed = StoreUrl::parse(url)?;
+    let store: Arc<dyn SessionStore> = match parsed.scheme.as_str() {
+        #[cfg(feature = "memory")]
+        "memory" => Arc::new(stores::memory(&mut parsed)?),
+        #[cfg(feature = "disk")]
+        "file" => Arc::new(stores::disk(&mut parsed)?),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Arc::new(stores::redis(&mut parsed).await?),
+        #[cfg(feature = "redis")]
+        "redis+cluster" | "rediss+cluster" => Arc::new(stores::redis_cluster(&mut parsed).await?),
+        #[cfg(feature = "memcache")]
+        "memcache" => Arc::new(stores::memcache(&mut parsed).await?),
+        #[cfg(feature = "mongo")]
+        "mongodb" | "mongodb+srv" => Arc::new(stores::mongo(&mut parsed).await?),
+        _ => return Err(unknown_scheme(url, &parsed.scheme)),
+    };
+    Ok(store)
+}
+
+/// The store's own error, with the URL (redacted) in front of its cause.
+#[cfg(any(feature = "redis", feature = "memcache", feature = "mongo"))]
+fn at_url(url: &str, error: StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable { store, source } => StoreError::Unavailable {
+            store,
+            source: Box::new(UrlError::new(url, source)),
+        },
+        StoreError::Backend { store, source } => StoreError::Backend {
+            store,
+            source: Box::new(UrlError::new(url, source)),
+        },
+        StoreError::Config { store, source } => StoreError::Config {
+            store,
+            source: Box::new(UrlError::new(url, source)),
+        },
+        other => other,
+    }
+}
+
+#[cfg(any(
+    feature = "memory",
+    feature = "disk",
+    feature = "redis",
+    feature = "memcache",
+    feature = "mongo"
+))]
+mod stores;
