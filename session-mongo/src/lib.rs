@@ -66,7 +66,7 @@ use mongodb::options::{
     ClientOptions, CollectionOptions, IndexOptions, SelectionCriteria, UpdateModifications,
     WriteConcern,
 };
-use mongodb::{Client, Collection, IndexModel};
+use mongodb::{Client, Collection, Database, IndexModel};
 use session_core::{Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp};
 
 pub use mongodb;
@@ -184,11 +184,21 @@ pub fn unescape_key(field: &str) -> Option<String> {
     Some(out)
 }
 
+/// Where the store's collection comes from.
+#[derive(Debug, Clone)]
+enum Target {
+    Uri(String),
+    /// The application's own database handle.
+    Database(Database),
+    /// The application's own collection handle.
+    Collection(Collection<Document>),
+}
+
 /// Settings for a [`MongoStore`].
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct MongoStoreBuilder {
-    uri: String,
+    target: Target,
     database: String,
     collection: String,
     create_indexes: bool,
@@ -238,23 +248,33 @@ impl MongoStoreBuilder {
     /// Connects and (by default) creates the TTL index.
     ///
     /// # Errors
-    /// [`StoreError::Backend`] for an invalid URI; [`StoreError::Unavailable`] when no
-    /// server answers within the timeout.
+    /// [`StoreError::Config`] for an invalid URI; [`StoreError::Unavailable`] when no
+    /// server answers within the timeout (or a `mongodb+srv://` name does not resolve).
     pub async fn open(self) -> Result<MongoStore, StoreError> {
-        let mut options = ClientOptions::parse(&self.uri).await.map_err(map_error)?;
-        options.server_selection_timeout = Some(self.timeout);
-        options.connect_timeout = Some(self.timeout);
-        options
-            .app_name
-            .get_or_insert_with(|| "session-mongo".to_owned());
-        let client = Client::with_options(options).map_err(map_error)?;
         let collection_options = CollectionOptions::builder()
             .write_concern(self.write_concern)
             .selection_criteria(self.selection_criteria)
             .build();
-        let sessions = client
-            .database(&self.database)
-            .collection_with_options::<Document>(&self.collection, collection_options);
+        let sessions = match self.target {
+            Target::Uri(uri) => {
+                // A `mongodb+srv://` URI is resolved here (DNS): bounded like any call.
+                let parse = ClientOptions::parse(&uri);
+                let mut options = bounded(self.timeout, parse).await?;
+                options.server_selection_timeout = Some(self.timeout);
+                options.connect_timeout = Some(self.timeout);
+                options
+                    .app_name
+                    .get_or_insert_with(|| "session-mongo".to_owned());
+                let client = Client::with_options(options).map_err(map_error)?;
+                client
+                    .database(&self.database)
+                    .collection_with_options::<Document>(&self.collection, collection_options)
+            }
+            Target::Database(database) => {
+                database.collection_with_options::<Document>(&self.collection, collection_options)
+            }
+            Target::Collection(collection) => collection,
+        };
         let store = MongoStore {
             sessions,
             timeout: self.timeout,
@@ -297,6 +317,7 @@ fn map_error(e: Error) -> StoreError {
         | ErrorKind::Io(_)
         | ErrorKind::ConnectionPoolCleared { .. }
         | ErrorKind::Shutdown => StoreError::unavailable(STORE, e),
+        ErrorKind::InvalidArgument { .. } => StoreError::config(STORE, e),
         _ if matches!(code(&e), Some(10334 | 17419 | 17420)) => StoreError::TooLarge {
             store: STORE,
             size: 0,
@@ -388,8 +409,36 @@ fn check_size(size: usize) -> Result<(), StoreError> {
 impl MongoStore {
     /// Settings for a store at `uri` (`mongodb://host:port/?options`).
     pub fn builder(uri: impl Into<String>) -> MongoStoreBuilder {
+        Self::builder_for(Target::Uri(uri.into()))
+    }
+
+    /// Settings for a store in the collection `sessions` (or [`MongoStoreBuilder::collection`])
+    /// of a database the application already holds: its client, pool and credentials are
+    /// shared. [`MongoStoreBuilder::database`] does not apply.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use session_mongo::{MongoStore, mongodb};
+    ///
+    /// let client = mongodb::Client::with_uri_str("mongodb://127.0.0.1:27017").await?;
+    /// let store = MongoStore::with_database(client.database("myapp")).open().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_database(database: Database) -> MongoStoreBuilder {
+        Self::builder_for(Target::Database(database))
+    }
+
+    /// Settings for a store in a collection the application already holds, with that
+    /// collection's own write concern and read preference: [`MongoStoreBuilder::database`],
+    /// [`MongoStoreBuilder::collection`], [`MongoStoreBuilder::write_concern`] and
+    /// [`MongoStoreBuilder::selection_criteria`] do not apply.
+    pub fn with_collection(collection: Collection<Document>) -> MongoStoreBuilder {
+        Self::builder_for(Target::Collection(collection))
+    }
+
+    fn builder_for(target: Target) -> MongoStoreBuilder {
         MongoStoreBuilder {
-            uri: uri.into(),
+            target,
             database: "sessions".into(),
             collection: "sessions".into(),
             create_indexes: true,

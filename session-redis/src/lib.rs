@@ -206,10 +206,23 @@ impl ConnectionLike for Conn {
 }
 
 /// Where the store connects.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Target {
     Single(String),
     Cluster(Vec<String>),
+    /// The application's own connection.
+    Given(Conn),
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Single(url) => f.debug_tuple("Single").field(url).finish(),
+            Self::Cluster(nodes) => f.debug_tuple("Cluster").field(nodes).finish(),
+            Self::Given(Conn::Single(_)) => f.write_str("Given(ConnectionManager)"),
+            Self::Given(Conn::Cluster(_)) => f.write_str("Given(ClusterConnection)"),
+        }
+    }
 }
 
 /// Settings for a [`RedisStore`].
@@ -242,16 +255,28 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects.
+    /// Connects (on the application's own connection: checks that it answers a `PING`).
     ///
     /// # Errors
-    /// [`StoreError::Backend`] for an invalid URL; [`StoreError::Unavailable`] when the
+    /// [`StoreError::Config`] for an invalid URL; [`StoreError::Unavailable`] when the
     /// server cannot be reached within the timeouts.
     pub async fn open(self) -> Result<RedisStore, StoreError> {
         let conn = match &self.target {
+            Target::Given(conn) => {
+                let mut conn = conn.clone();
+                let ping = redis::cmd("PING");
+                let reply = timed(self.command_timeout, conn.req_packed_command(&ping)).await?;
+                if !matches!(&reply, Value::SimpleString(s) if s == "PONG") {
+                    return Err(StoreError::backend(
+                        STORE,
+                        format!("PING answered {reply:?}"),
+                    ));
+                }
+                conn
+            }
             Target::Single(url) => {
                 let client =
-                    redis::Client::open(url.as_str()).map_err(|e| StoreError::backend(STORE, e))?;
+                    redis::Client::open(url.as_str()).map_err(|e| StoreError::config(STORE, e))?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.connection_timeout))
                     .set_response_timeout(Some(self.command_timeout))
@@ -265,7 +290,7 @@ impl RedisStoreBuilder {
                     .iter()
                     .map(|n| n.as_str().into_connection_info())
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| StoreError::backend(STORE, e))?;
+                    .map_err(|e| StoreError::config(STORE, e))?;
                 let client = redis::cluster::ClusterClientBuilder::new(infos)
                     .connection_timeout(self.connection_timeout)
                     .response_timeout(self.command_timeout)
@@ -384,6 +409,32 @@ impl RedisStore {
         S: Into<String>,
     {
         Self::builder_for(Target::Cluster(nodes.into_iter().map(Into::into).collect()))
+    }
+
+    /// Settings for a store on a connection the application already holds (it keeps
+    /// reconnecting by itself; clones share it). The builder's `connection_timeout` does not
+    /// apply, the `command_timeout` still bounds every call.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use session_redis::{RedisStore, redis};
+    ///
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let conn = redis::aio::ConnectionManager::new(client).await?; // the app's own
+    /// let store = RedisStore::with_connection_manager(conn.clone())
+    ///     .key_prefix("myapp:session:")
+    ///     .open()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_connection_manager(conn: ConnectionManager) -> RedisStoreBuilder {
+        Self::builder_for(Target::Given(Conn::Single(conn)))
+    }
+
+    /// Settings for a store on the application's own Redis Cluster connection, as
+    /// [`RedisStore::with_connection_manager`].
+    pub fn with_cluster_connection(conn: ClusterConnection) -> RedisStoreBuilder {
+        Self::builder_for(Target::Given(Conn::Cluster(conn)))
     }
 
     fn builder_for(target: Target) -> RedisStoreBuilder {

@@ -6,12 +6,16 @@
 //! SESSION_STORE=memory://  cargo run -p session-tower --example counter
 //! SESSION_STORE=file:///tmp/sessions  cargo run -p session-tower --example counter
 //! SESSION_STORE=redis://127.0.0.1:6379  cargo run -p session-tower --example counter
+//! SESSION_STORE=redis+cluster://127.0.0.1:7000,127.0.0.1:7001  cargo run -p session-tower --example counter
 //! SESSION_STORE=memcache://127.0.0.1:11211,127.0.0.1:11212  cargo run -p session-tower --example counter
 //! SESSION_STORE=mongodb://127.0.0.1:27017  cargo run -p session-tower --example counter
 //! ```
 //!
 //! Environment:
-//! - `SESSION_STORE`: which store, by URL scheme (default `memory://`).
+//! - `SESSION_STORE`: which store, as a URL `session_any::open` takes, options included
+//!   (default `memory://`). A URL that cannot be opened prints one line and exits with 1.
+//! - `RUST_LOG`: the log level on stderr (default `info`: store failures and damaged
+//!   records are logged as warnings and errors).
 //! - `SESSION_EXAMPLE_ADDR`: where to listen (default `127.0.0.1:3000`; port 0 picks one).
 //! - `SESSION_KEY`: a secret of at least 32 bytes to sign cookies with; without it a random
 //!   key is made at start, so cookies do not survive a restart.
@@ -29,14 +33,11 @@ use session_core::{CancellationToken, SessionManager, SessionStore, spawn_sweepe
 use session_tower::{Key, Session, SessionLayer};
 
 /// The store named by `SESSION_STORE`: the one place that changes to swap backends.
-async fn store_from_env() -> Result<Arc<dyn SessionStore>, String> {
+async fn store_from_env() -> Result<(Arc<dyn SessionStore>, String), String> {
     let url = std::env::var("SESSION_STORE").unwrap_or_else(|_| "memory://".into());
-    let scheme = url.split("://").next().unwrap_or_default();
-    match scheme {
-        "memory" => Ok(Arc::new(session_memory::MemoryStore::default())),
-        other => Err(format!(
-            "SESSION_STORE={url}: unsupported scheme {other:?}; supported: memory://"
-        )),
+    match session_any::open(&url).await {
+        Ok(store) => Ok((store, session_any::redact(&url))),
+        Err(e) => Err(format!("SESSION_STORE: {e}")),
     }
 }
 
@@ -82,7 +83,11 @@ struct Login {
 }
 
 async fn login(session: Session, Form(form): Form<Login>) -> Redirect {
-    let name: String = form.username.chars().take(64).collect();
+    let name: String = form.username.trim().chars().take(64).collect();
+    if name.is_empty() {
+        let _ = session.flash("notice", "Please enter a name to log in.");
+        return Redirect::to("/");
+    }
     // A new id at login: an id planted before login (session fixation) becomes worthless.
     session.cycle_id();
     let _ = session.insert("user", &name);
@@ -96,8 +101,27 @@ async fn logout(session: Session) -> Redirect {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store = store_from_env().await?;
+async fn main() -> std::process::ExitCode {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("counter: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let (store, shown) = store_from_env().await?;
+    println!("session store: {shown}");
     let manager = SessionManager::builder_arc(store)
         .idle_timeout(Some(Duration::from_secs(30 * 60)))
         .absolute_lifetime(Some(Duration::from_secs(12 * 3600)))

@@ -11,9 +11,6 @@ use http::header::{COOKIE, HeaderMap, HeaderValue};
 use session_core::{SessionId, Timestamp};
 use sha2::Sha256;
 
-/// A `Cookie` header longer than this is ignored whole (browsers send at most ~4 KiB a
-/// cookie; a larger header is not ours to parse).
-const MAX_HEADER_LEN: usize = 8 * 1024;
 /// base64url (no padding) of a 32-byte HMAC-SHA256 tag.
 const TAG_LEN: usize = 43;
 /// The longest signed value accepted: the longest id, the expiry (at most 20 characters for
@@ -166,19 +163,23 @@ impl CookieConfig {
         headers: &HeaderMap,
         signer: &CookieSigner,
     ) -> Option<(SessionId, Option<Timestamp>)> {
+        // Other cookies in the header are not ours: however long they are, and whatever
+        // bytes they hold, only our own pair is looked at (and its value bounded by
+        // `verify_with`).
+        let name = self.name.as_bytes();
         for header in headers.get_all(COOKIE) {
-            let Ok(text) = header.to_str() else { continue };
-            if text.len() > MAX_HEADER_LEN {
-                continue;
-            }
-            for pair in text.split(';') {
-                let Some((name, value)) = pair.split_once('=') else {
+            for pair in header.as_bytes().split(|b| *b == b';') {
+                let Some(eq) = pair.iter().position(|b| *b == b'=') else {
                     continue;
                 };
-                if name.trim() != self.name {
+                let (key, value) = (&pair[..eq], &pair[eq + 1..]);
+                if key.trim_ascii() != name {
                     continue;
                 }
-                if let Some((id, expires, current)) = signer.verify_with(&self.name, value.trim()) {
+                let Ok(value) = std::str::from_utf8(value.trim_ascii()) else {
+                    continue;
+                };
+                if let Some((id, expires, current)) = signer.verify_with(&self.name, value) {
                     return Some((id, current.then_some(expires)));
                 }
             }

@@ -34,6 +34,52 @@ mod suite {
     session_core::conformance_tests!(|| crate::shared());
 }
 
+/// A store in the application's own database handle.
+async fn own_database() -> Option<Arc<dyn SessionStore>> {
+    let url = server_url("SESSION_TEST_MONGO_URL")?;
+    let client = mongodb::Client::with_uri_str(&url).await.unwrap();
+    let name = format!(
+        "d_{}",
+        UuidV4Generator.generate().as_str().replace('-', "_")
+    );
+    let store = MongoStore::with_database(client.database("session_tests"))
+        .collection(name)
+        .open()
+        .await
+        .expect("a store in the app's database");
+    Some(Arc::new(store))
+}
+
+mod in_the_apps_database {
+    session_core::conformance_tests!(|| crate::own_database());
+}
+
+#[tokio::test]
+async fn a_store_in_the_apps_own_collection_uses_it_and_indexes_it() {
+    let Some(url) = server_url("SESSION_TEST_MONGO_URL") else {
+        return;
+    };
+    let client = mongodb::Client::with_uri_str(&url).await.unwrap();
+    let name = format!("c_{}", UuidV4Generator.generate().as_str().replace('-', "_"));
+    let collection = client
+        .database("session_tests")
+        .collection::<mongodb::bson::Document>(&name);
+    let store = MongoStore::with_collection(collection.clone())
+        .open()
+        .await
+        .unwrap();
+    let r = record(&[("k", b"v")]);
+    store.create(&r).await.unwrap();
+    assert_eq!(store.load(&r.key).await.unwrap(), Some(r.clone()));
+    assert_eq!(collection.count_documents(doc! {}).await.unwrap(), 1);
+    let mut indexes = collection.list_index_names().await.unwrap();
+    indexes.sort();
+    assert!(
+        indexes.iter().any(|n| n == "session_expires_at_ttl"),
+        "{indexes:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_ttl_index_exists_once_after_open() {
     let Some(store) = fresh().await else { return };

@@ -46,6 +46,40 @@ async fn cluster() -> Option<Arc<dyn SessionStore>> {
     Some(Arc::new(store))
 }
 
+/// A store on the application's own `ConnectionManager`.
+async fn own_connection() -> Option<Arc<dyn SessionStore>> {
+    let url = server_url("SESSION_TEST_REDIS_URL")?;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let store = RedisStore::with_connection_manager(conn)
+        .key_prefix(prefix())
+        .open()
+        .await
+        .expect("a store on the app's connection");
+    Some(Arc::new(store))
+}
+
+/// A store on the application's own cluster connection.
+async fn own_cluster_connection() -> Option<Arc<dyn SessionStore>> {
+    let urls = server_url("SESSION_TEST_REDIS_CLUSTER_URLS")?;
+    let client = redis::cluster::ClusterClient::new(urls.split(',').collect::<Vec<_>>()).unwrap();
+    let conn = client.get_async_connection().await.unwrap();
+    let store = RedisStore::with_cluster_connection(conn)
+        .key_prefix(prefix())
+        .open()
+        .await
+        .expect("a store on the app's cluster connection");
+    Some(Arc::new(store))
+}
+
+mod on_the_apps_connection {
+    session_core::conformance_tests!(|| crate::own_connection());
+}
+
+mod on_the_apps_cluster_connection {
+    session_core::conformance_tests!(|| crate::own_cluster_connection());
+}
+
 /// A store on the standalone server and a plain connection beside it, for tests that reach
 /// behind the store.
 async fn store_and_raw() -> Option<(RedisStore, redis::aio::MultiplexedConnection)> {

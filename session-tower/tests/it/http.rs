@@ -241,6 +241,26 @@ async fn bad_cookies_start_a_fresh_session_without_a_store_lookup() {
     }
 }
 
+/// A browser sends every cookie of the site in one header: 9 KB of analytics cookies, or a
+/// cookie with bytes that are not UTF-8, beside ours must not cost the user their session.
+#[tokio::test]
+async fn our_cookie_is_found_among_many_kilobytes_of_other_cookies() {
+    let f = fixture();
+    let ours = send(&f.app, "GET", "/", None).await.cookie();
+    let others: Vec<String> = (0..90)
+        .map(|i| format!("_ga_{i}={}", "x".repeat(96)))
+        .collect();
+    let before = others[..45].join("; ");
+    let after = others[45..].join("; ");
+    let header = format!("{before}; {ours}; {after}");
+    assert!(header.len() > 9000, "{}", header.len());
+    assert_eq!(send(&f.app, "GET", "/", Some(&header)).await.body, "2");
+
+    let mut raw = b"pref=caf\xe9; ".to_vec();
+    raw.extend_from_slice(header.as_bytes());
+    assert_eq!(send_raw_cookie(&f.app, &raw).await.body, "3");
+}
+
 #[tokio::test]
 async fn an_unknown_but_well_signed_id_is_not_adopted() {
     let f = fixture();
