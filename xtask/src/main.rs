@@ -1,7 +1,8 @@
 //! Project automation, run as `cargo xtask <command>`:
 //!
-//! - `test-backends [--no-lint]`: format check, clippy, docs, then every crate's tests
-//!   against real servers started on 127.0.0.1, and a table of the results.
+//! - `test-backends [--no-lint] [-p CRATE]…`: format check, clippy, docs, then every
+//!   crate's tests (or only those of the crates named) against real servers started on
+//!   127.0.0.1, and a table of the results.
 //! - `bench [--quick]`: the benchmarks (see BENCHMARKS.md).
 //! - `fuzz [--seconds N]`: every cargo-fuzz target for N seconds (see FUZZING.md).
 
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask test-backends [--no-lint] | bench [--quick] | fuzz [--seconds N]"
+                "usage: cargo xtask test-backends [--no-lint] [-p CRATE]… | bench [--quick] | fuzz [--seconds N]"
             );
             return ExitCode::from(2);
         }

@@ -21,6 +21,12 @@ struct Tally {
 
 pub(crate) fn test_backends(args: &[String]) -> Result<()> {
     let lint = !args.iter().any(|a| a == "--no-lint");
+    // `-p CRATE` (repeatable): only those crates' tests, for a quick round while working.
+    let only: Vec<&str> = args
+        .windows(2)
+        .filter(|w| w[0] == "-p")
+        .map(|w| w[1].as_str())
+        .collect();
     if lint {
         phase("format check: cargo fmt --check");
         run(cargo().args(["fmt", "--all", "--check"]))?;
@@ -50,7 +56,10 @@ pub(crate) fn test_backends(args: &[String]) -> Result<()> {
     }
 
     let mut table: BTreeMap<String, Tally> = BTreeMap::new();
-    for bin in &binaries {
+    for bin in binaries
+        .iter()
+        .filter(|b| only.is_empty() || only.contains(&b.package.as_str()))
+    {
         phase(&format!("tests: {} ({})", bin.package, bin.target));
         let mut cmd = Command::new(&bin.executable);
         cmd.current_dir(&bin.manifest_dir)
@@ -63,13 +72,13 @@ pub(crate) fn test_backends(args: &[String]) -> Result<()> {
 
     phase("doc tests: cargo test --workspace --all-features --doc");
     let mut cmd = cargo();
-    cmd.args([
-        "test",
-        "--workspace",
-        "--all-features",
-        "--doc",
-        "--no-fail-fast",
-    ]);
+    cmd.args(["test", "--all-features", "--doc", "--no-fail-fast"]);
+    if only.is_empty() {
+        cmd.arg("--workspace");
+    }
+    for package in &only {
+        cmd.args(["-p", package]);
+    }
     let doc = run_and_count_doc(&mut cmd)?;
     for (package, tally) in doc {
         add(table.entry(package).or_default(), tally);

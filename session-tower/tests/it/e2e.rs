@@ -1,12 +1,18 @@
-//! The example app, started as a process and driven over 127.0.0.1 with plain HTTP/1.1.
+//! The example app, started as a process on every store `cargo xtask test-backends`
+//! provides, driven over 127.0.0.1 with plain HTTP/1.1 as a browser would, and then looked
+//! into: the store itself holds the record while the user is logged in, never the bearer
+//! id, and nothing after logout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use session_core::suite::server_url;
+use session_core::{IdGenerator, SessionId, StorageKey, UuidV4Generator};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 /// `target/<profile>/examples/counter`, built by `cargo test` alongside this test.
 fn example_binary() -> PathBuf {
@@ -91,28 +97,91 @@ fn visits(body: &str) -> u64 {
     body[start..].split('<').next().unwrap().parse().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_example_app_serves_login_flash_counter_and_logout() {
-    let mut child = Command::new(example_binary())
-        .env("SESSION_EXAMPLE_ADDR", "127.0.0.1:0")
-        .env_remove("SESSION_STORE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
-        .await
-        .expect("the example did not start within 30 s")
-        .unwrap()
-        .expect("the example exited before listening");
-    let addr = line
-        .strip_prefix("listening on http://")
-        .expect("unexpected first line")
-        .to_owned();
+/// The bearer id in a `name=<id>.<expires>.<tag>` cookie pair.
+fn bearer(cookie: &str) -> SessionId {
+    let value = cookie.split_once('=').unwrap().1;
+    SessionId::parse(value.split('.').next().unwrap()).unwrap()
+}
 
-    let first = request(&addr, "GET", "/", None, None).await;
+/// The example app as a child process, with what it printed.
+struct App {
+    child: Child,
+    addr: String,
+    store_line: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl App {
+    async fn start(store: Option<&str>) -> App {
+        let mut cmd = Command::new(example_binary());
+        cmd.env("SESSION_EXAMPLE_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        match store {
+            Some(url) => cmd.env("SESSION_STORE", url),
+            None => cmd.env_remove("SESSION_STORE"),
+        };
+        let mut child = cmd.spawn().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err_lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+                .await
+                .expect("the example did not start within 30 s")
+                .unwrap()
+                .unwrap_or_else(|| panic!("the example exited: {:?}", stderr.lock().unwrap()))
+        };
+        let store_line = next().await;
+        let listening = next().await;
+        let addr = listening
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected line {listening:?}"))
+            .to_owned();
+        App {
+            child,
+            addr,
+            store_line,
+            stderr,
+        }
+    }
+
+    fn logged(&self, text: &str) -> bool {
+        self.stderr.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+}
+
+/// What a walk checks in the store itself, seen from outside the app.
+struct Peek {
+    /// Whether the store holds a record for `key`, and the time it has left (when the store
+    /// keeps one).
+    record: Box<dyn Fn(StorageKey) -> BoxFut<Option<Stored>> + Send + Sync>,
+    /// Every byte the store holds for the walk's sessions (keys, names and values).
+    everything: Box<dyn Fn() -> BoxFut<Vec<u8>> + Send + Sync>,
+}
+
+type BoxFut<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+#[derive(Debug)]
+struct Stored {
+    bytes: Vec<u8>,
+    /// Seconds to live as the store counts them; `None` for stores without a native TTL.
+    ttl_secs: Option<i64>,
+}
+
+/// The browser's walk through the example app: count, login with flash, logout. With a
+/// `peek`, the store is looked into at each step.
+async fn walk(app: &App, peek: Option<&Peek>) {
+    let addr = app.addr.as_str();
+    let first = request(addr, "GET", "/", None, None).await;
     assert_eq!(first.status, 200);
     assert_eq!(visits(&first.body), 1);
     let set = first.set_cookies()[0];
@@ -120,48 +189,520 @@ async fn the_example_app_serves_login_flash_counter_and_logout() {
         assert!(set.contains(attr), "{set} lacks {attr}");
     }
     let anonymous = first.cookie();
+    let reload = request(addr, "GET", "/", Some(&anonymous), None).await;
+    assert_eq!(visits(&reload.body), 2, "the reload did not find the session");
 
-    let login = request(
-        &addr,
-        "POST",
-        "/login",
-        Some(&anonymous),
-        Some("username=alice"),
-    )
-    .await;
+    let empty = request(addr, "POST", "/login", Some(&anonymous), Some("username=++")).await;
+    assert_eq!(empty.status, 303);
+    let page = request(addr, "GET", "/", Some(&anonymous), None).await;
+    assert!(page.body.contains("Please enter a name"), "{}", page.body);
+    assert!(!page.body.contains("Signed in"), "an empty name logged in");
+    assert_eq!(visits(&page.body), 3);
+
+    let login = request(addr, "POST", "/login", Some(&anonymous), Some("username=alice")).await;
     assert_eq!(login.status, 303);
     let signed_in = login.cookie();
-    assert_ne!(signed_in, anonymous, "login must change the session id");
+    assert_ne!(
+        bearer(&signed_in).as_str(),
+        bearer(&anonymous).as_str(),
+        "login must change the session id"
+    );
 
-    let page = request(&addr, "GET", "/", Some(&signed_in), None).await;
+    let page = request(addr, "GET", "/", Some(&signed_in), None).await;
     assert!(
         page.body.contains("Welcome, alice!"),
         "no flash after login: {}",
         page.body
     );
     assert!(page.body.contains("Signed in as <b>alice</b>"));
-    assert_eq!(visits(&page.body), 2);
-
-    let page = request(&addr, "GET", "/", Some(&signed_in), None).await;
+    assert_eq!(visits(&page.body), 4, "the count did not continue");
+    let page = request(addr, "GET", "/", Some(&signed_in), None).await;
     assert!(!page.body.contains("Welcome"), "the flash was shown twice");
-    assert_eq!(visits(&page.body), 3);
+    assert_eq!(visits(&page.body), 5);
 
-    let stale = request(&addr, "GET", "/", Some(&anonymous), None).await;
+    if let Some(peek) = peek {
+        let live = bearer(&signed_in);
+        let stored = (peek.record)(live.storage_key())
+            .await
+            .expect("no record in the store while logged in");
+        assert!(!stored.bytes.is_empty());
+        if let Some(ttl) = stored.ttl_secs {
+            assert!(
+                (1..=30 * 60).contains(&ttl),
+                "TTL {ttl} s does not follow the 30 min idle timeout"
+            );
+        }
+        assert!(
+            (peek.record)(bearer(&anonymous).storage_key())
+                .await
+                .is_none(),
+            "the pre-login record outlived the id cycle"
+        );
+        let all = (peek.everything)().await;
+        for id in [&live, &bearer(&anonymous)] {
+            assert!(
+                !contains(&all, id.as_str().as_bytes()),
+                "the store holds the bearer id {}",
+                id.as_str()
+            );
+        }
+        assert!(
+            contains(&all, live.storage_key().to_hex().as_str().as_bytes())
+                || contains(&all, b"alice"),
+            "the walk's session is not in what the store holds"
+        );
+    }
+
+    let stale = request(addr, "GET", "/", Some(&anonymous), None).await;
     assert_eq!(visits(&stale.body), 1, "the pre-login id still worked");
 
-    let health = request(&addr, "GET", "/health", Some(&signed_in), None).await;
+    let health = request(addr, "GET", "/health", Some(&signed_in), None).await;
     assert!(health.set_cookies().is_empty());
 
-    let logout = request(&addr, "POST", "/logout", Some(&signed_in), None).await;
+    let logout = request(addr, "POST", "/logout", Some(&signed_in), None).await;
     assert_eq!(logout.status, 303);
     assert!(
         logout.set_cookies()[0].contains("Max-Age=0"),
         "{:?}",
         logout.set_cookies()
     );
-    let after = request(&addr, "GET", "/", Some(&signed_in), None).await;
+    if let Some(peek) = peek {
+        assert!(
+            (peek.record)(bearer(&signed_in).storage_key())
+                .await
+                .is_none(),
+            "the record outlived logout"
+        );
+    }
+    let after = request(addr, "GET", "/", Some(&signed_in), None).await;
     assert_eq!(visits(&after.body), 1, "the session survived logout");
     assert!(!after.body.contains("Signed in"));
+}
 
-    child.kill().await.unwrap();
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn unique(tag: &str) -> String {
+    format!("{tag}{}", UuidV4Generator.generate().as_str().replace('-', "_"))
+}
+
+/// The schemes the walks below cover; `documented_store_urls_are_all_walked` holds README.md
+/// and the example's header to it.
+const WALKED: &[&str] = &[
+    "memory",
+    "file",
+    "redis",
+    "redis+cluster",
+    "memcache",
+    "mongodb",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_walks_on_the_memory_store_by_default() {
+    let mut app = App::start(None).await;
+    assert_eq!(app.store_line, "session store: memory://");
+    walk(&app, None).await;
+    app.child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_walks_on_files_and_logs_a_damaged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sessions");
+    let url = format!("file://{}?fsync=never&shard_depth=1", root.display());
+    let mut app = App::start(Some(&url)).await;
+    assert_eq!(app.store_line, format!("session store: {url}"));
+    let files = session_disk::DiskStore::builder(&root)
+        .shard_depth(1)
+        .open()
+        .unwrap();
+    let paths = files.clone();
+    let everything_root = root.clone();
+    let peek = Peek {
+        record: Box::new(move |key| {
+            let path = paths.path_of(&key);
+            Box::pin(async move {
+                std::fs::read(&path).ok().map(|bytes| Stored {
+                    bytes,
+                    ttl_secs: None,
+                })
+            })
+        }),
+        everything: Box::new(move || {
+            let root = everything_root.clone();
+            Box::pin(async move { read_tree(&root) })
+        }),
+    };
+    walk(&app, Some(&peek)).await;
+
+    // A damaged file: a fresh session, and a warning on the app's stderr.
+    let cookie = request(&app.addr, "GET", "/", None, None).await.cookie();
+    let path = files.path_of(&bearer(&cookie).storage_key());
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let page = request(&app.addr, "GET", "/", Some(&cookie), None).await;
+    assert_eq!(visits(&page.body), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !app.logged("damaged session record") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        app.logged("damaged session record"),
+        "no warning logged: {:?}",
+        app.stderr.lock().unwrap()
+    );
+    app.child.kill().await.unwrap();
+}
+
+/// Every file name and byte under `root`.
+fn read_tree(root: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            out.extend_from_slice(path.to_string_lossy().as_bytes());
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                out.extend(std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_walks_on_redis() {
+    let Some(server) = server_url("SESSION_TEST_REDIS_URL") else {
+        return;
+    };
+    let prefix = unique("e2e");
+    let url = format!("{server}/0?key_prefix={prefix}:&command_timeout=2s");
+    let mut app = App::start(Some(&url)).await;
+    assert_eq!(app.store_line, format!("session store: {url}"));
+    let raw = redis::Client::open(server.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    walk(&app, Some(&redis_peek(raw, prefix))).await;
+    app.child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_walks_on_a_redis_cluster() {
+    let Some(nodes) = server_url("SESSION_TEST_REDIS_CLUSTER_URLS") else {
+        return;
+    };
+    let hosts: Vec<&str> = nodes
+        .split(',')
+        .map(|n| n.trim_start_matches("redis://"))
+        .collect();
+    let prefix = unique("e2e");
+    let url = format!("redis+cluster://{}?key_prefix={prefix}:", hosts.join(","));
+    let mut app = App::start(Some(&url)).await;
+    let raw = redis::cluster::ClusterClient::new(nodes.split(',').collect::<Vec<_>>())
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    walk(&app, Some(&redis_peek(raw, prefix))).await;
+    app.child.kill().await.unwrap();
+}
+
+/// Looks into Redis (a node or a cluster) under the walk's key prefix.
+fn redis_peek<C>(conn: C, prefix: String) -> Peek
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let key_of = {
+        let prefix = prefix.clone();
+        move |key: StorageKey| format!("{prefix}:{{{}}}", key.to_hex().as_str())
+    };
+    let one = conn.clone();
+    let record = Box::new(move |key: StorageKey| -> BoxFut<Option<Stored>> {
+        let mut conn = one.clone();
+        let name = key_of(key);
+        Box::pin(async move {
+            let fields: Vec<Vec<u8>> = redis::cmd("HGETALL")
+                .arg(&name)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if fields.is_empty() {
+                return None;
+            }
+            let pttl: i64 = redis::cmd("PTTL")
+                .arg(&name)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            Some(Stored {
+                bytes: fields.concat(),
+                ttl_secs: Some(pttl / 1000),
+            })
+        })
+    });
+    let everything = Box::new(move || -> BoxFut<Vec<u8>> {
+        let mut conn = conn.clone();
+        let pattern = format!("{prefix}:*");
+        Box::pin(async move {
+            // On a cluster connection the client sends KEYS to every master and joins the
+            // answers.
+            let names: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            let mut out = Vec::new();
+            for name in names {
+                out.extend_from_slice(name.as_bytes());
+                let kind: String = redis::cmd("TYPE")
+                    .arg(&name)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                if kind == "hash" {
+                    let fields: Vec<Vec<u8>> = redis::cmd("HGETALL")
+                        .arg(&name)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    out.extend(fields.concat());
+                }
+            }
+            out
+        })
+    });
+    Peek { record, everything }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_walks_on_two_memcached_servers() {
+    let Some(servers) = server_url("SESSION_TEST_MEMCACHED_SERVERS") else {
+        return;
+    };
+    let prefix = unique("e2e");
+    let url = format!("memcache://{servers}?key_prefix={prefix}:&pool_size=4");
+    let mut app = App::start(Some(&url)).await;
+    assert_eq!(app.store_line, format!("session store: {url}"));
+    let servers: Vec<String> = servers.split(',').map(str::to_owned).collect();
+    let all = servers.clone();
+    let peek = Peek {
+        record: Box::new(move |key| {
+            let (servers, item) = (servers.clone(), format!("{prefix}:{}", key.to_hex().as_str()));
+            Box::pin(async move {
+                let mut found = Vec::new();
+                for server in &servers {
+                    if let Some(stored) = memcached_meta_get(server, &item).await {
+                        found.push(stored);
+                    }
+                }
+                assert!(found.len() <= 1, "{item} is on more than one server");
+                found.pop()
+            })
+        }),
+        // memcached cannot list items to the store; the item itself was checked by name.
+        everything: Box::new(move || {
+            let servers = all.clone();
+            Box::pin(async move {
+                let mut out = Vec::new();
+                for server in &servers {
+                    out.extend(memcached_dump(server).await);
+                }
+                out
+            })
+        }),
+    };
+    walk(&app, Some(&peek)).await;
+    app.child.kill().await.unwrap();
+}
+
+/// `mg <key> t v` on memcached's meta protocol: the value and its remaining TTL.
+async fn memcached_meta_get(server: &str, item: &str) -> Option<Stored> {
+    let mut stream = TcpStream::connect(server).await.unwrap();
+    stream
+        .write_all(format!("mg {item} t v\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    reader.read_line(&mut head).await.unwrap();
+    if head.starts_with("EN") {
+        return None;
+    }
+    let mut words = head.split_whitespace();
+    assert_eq!(words.next(), Some("VA"), "{head}");
+    let len: usize = words.next().unwrap().parse().unwrap();
+    let ttl = words
+        .find_map(|w| w.strip_prefix('t'))
+        .and_then(|t| t.parse().ok());
+    let mut bytes = vec![0; len + 2];
+    reader.read_exact(&mut bytes).await.unwrap();
+    bytes.truncate(len);
+    Some(Stored {
+        bytes,
+        ttl_secs: ttl,
+    })
+}
+
+/// Every key memcached holds (`lru_crawler metadump all`) and every value.
+async fn memcached_dump(server: &str) -> Vec<u8> {
+    let mut stream = TcpStream::connect(server).await.unwrap();
+    stream
+        .write_all(b"lru_crawler metadump all\r\n")
+        .await
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut keys = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.unwrap() == 0 || line.starts_with("END") {
+            break;
+        }
+        if let Some(key) = line.strip_prefix("key=") {
+            keys.push(key.split_whitespace().next().unwrap().to_owned());
+        }
+    }
+    let mut out = Vec::new();
+    for key in keys {
+        out.extend_from_slice(key.as_bytes());
+        if let Some(stored) = memcached_meta_get(server, &key).await {
+            out.extend(stored.bytes);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_walks_on_mongodb() {
+    use mongodb::bson::{Document, doc};
+    let Some(server) = server_url("SESSION_TEST_MONGO_URL") else {
+        return;
+    };
+    let collection = unique("e2e");
+    let url = format!("{server}/?database=session_e2e&collection={collection}&appName=e2e");
+    let mut app = App::start(Some(&url)).await;
+    assert_eq!(app.store_line, format!("session store: {url}"));
+    let sessions = mongodb::Client::with_uri_str(&server)
+        .await
+        .unwrap()
+        .database("session_e2e")
+        .collection::<Document>(&collection);
+    let one = sessions.clone();
+    let peek = Peek {
+        record: Box::new(move |key| {
+            let sessions = one.clone();
+            Box::pin(async move {
+                let found = sessions
+                    .find_one(doc! { "_id": key.to_hex().as_str() })
+                    .await
+                    .unwrap()?;
+                let expires = found.get_datetime("expires_at").unwrap().timestamp_millis();
+                let now = mongodb::bson::DateTime::now().timestamp_millis();
+                Some(Stored {
+                    bytes: mongodb::bson::to_vec(&found).unwrap(),
+                    ttl_secs: Some((expires - now) / 1000),
+                })
+            })
+        }),
+        everything: Box::new(move || {
+            let sessions = sessions.clone();
+            Box::pin(async move {
+                let mut cursor = sessions.find(doc! {}).await.unwrap();
+                let mut out = Vec::new();
+                while cursor.advance().await.unwrap() {
+                    let document: Document = cursor.deserialize_current().unwrap();
+                    out.extend(mongodb::bson::to_vec(&document).unwrap());
+                }
+                out
+            })
+        }),
+    };
+    walk(&app, Some(&peek)).await;
+    app.child.kill().await.unwrap();
+}
+
+/// A URL that cannot work: one line on stderr naming it (password hidden), exit status 1,
+/// within the connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_store_url_prints_one_line_and_exits_non_zero() {
+    let closed = session_core::suite::free_port();
+    for (url, says) in [
+        ("bogus://somewhere", "unknown scheme \"bogus\""),
+        ("redis://:hunter2@127.0.0.1:1/x", "not a database number"),
+        ("memory://?shards=lots", "option shards=\"lots\""),
+        ("file://relative/dir", "absolute path"),
+        (
+            &*format!("redis://:hunter2@127.0.0.1:{closed}?connection_timeout=300ms"),
+            "unavailable",
+        ),
+        (&*format!("memcache://127.0.0.1:{closed}"), "unavailable"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            Command::new(example_binary())
+                .env("SESSION_STORE", url)
+                .env("SESSION_EXAMPLE_ADDR", "127.0.0.1:0")
+                .stdin(Stdio::null())
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{url}: the example hung"))
+        .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{url}: {stderr}");
+        assert!(lines[0].contains(says), "{url}: {stderr}");
+        assert!(lines[0].contains("SESSION_STORE"), "{url}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{url}: the password shows: {stderr}");
+        assert!(out.stdout.is_empty(), "{url}: it started anyway");
+        assert!(started.elapsed() < Duration::from_secs(10), "{url}: slow");
+    }
+}
+
+/// Every `SESSION_STORE=<url>` in README.md and the example's header names a scheme the
+/// walks above cover and this build of session-any opens: a documented store URL cannot
+/// silently stop working again.
+#[test]
+fn documented_store_urls_are_all_walked() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut documented = Vec::new();
+    for file in [
+        root.join("../README.md"),
+        root.join("examples/counter.rs"),
+    ] {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("SESSION_STORE=") {
+            let url: String = text[at + "SESSION_STORE=".len()..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '`')
+                .collect();
+            if let Some((scheme, _)) = url.split_once("://") {
+                documented.push((file.display().to_string(), scheme.to_owned()));
+            }
+        }
+    }
+    assert!(documented.len() >= 6, "{documented:?}");
+    let opened = session_any::schemes();
+    for (file, scheme) in &documented {
+        assert!(
+            WALKED.contains(&scheme.as_str()),
+            "{file} documents SESSION_STORE={scheme}://… but no end-to-end walk covers it"
+        );
+        assert!(
+            opened.contains(&format!("{scheme}://").as_str()),
+            "{file}: session-any does not open {scheme}://"
+        );
+    }
+    for scheme in WALKED {
+        assert!(
+            documented.iter().any(|(_, s)| s == scheme),
+            "{scheme}:// is walked but documented nowhere"
+        );
+    }
 }
