@@ -14,6 +14,7 @@
 //! skip, which [`server_url`] turns into a failure under `SESSION_TEST_REQUIRE_SERVERS=1`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -32,10 +33,6 @@ use crate::{
 /// When it is unset: with `SESSION_TEST_REQUIRE_SERVERS=1` (what `cargo xtask test-backends`
 /// sets) this panics, failing the test; otherwise it prints that the test was skipped and
 /// how to run it, and returns `None`.
-#[allow(
-    clippy::print_stderr,
-    reason = "a skipped test tells the person running it why"
-)]
 pub fn server_url(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
@@ -45,8 +42,14 @@ pub fn server_url(var: &str) -> Option<String> {
                 !required,
                 "{var} is not set but SESSION_TEST_REQUIRE_SERVERS=1: the server was not started"
             );
-            eprintln!(
-                "skipped: {var} is not set; run `cargo xtask test-backends` to test against a real server"
+            // Straight to the process's stderr, not through `eprintln!`, which the test
+            // harness captures and shows only for failing tests: a skip must be seen in the
+            // normal output of `cargo test`.
+            let thread = std::thread::current();
+            let test = thread.name().unwrap_or("a test");
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: {test}: {var} is not set; run `cargo xtask test-backends` to test against a real server"
             );
             None
         }

@@ -48,13 +48,18 @@ impl ServerGuard {
     }
 }
 
+/// Every program the tests and the benchmarks start (the tests' own outage drills included),
+/// with the Debian package that brings it.
+pub(crate) const SERVER_PACKAGES: &[(&str, &str)] = &[
+    ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
+    ("memcached", "memcached"),
+];
+
 /// Provisions and starts every server the workspace's backends need.
 pub(crate) fn start_all() -> Result<Servers> {
     let mut servers = Servers::default();
-    ensure_packages(&[
-        ("redis-server", "redis-server"),
-        ("redis-cli", "redis-tools"),
-    ])?;
+    ensure_packages(SERVER_PACKAGES)?;
 
     let redis = start_redis("redis", &[])?;
     servers.env.insert(

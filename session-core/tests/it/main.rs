@@ -1,4 +1,5 @@
 //! session-core's integration tests: the suite can fail, and the manager's policies.
 
 mod manager;
+mod skips;
 mod stores;
