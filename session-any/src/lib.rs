@@ -185,12 +185,16 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
         return Err(unknown_scheme(url, &scheme));
     };
     if !enabled(feature) {
-        let why = format!(
-            "{scheme}:// needs the `{feature}` feature of session-any, which this build does not enable"
-        );
-        return Err(StoreError::config("session-any", UrlError::new(url, why)));
+        return Err(feature_off(url, &scheme, feature));
     }
     open_enabled(url).await
+}
+
+fn feature_off(url: &str, scheme: &str, feature: &str) -> StoreError {
+    let why = format!(
+        "{scheme}:// needs the `{feature}` feature of session-any, which this build does not enable"
+    );
+    StoreError::config("session-any", UrlError::new(url, why))
 }
 
 fn unknown_scheme(url: &str, scheme: &str) -> StoreError {
@@ -274,3 +278,34 @@ fn at_url(url: &str, error: StoreError) -> StoreError {
     feature = "mongo"
 ))]
 mod stores;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_known_scheme_whose_feature_is_off_names_the_feature() {
+        let err = feature_off("rediss://:pw@h:6380", "rediss", "redis-tls").to_string();
+        assert_eq!(
+            err,
+            "session store session-any is misconfigured: rediss://:***@h:6380: rediss:// needs \
+             the `redis-tls` feature of session-any, which this build does not enable"
+        );
+        // Every scheme names a feature this crate has.
+        for (_, feature) in SCHEMES {
+            assert!(
+                include_str!("../Cargo.toml").contains(&format!("\n{feature} = [")),
+                "{feature}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_scheme_lists_what_this_build_opens() {
+        let err = unknown_scheme("postgres://u:pw@h/db", "postgres").to_string();
+        assert!(err.contains("postgres://u:***@h/db"), "{err}");
+        assert!(err.contains("unknown scheme \"postgres\"; this build opens memory://"), "{err}");
+        let err = unknown_scheme("just-a-word", "").to_string();
+        assert!(err.contains("not a store URL"), "{err}");
+    }
+}

@@ -688,6 +688,7 @@ fn documented_store_urls_are_all_walked() {
         }
     }
     assert!(documented.len() >= 6, "{documented:?}");
+    documented.dedup();
     let opened = session_any::schemes();
     for (file, scheme) in &documented {
         assert!(
@@ -704,5 +705,37 @@ fn documented_store_urls_are_all_walked() {
             documented.iter().any(|(_, s)| s == scheme),
             "{scheme}:// is walked but documented nowhere"
         );
+    }
+}
+
+/// Every documented `SESSION_STORE=<url>` is a URL session-any accepts, options included: it
+/// opens, or fails only because no server listens there (never `Config`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_store_urls_are_valid_urls() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for file in [root.join("../README.md"), root.join("examples/counter.rs")] {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("SESSION_STORE=") {
+            let url: String = text[at + "SESSION_STORE=".len()..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '`')
+                .collect();
+            if !url.contains("://") {
+                continue;
+            }
+            // Files go to a scratch directory, not to the documented path.
+            let url = match url.strip_prefix("file://") {
+                Some(path) => format!("file://{}{path}", dir.path().display()),
+                None => url,
+            };
+            let opened = tokio::time::timeout(Duration::from_secs(15), session_any::open(&url))
+                .await
+                .unwrap_or_else(|_| panic!("{url} hung"));
+            match opened {
+                Ok(_) | Err(session_core::StoreError::Unavailable { .. }) => {}
+                Err(e) => panic!("{}: SESSION_STORE={url} fails: {e}", file.display()),
+            }
+        }
     }
 }
