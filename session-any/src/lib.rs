@@ -131,6 +131,10 @@ const SCHEMES: &[(&str, &str)] = &[
     ("mongodb+srv", "mongo-dns"),
 ];
 
+#[allow(
+    clippy::match_like_matches_macro,
+    reason = "which arms are true depends on the build's features"
+)]
 fn enabled(feature: &str) -> bool {
     match feature {
         "memory" => cfg!(feature = "memory"),
@@ -204,10 +208,7 @@ fn unknown_scheme(url: &str, scheme: &str) -> StoreError {
             schemes().join(", ")
         )
     } else {
-        format!(
-            "not a store URL: expected one of {}",
-            schemes().join(", ")
-        )
+        format!("not a store URL: expected one of {}", schemes().join(", "))
     };
     StoreError::config("session-any", UrlError::new(url, why))
 }
@@ -304,7 +305,10 @@ mod tests {
     fn an_unknown_scheme_lists_what_this_build_opens() {
         let err = unknown_scheme("postgres://u:pw@h/db", "postgres").to_string();
         assert!(err.contains("postgres://u:***@h/db"), "{err}");
-        assert!(err.contains("unknown scheme \"postgres\"; this build opens memory://"), "{err}");
+        assert!(
+            err.contains("unknown scheme \"postgres\"; this build opens memory://"),
+            "{err}"
+        );
         let err = unknown_scheme("just-a-word", "").to_string();
         assert!(err.contains("not a store URL"), "{err}");
     }

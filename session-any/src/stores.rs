@@ -192,10 +192,7 @@ pub(crate) async fn memcache(
     let answers = store.ping().await;
     if answers.iter().all(Result::is_err) {
         let first = answers.into_iter().find_map(Result::err);
-        return Err(first.map_or_else(
-            || url.error(STORE, "no server"),
-            |e| at_url(url.raw, e),
-        ));
+        return Err(first.map_or_else(|| url.error(STORE, "no server"), |e| at_url(url.raw, e)));
     }
     for (server, answer) in store.servers().zip(&answers) {
         if let Err(e) = answer {

@@ -250,8 +250,7 @@ impl<'a> Query<'a> {
         name: &str,
     ) -> Result<Option<T>, StoreError> {
         self.parsed(store, name, |v| {
-            v.parse()
-                .map_err(|_| "a whole number in range".to_owned())
+            v.parse().map_err(|_| "a whole number in range".to_owned())
         })
     }
 
@@ -361,7 +360,10 @@ mod tests {
             ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
             ("redis://user:pw@h:1", "redis://user:***@h:1"),
             ("redis://user@h:1", "redis://user@h:1"),
-            ("rediss+cluster://u:p@a:1,b:2", "rediss+cluster://u:***@a:1,b:2"),
+            (
+                "rediss+cluster://u:p@a:1,b:2",
+                "rediss+cluster://u:***@a:1,b:2",
+            ),
             ("mongodb://u:p/w?d@h/?w=1", "mongodb://u:***@h/?w=1"),
             ("memory://", "memory://"),
             ("no scheme", "no scheme"),
@@ -418,7 +420,10 @@ mod tests {
         let err = q.duration("t", "a").unwrap_err().to_string();
         assert!(err.contains("option a=\"5\": expected a duration"), "{err}");
         let err = q.finish("t", &["a", "b"]).unwrap_err().to_string();
-        assert!(err.contains("unknown option \"zz\" for t; known: a, b"), "{err}");
+        assert!(
+            err.contains("unknown option \"zz\" for t; known: a, b"),
+            "{err}"
+        );
     }
 
     #[test]

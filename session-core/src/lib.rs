@@ -4,7 +4,8 @@
 //! A browser holds only an opaque, signed id; the data lives in a store. Applications
 //! depend on `session-core` plus one store crate (`session-memory`, `session-disk`,
 //! `session-redis`, `session-memcache`, `session-mongo`) and swap stores by changing one
-//! line. `session-tower` adds the HTTP layer and cookies.
+//! line (or opens the store named by a URL with `session-any`). `session-tower` adds the
+//! HTTP layer and cookies.
 //!
 //! # Guide
 //!

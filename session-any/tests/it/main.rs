@@ -63,7 +63,10 @@ fn base(scheme: &str, dir: &std::path::Path) -> Option<String> {
             "redis+cluster://{}",
             server_url("SESSION_TEST_REDIS_CLUSTER_URLS")?.replace("redis://", "")
         ),
-        "memcache" => format!("memcache://{}", server_url("SESSION_TEST_MEMCACHED_SERVERS")?),
+        "memcache" => format!(
+            "memcache://{}",
+            server_url("SESSION_TEST_MEMCACHED_SERVERS")?
+        ),
         "mongodb" => format!("{}/", server_url("SESSION_TEST_MONGO_URL")?),
         other => panic!("no test server for {other}"),
     })
@@ -87,7 +90,10 @@ async fn every_documented_option_opens_and_a_bad_value_is_refused() {
         let manager = SessionManager::builder_arc(store).build();
         let session = manager.create();
         session.insert("k", 1u8).unwrap();
-        manager.save(&session).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        manager
+            .save(&session)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
         let loaded = manager.load(&session.id()).await.unwrap().unwrap();
         assert_eq!(loaded.get::<u8>("k").unwrap(), Some(1), "{url}");
         manager.destroy(&loaded).await.unwrap();
@@ -104,11 +110,14 @@ async fn every_documented_option_opens_and_a_bad_value_is_refused() {
             }
         }
         let unknown = format!("{base}?{option}={good}&{option}x=1");
-        let err = session_any::open(&unknown).await.err().map(|e| e.to_string());
+        let err = session_any::open(&unknown)
+            .await
+            .err()
+            .map(|e| e.to_string());
         assert!(
-            err.as_deref()
-                .is_some_and(|e| e.contains(&format!("unknown option \"{option}x\""))
-                    || scheme == "mongodb"),
+            err.as_deref().is_some_and(
+                |e| e.contains(&format!("unknown option \"{option}x\"")) || scheme == "mongodb"
+            ),
             "{unknown}: {err:?}"
         );
     }
@@ -128,7 +137,11 @@ async fn file_options_reach_the_files() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "session"))
         .collect();
-    assert_eq!(files.len(), 1, "shard_depth=0 keeps files in the root: {files:?}");
+    assert_eq!(
+        files.len(),
+        1,
+        "shard_depth=0 keeps files in the root: {files:?}"
+    );
     let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640);
 
@@ -143,8 +156,12 @@ async fn file_options_reach_the_files() {
 async fn a_server_that_does_not_answer_is_unavailable_within_the_timeout() {
     let closed = free_port();
     for url in [
-        format!("redis://:secret@127.0.0.1:{closed}?command_timeout=500ms&connection_timeout=200ms"),
-        format!("redis+cluster://127.0.0.1:{closed}?command_timeout=500ms&connection_timeout=200ms"),
+        format!(
+            "redis://:secret@127.0.0.1:{closed}?command_timeout=500ms&connection_timeout=200ms"
+        ),
+        format!(
+            "redis+cluster://127.0.0.1:{closed}?command_timeout=500ms&connection_timeout=200ms"
+        ),
         format!("memcache://127.0.0.1:{closed}?command_timeout=500ms"),
         format!("mongodb://127.0.0.1:{closed}/?command_timeout=500ms"),
     ] {
@@ -154,11 +171,18 @@ async fn a_server_that_does_not_answer_is_unavailable_within_the_timeout() {
             .unwrap_or_else(|_| panic!("{url} hung"))
             .err()
             .unwrap_or_else(|| panic!("{url} opened"));
-        assert!(matches!(err, StoreError::Unavailable { .. }), "{url}: {err:?}");
+        assert!(
+            matches!(err, StoreError::Unavailable { .. }),
+            "{url}: {err:?}"
+        );
         let text = err.to_string();
         assert!(text.contains(&format!("127.0.0.1:{closed}")), "{text}");
         assert!(!text.contains("secret"), "{text}");
-        assert!(started.elapsed() < Duration::from_secs(5), "{url}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{url}: {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -169,7 +193,10 @@ async fn memcache_opens_when_one_server_answers() {
         return;
     };
     let one = servers.split(',').next().unwrap();
-    let url = format!("memcache://{one},127.0.0.1:{}?command_timeout=500ms", free_port());
+    let url = format!(
+        "memcache://{one},127.0.0.1:{}?command_timeout=500ms",
+        free_port()
+    );
     assert!(session_any::open(&url).await.is_ok());
 }
 

@@ -60,7 +60,10 @@ async fn a_store_in_the_apps_own_collection_uses_it_and_indexes_it() {
         return;
     };
     let client = mongodb::Client::with_uri_str(&url).await.unwrap();
-    let name = format!("c_{}", UuidV4Generator.generate().as_str().replace('-', "_"));
+    let name = format!(
+        "c_{}",
+        UuidV4Generator.generate().as_str().replace('-', "_")
+    );
     let collection = client
         .database("session_tests")
         .collection::<mongodb::bson::Document>(&name);

@@ -190,16 +190,34 @@ async fn walk(app: &App, peek: Option<&Peek>) {
     }
     let anonymous = first.cookie();
     let reload = request(addr, "GET", "/", Some(&anonymous), None).await;
-    assert_eq!(visits(&reload.body), 2, "the reload did not find the session");
+    assert_eq!(
+        visits(&reload.body),
+        2,
+        "the reload did not find the session"
+    );
 
-    let empty = request(addr, "POST", "/login", Some(&anonymous), Some("username=++")).await;
+    let empty = request(
+        addr,
+        "POST",
+        "/login",
+        Some(&anonymous),
+        Some("username=++"),
+    )
+    .await;
     assert_eq!(empty.status, 303);
     let page = request(addr, "GET", "/", Some(&anonymous), None).await;
     assert!(page.body.contains("Please enter a name"), "{}", page.body);
     assert!(!page.body.contains("Signed in"), "an empty name logged in");
     assert_eq!(visits(&page.body), 3);
 
-    let login = request(addr, "POST", "/login", Some(&anonymous), Some("username=alice")).await;
+    let login = request(
+        addr,
+        "POST",
+        "/login",
+        Some(&anonymous),
+        Some("username=alice"),
+    )
+    .await;
     assert_eq!(login.status, 303);
     let signed_in = login.cookie();
     assert_ne!(
@@ -284,7 +302,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 fn unique(tag: &str) -> String {
-    format!("{tag}{}", UuidV4Generator.generate().as_str().replace('-', "_"))
+    format!(
+        "{tag}{}",
+        UuidV4Generator.generate().as_str().replace('-', "_")
+    )
 }
 
 /// The schemes the walks below cover; `documented_store_urls_are_all_walked` holds README.md
@@ -492,7 +513,10 @@ async fn the_example_walks_on_two_memcached_servers() {
     let all = servers.clone();
     let peek = Peek {
         record: Box::new(move |key| {
-            let (servers, item) = (servers.clone(), format!("{prefix}:{}", key.to_hex().as_str()));
+            let (servers, item) = (
+                servers.clone(),
+                format!("{prefix}:{}", key.to_hex().as_str()),
+            );
             Box::pin(async move {
                 let mut found = Vec::new();
                 for server in &servers {
@@ -659,7 +683,10 @@ async fn a_wrong_store_url_prints_one_line_and_exits_non_zero() {
         assert_eq!(lines.len(), 1, "{url}: {stderr}");
         assert!(lines[0].contains(says), "{url}: {stderr}");
         assert!(lines[0].contains("SESSION_STORE"), "{url}: {stderr}");
-        assert!(!stderr.contains("hunter2"), "{url}: the password shows: {stderr}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "{url}: the password shows: {stderr}"
+        );
         assert!(out.stdout.is_empty(), "{url}: it started anyway");
         assert!(started.elapsed() < Duration::from_secs(10), "{url}: slow");
     }
@@ -672,10 +699,7 @@ async fn a_wrong_store_url_prints_one_line_and_exits_non_zero() {
 fn documented_store_urls_are_all_walked() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut documented = Vec::new();
-    for file in [
-        root.join("../README.md"),
-        root.join("examples/counter.rs"),
-    ] {
+    for file in [root.join("../README.md"), root.join("examples/counter.rs")] {
         let text = std::fs::read_to_string(&file).unwrap();
         for (at, _) in text.match_indices("SESSION_STORE=") {
             let url: String = text[at + "SESSION_STORE=".len()..]
