@@ -155,14 +155,14 @@ impl Default for CookieConfig {
 
 impl CookieConfig {
     /// The session id in the request's cookie, when there is one that is well-formed,
-    /// correctly signed and a valid id, with the cookie's expiry — `None` when the cookie was
-    /// signed by an old key, so that it is re-signed at the next save. Anything else is
-    /// `None`: a fresh session, with no store lookup.
+    /// correctly signed and a valid id, with the expiry the cookie carries and whether it was
+    /// signed by the current key (an old key's cookie is signed again on the response).
+    /// Anything else is `None`: a fresh session, with no store lookup.
     pub(crate) fn read_id(
         &self,
         headers: &HeaderMap,
         signer: &CookieSigner,
-    ) -> Option<(SessionId, Option<Timestamp>)> {
+    ) -> Option<(SessionId, Timestamp, bool)> {
         // Other cookies in the header are not ours: however long they are, and whatever
         // bytes they hold, only our own pair is looked at (and its value bounded by
         // `verify_with`).
@@ -179,8 +179,8 @@ impl CookieConfig {
                 let Ok(value) = std::str::from_utf8(value.trim_ascii()) else {
                     continue;
                 };
-                if let Some((id, expires, current)) = signer.verify_with(&self.name, value) {
-                    return Some((id, current.then_some(expires)));
+                if let Some(found) = signer.verify_with(&self.name, value) {
+                    return Some(found);
                 }
             }
         }
@@ -204,8 +204,10 @@ impl CookieConfig {
             signer.sign(&self.name, id, expires_at)
         );
         if self.persistent {
+            // Rounded up: a session that is still live never gets `Max-Age=0`, which would
+            // make the browser drop the cookie at once.
             let max_age: Duration = expires_at.duration_since(now);
-            let _ = write!(header, "; Max-Age={}", max_age.as_secs());
+            let _ = write!(header, "; Max-Age={}", max_age.as_millis().div_ceil(1000));
         }
         self.attributes(&mut header);
         HeaderValue::from_str(&header).ok()

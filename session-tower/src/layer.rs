@@ -184,15 +184,17 @@ where
             .config
             .cookie
             .read_id(req.headers(), &self.config.signer);
-        let (id, cookie_expires) = match cookie {
-            Some((id, expires)) => (Some(id), expires),
-            None => (None, None),
+        let (id, cookie_expires, old_key_expires) = match cookie {
+            Some((id, expires, true)) => (Some(id), Some(expires), None),
+            Some((id, expires, false)) => (Some(id), None, Some(expires)),
+            None => (None, None, None),
         };
         let lazy = LazySession {
             inner: Arc::new(LazyInner {
                 config: self.config.clone(),
                 id,
                 cookie_expires,
+                old_key_expires,
                 cell: OnceCell::new(),
             }),
         };
@@ -270,6 +272,9 @@ struct LazyInner {
     /// When the browser was told the cookie expires (signed, in the cookie); `None` when
     /// the cookie must be signed again (no cookie, or one signed by an old key).
     cookie_expires: Option<Timestamp>,
+    /// The expiry of a cookie signed by an old key (rotation): the response signs it again
+    /// under the current key, even when the session is not written.
+    old_key_expires: Option<Timestamp>,
     cell: OnceCell<Loaded>,
 }
 
@@ -358,6 +363,11 @@ impl LazySession {
     /// Saves the session if a handler loaded it, and sets or clears the cookie.
     async fn finish<B: Default>(&self, response: &mut Response<B>) {
         let Some(loaded) = self.inner.cell.get() else {
+            // Not asked for: nothing to save, but a cookie signed by an old key is signed
+            // again under the current one, with the same id and expiry (no store call).
+            if let Some(header) = self.resigned() {
+                response.headers_mut().append(SET_COOKIE, header);
+            }
             return;
         };
         if !loaded.persist {
@@ -392,7 +402,19 @@ impl LazySession {
             {
                 self.cookie_for(&loaded.session)
             }
-            SaveOutcome::Destroyed | SaveOutcome::Gone => config.cookie.removal(),
+            // Read, not written: a cookie signed by an old key is signed again.
+            SaveOutcome::Unchanged
+                if self.inner.old_key_expires.is_some()
+                    && self.inner.id.as_ref() == Some(&loaded.session.id()) =>
+            {
+                self.cookie_for(&loaded.session)
+            }
+            SaveOutcome::Destroyed => config.cookie.removal(),
+            // The record vanished under this request: another request cycled its id (login)
+            // or destroyed it (logout), and that response carries the cookie the browser must
+            // keep — a newer session's, or its own removal. Sending a removal here could
+            // delete a cookie set after it, logging the user out right after login.
+            SaveOutcome::Gone => None,
             _ => None,
         };
         if let Some(header) = header {
@@ -409,6 +431,17 @@ impl LazySession {
                 .manager
                 .refresh_due(cookie_expires, session.expires_at())
         })
+    }
+
+    /// The request's old-key cookie signed under the current key, while it has not expired.
+    fn resigned(&self) -> Option<http::HeaderValue> {
+        let (id, expires) = (self.inner.id.as_ref()?, self.inner.old_key_expires?);
+        let config = &self.inner.config;
+        let now = config.manager.now();
+        if expires <= now {
+            return None;
+        }
+        config.cookie.set_cookie(id, &config.signer, expires, now)
     }
 
     fn cookie_for(&self, session: &Session) -> Option<http::HeaderValue> {

@@ -594,3 +594,133 @@ async fn load_and_save_have_debug_spans_when_debug_is_recorded() {
         Vec::<&str>::new()
     );
 }
+
+/// A page that writes to the session while another request logs the user in: its save finds
+/// the old record gone, and its response must not carry a removal cookie, which a browser
+/// applying it after the login response would use to delete the fresh login cookie.
+#[tokio::test]
+async fn a_write_racing_a_login_sends_no_removal_cookie() {
+    let f = fixture();
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let slow = {
+        let (entered, gate) = (entered.clone(), gate.clone());
+        move |session: Session| async move {
+            let n = session.get::<u64>("n").unwrap().unwrap_or(0);
+            entered.notify_one();
+            gate.notified().await;
+            session.insert("cart", n + 100).unwrap();
+            "saved"
+        }
+    };
+    let app = routes()
+        .route("/slow", get(slow))
+        .layer(SessionLayer::new(f.manager.clone(), f.key.clone()));
+    let cookie = send(&app, "GET", "/", None).await.cookie();
+    let racing = tokio::spawn({
+        let (app, cookie) = (app.clone(), cookie.clone());
+        async move { send(&app, "GET", "/slow", Some(&cookie)).await }
+    });
+    entered.notified().await;
+    let login = send(&app, "GET", "/login", Some(&cookie)).await;
+    let signed_in = login.cookie();
+    assert_ne!(signed_in, cookie);
+    gate.notify_one();
+    let late = racing.await.unwrap();
+    assert_eq!(late.status, StatusCode::OK);
+    assert!(
+        late.set_cookies.is_empty(),
+        "the late response would delete the login cookie: {:?}",
+        late.set_cookies
+    );
+    assert_eq!(send(&app, "GET", "/peek", Some(&signed_in)).await.body, "1");
+}
+
+/// A store that takes `latency` of the manual clock's time to create a record.
+#[derive(Debug)]
+struct SlowCreate {
+    inner: MemoryStore,
+    clock: Arc<ManualClock>,
+    latency: Duration,
+}
+
+#[async_trait]
+impl SessionStore for SlowCreate {
+    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
+        self.inner.load(key).await
+    }
+    async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        self.clock.advance(self.latency);
+        self.inner.create(record).await
+    }
+    async fn update(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.update(key, changes, at).await
+    }
+    async fn touch(&self, key: &StorageKey, at: Timestamp) -> Result<bool, StoreError> {
+        self.inner.touch(key, at).await
+    }
+    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        self.inner.delete_expired().await
+    }
+}
+
+/// Max-Age counts from the instant the expiry was set, rounded up: a store that takes
+/// 300 ms does not turn a 1 s idle timeout into `Max-Age=0` (the browser would drop the
+/// cookie at once), nor 1800 s into 1799.
+#[tokio::test]
+async fn max_age_is_never_rounded_down_to_a_dead_cookie() {
+    for (idle, want) in [(1, "Max-Age=1;"), (1800, "Max-Age=1800;")] {
+        let clock = Arc::new(ManualClock::new());
+        let store = SlowCreate {
+            inner: MemoryStore::default(),
+            clock: clock.clone(),
+            latency: Duration::from_millis(300),
+        };
+        let manager = SessionManager::builder(store)
+            .idle_timeout(Some(Duration::from_secs(idle)))
+            .clock(clock)
+            .build();
+        let app = routes().layer(SessionLayer::new(manager, Key::generate()));
+        let reply = send(&app, "GET", "/", None).await;
+        assert!(
+            reply.set_cookies[0].contains(want),
+            "idle {idle} s: {:?}",
+            reply.set_cookies
+        );
+    }
+}
+
+/// Rotation: a cookie signed by an old key is signed under the new key on the response of a
+/// request that only reads the session, or does not look at it — with no store write.
+#[tokio::test]
+async fn a_read_only_request_re_signs_an_old_key_cookie_without_a_write() {
+    let f = fixture();
+    let old_cookie = send(&f.app, "GET", "/", None).await.cookie();
+    let new_key = Key::generate();
+    let rotated = routes()
+        .layer(SessionLayer::new(f.manager.clone(), new_key.clone()).accept_key(f.key.clone()));
+    let only_new = routes().layer(SessionLayer::new(f.manager.clone(), new_key));
+    for path in ["/peek", "/health"] {
+        let before = f.probe.calls();
+        let reply = send(&rotated, "GET", path, Some(&old_cookie)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        let resigned = reply.cookie();
+        assert_ne!(resigned, old_cookie, "{path}: not signed again");
+        assert!(reply.set_cookies[0].contains("Max-Age="), "{path}");
+        let reads = usize::from(path == "/peek");
+        assert_eq!(f.probe.calls(), before + reads, "{path}: a store write");
+        // The new cookie is the same session, verified by the new key alone.
+        assert_eq!(
+            send(&only_new, "GET", "/peek", Some(&resigned)).await.body,
+            "1"
+        );
+    }
+}
