@@ -393,7 +393,13 @@ impl SessionManager {
         }
         let plan = {
             let state = session.lock();
-            let deadline = self.inner.expiry.deadline(state.created_at, now);
+            // A session written to after `destroy` starts its life now.
+            let created_at = if state.restarted {
+                now
+            } else {
+                state.created_at
+            };
+            let deadline = self.inner.expiry.deadline(created_at, now);
             if state.destroyed {
                 if state.stored {
                     Plan::Delete(state.key)
@@ -419,7 +425,7 @@ impl SessionManager {
                                 state.key
                             },
                             data: state.data.clone(),
-                            created_at: state.created_at,
+                            created_at,
                             expires_at: deadline,
                             owner: state.owner.clone(),
                         },
@@ -519,6 +525,8 @@ impl SessionManager {
             state.key = record.key;
             state.stored = true;
             state.cycle = false;
+            state.restarted = false;
+            state.created_at = record.created_at;
             state.expires_at = record.expires_at;
             // The record holds the data as of the snapshot; edits made since stay pending.
             state.changes = diff(&record.data, &state.data);

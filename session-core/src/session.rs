@@ -56,8 +56,12 @@ pub(crate) struct State {
     pub(crate) owner: Option<String>,
     pub(crate) destroyed: bool,
     pub(crate) cycle: bool,
-    /// A record `cycle_id` replaced but could not delete yet; the next save retries.
+    /// A record `cycle_id` replaced but could not delete yet, or the record of a destroyed
+    /// session written to again; the next save deletes it first.
     pub(crate) stale: Option<StorageKey>,
+    /// Written to after `destroy`: a fresh session (new id, new creation time) that the next
+    /// save creates after deleting the destroyed one.
+    pub(crate) restarted: bool,
 }
 
 impl Session {
@@ -81,6 +85,7 @@ impl Session {
                 destroyed: false,
                 cycle: false,
                 stale: None,
+                restarted: false,
             },
         )
     }
@@ -100,6 +105,7 @@ impl Session {
                 destroyed: false,
                 cycle: false,
                 stale: None,
+                restarted: false,
             },
         )
     }
@@ -300,12 +306,31 @@ impl Session {
         self.lock().owner.clone()
     }
 
-    /// Marks the session for deletion: the next save deletes its record (logout).
+    /// Marks the session for deletion: the next save deletes its record (logout). Its data
+    /// and owner are gone from the handle at once.
+    ///
+    /// Writing to the handle afterwards (the "You have been logged out" flash) starts a
+    /// fresh session: the next save deletes the destroyed record, then creates the new one
+    /// under a new id, so the client gets a new cookie and the destroyed id stays dead.
+    ///
+    /// ```
+    /// # async fn demo(manager: &session_core::SessionManager, session: session_core::Session)
+    /// # -> Result<(), session_core::SessionError> {
+    /// let old = session.id();
+    /// session.destroy();
+    /// session.flash("notice", "You have been logged out")?;
+    /// manager.save(&session).await?; // deletes `old`, creates a fresh session
+    /// assert_ne!(session.id(), old);
+    /// assert!(manager.load(&old).await?.is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn destroy(&self) {
         let mut state = self.lock();
         state.destroyed = true;
+        state.restarted = false;
         state.data.clear();
         state.changes.clear();
+        state.owner = None;
     }
 
     /// Asks for a new id with the same data at the next save, and the old record deleted.
@@ -362,7 +387,24 @@ impl Session {
 }
 
 impl State {
+    /// The first write after `destroy`: from here on the handle is a fresh session.
+    fn restart(&mut self) {
+        if self.stored {
+            // Deleted by the next save before the fresh session is created.
+            self.stale = Some(self.key);
+        }
+        self.destroyed = false;
+        self.restarted = true;
+        self.stored = false;
+        self.cycle = true;
+        self.owner = None;
+        self.changes = Changes::new();
+    }
+
     fn put(&mut self, key: String, bytes: Vec<u8>) {
+        if self.destroyed {
+            self.restart();
+        }
         // Replacing a value (the common case) copies it into the old value's buffer and
         // moves the key into the change set: no allocation beyond the caller's.
         if let Some(old) = self.data.get_mut(&key) {

@@ -97,6 +97,9 @@ async fn login(session: Session, Form(form): Form<Login>) -> Redirect {
 
 async fn logout(session: Session) -> Redirect {
     session.destroy();
+    // Written after `destroy`: it lands in a fresh session with a new id, so the message
+    // shows on the next page while the logged-out session stays gone.
+    let _ = session.flash("notice", "You have been logged out.");
     Redirect::to("/")
 }
 

@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(parsed.same_site(), Some(SameSite::Lax));
         assert_eq!(
             config.read_id(&header_for(&set), &signer),
-            Some((id.clone(), Some(at(1_000_060))))
+            Some((id.clone(), at(1_000_060), true))
         );
 
         // Every single-character change of the value is rejected.
@@ -298,12 +298,12 @@ mod tests {
         // Another key's signature is rejected; rotation accepts an old key.
         let other = CookieSigner::new(&Key::generate());
         assert_eq!(config.read_id(&header_for(&set), &other), None);
-        // Rotation accepts an old key, and says so (no expiry: the cookie is re-signed).
+        // Rotation accepts an old key, and says so (the cookie is re-signed).
         let mut rotated = CookieSigner::new(&Key::generate());
         rotated.accept(&key);
         assert_eq!(
             config.read_id(&header_for(&set), &rotated),
-            Some((id.clone(), None))
+            Some((id.clone(), at(1_000_060), false))
         );
         assert_eq!(
             rotated.verify(
@@ -343,7 +343,7 @@ mod tests {
             COOKIE,
             HeaderValue::from_str(&format!("idx=1; id=forged; id = {value} ;x=y")).unwrap(),
         );
-        assert_eq!(config.read_id(&headers, &signer), Some((id, Some(at(5)))));
+        assert_eq!(config.read_id(&headers, &signer), Some((id, at(5), true)));
     }
 
     #[test]

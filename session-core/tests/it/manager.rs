@@ -272,3 +272,55 @@ async fn replacing_a_value_keeps_and_writes_only_the_latest() {
     assert_eq!(again.get::<String>("a").unwrap().as_deref(), Some("x"));
     assert_eq!(again.get::<i32>("b").unwrap(), Some(1));
 }
+
+/// Logout, then a flash: the destroyed record is deleted, the flash lands in a fresh session
+/// under a new id (created now, with no owner), and the destroyed id stays dead.
+#[tokio::test]
+async fn writes_after_destroy_go_to_a_fresh_session() {
+    let (manager, _, clock) = setup(None, Some(120 * MINUTE));
+    let session = manager.create();
+    session.insert("user", "alice").unwrap();
+    session.set_owner(Some("alice"));
+    manager.save(&session).await.unwrap();
+    let old = session.id();
+    clock.advance(100 * MINUTE);
+    let session = manager.load(&old).await.unwrap().unwrap();
+
+    session.destroy();
+    session.flash("notice", "You have been logged out").unwrap();
+    assert!(!session.is_destroyed());
+    assert_eq!(session.owner(), None);
+    assert_eq!(manager.save(&session).await.unwrap(), SaveOutcome::Created);
+    assert_ne!(
+        session.id(),
+        old,
+        "the fresh session reuses the destroyed id"
+    );
+    assert!(
+        manager.load(&old).await.unwrap().is_none(),
+        "the old id lives"
+    );
+
+    let fresh = manager.load(&session.id()).await.unwrap().unwrap();
+    assert_eq!(fresh.get::<String>("user").unwrap(), None);
+    assert_eq!(
+        fresh.take_flash::<String>("notice").unwrap().as_deref(),
+        Some("You have been logged out")
+    );
+    assert_eq!(fresh.owner(), None);
+    // Created now: the old session's absolute lifetime (20 minutes left) does not apply.
+    clock.advance(25 * MINUTE);
+    let still = manager.load(&session.id()).await.unwrap();
+    assert!(
+        still.is_some(),
+        "the fresh session inherited the old lifetime"
+    );
+
+    // Destroy without a later write is still a plain logout.
+    let plain = still.unwrap();
+    assert_eq!(
+        manager.destroy(&plain).await.unwrap(),
+        SaveOutcome::Destroyed
+    );
+    assert!(manager.load(&plain.id()).await.unwrap().is_none());
+}

@@ -279,10 +279,25 @@ async fn walk(app: &App, peek: Option<&Peek>) {
 
     let logout = request(addr, "POST", "/logout", Some(&signed_in), None).await;
     assert_eq!(logout.status, 303);
+    // The logged-out session is gone; its flash lives in a fresh one, under a new cookie.
+    let logged_out = logout.cookie();
+    assert_ne!(
+        bearer(&logged_out).as_str(),
+        bearer(&signed_in).as_str(),
+        "logout kept the id"
+    );
+    let page = request(addr, "GET", "/", Some(&logged_out), None).await;
     assert!(
-        logout.set_cookies()[0].contains("Max-Age=0"),
-        "{:?}",
-        logout.set_cookies()
+        page.body.contains("You have been logged out."),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("Signed in"));
+    assert_eq!(visits(&page.body), 1);
+    let page = request(addr, "GET", "/", Some(&logged_out), None).await;
+    assert!(
+        !page.body.contains("logged out"),
+        "the logout flash showed twice"
     );
     if let Some(peek) = peek {
         assert!(

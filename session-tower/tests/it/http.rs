@@ -724,3 +724,40 @@ async fn a_read_only_request_re_signs_an_old_key_cookie_without_a_write() {
         );
     }
 }
+
+/// Logout, then a flash ("You have been logged out"): the response carries a new session's
+/// cookie instead of a removal, the message shows once, and the old cookie stays dead.
+#[tokio::test]
+async fn a_flash_after_logout_reaches_the_next_page() {
+    let f = fixture();
+    let bye = |session: Session| async move {
+        session.destroy();
+        session.flash("notice", "logged out").unwrap();
+        "bye"
+    };
+    let show = |session: Session| async move {
+        session
+            .take_flash::<String>("notice")
+            .unwrap()
+            .unwrap_or_default()
+    };
+    let app = routes()
+        .route("/bye", get(bye))
+        .route("/show", get(show))
+        .layer(SessionLayer::new(f.manager.clone(), f.key.clone()));
+    let old = send(&app, "GET", "/", None).await.cookie();
+    let reply = send(&app, "GET", "/bye", Some(&old)).await;
+    assert!(
+        !reply.set_cookies[0].contains("Max-Age=0"),
+        "{:?}",
+        reply.set_cookies
+    );
+    let fresh = reply.cookie();
+    assert_ne!(fresh, old);
+    assert_eq!(
+        send(&app, "GET", "/show", Some(&fresh)).await.body,
+        "logged out"
+    );
+    assert_eq!(send(&app, "GET", "/show", Some(&fresh)).await.body, "");
+    assert_eq!(send(&app, "GET", "/peek", Some(&old)).await.body, "0");
+}
