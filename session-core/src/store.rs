@@ -32,7 +32,9 @@ impl From<&Record> for SessionInfo {
 ///
 /// Stores address records by [`StorageKey`], the hashed id; they never see the bearer id.
 /// Every implementation must pass the conformance suite (`session_core::suite`, feature
-/// `test-suite`), which checks the contracts written on each method below.
+/// `test-suite`), which checks the contracts written on each method below. Every method is
+/// required, so a store (or a wrapper around one) that forgets one does not compile, rather
+/// than answering `Unsupported` without anyone noticing.
 #[async_trait]
 pub trait SessionStore: Debug + Send + Sync + 'static {
     /// The live record under `key`.
@@ -93,22 +95,14 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
 
     /// Whether the store removes expired records by itself (a server TTL), so that a
     /// sweeper is not needed.
-    fn expires_natively(&self) -> bool {
-        false
-    }
+    fn expires_natively(&self) -> bool;
 
     /// The live sessions whose owner is `owner` (the per-user index).
     ///
     /// # Errors
-    /// [`StoreError::Unsupported`] for stores that cannot keep the index correctly (the
-    /// default); `Unavailable`/`Backend` when the store fails.
-    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        let _ = owner;
-        Err(StoreError::Unsupported {
-            store: "custom",
-            operation: "sessions_of",
-        })
-    }
+    /// [`StoreError::Unsupported`] only for stores that cannot keep the index correctly
+    /// (memcached), naming the store; `Unavailable`/`Backend` when the store fails.
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError>;
 
     /// Deletes every session whose owner is `owner` ("log out everywhere") and returns how
     /// many records were removed. As with `delete`, no concurrent `update` or `touch` brings
@@ -116,16 +110,11 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     ///
     /// # Errors
     /// As [`SessionStore::sessions_of`].
-    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
-        let _ = owner;
-        Err(StoreError::Unsupported {
-            store: "custom",
-            operation: "delete_sessions_of",
-        })
-    }
+    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError>;
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         (**self).load(key).await

@@ -5,10 +5,11 @@
 //! [`conformance_tests!`](crate::conformance_tests):
 //!
 //! ```text
-//! session_core::conformance_tests!(|| async {
-//!     Some(std::sync::Arc::new(MyStore::new()) as std::sync::Arc<dyn session_core::SessionStore>)
-//! });
+//! session_core::conformance_tests!(|| async { Some(MyStore::new()) });
 //! ```
+//!
+//! This module is for store authors' tests and is outside the crate's semver promises: checks
+//! are added as contracts are found, and a store that passes today may fail a new check.
 //!
 //! Stores that need a server read its address with [`server_url`] and return `None` to
 //! skip, which [`server_url`] turns into a failure under `SESSION_TEST_REQUIRE_SERVERS=1`.
@@ -238,6 +239,7 @@ impl ProbeStore {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl SessionStore for ProbeStore {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         self.enter()?;
@@ -270,6 +272,33 @@ impl SessionStore for ProbeStore {
     }
     fn expires_natively(&self) -> bool {
         self.inner.expires_natively()
+    }
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<crate::SessionInfo>, StoreError> {
+        self.enter()?;
+        self.inner.sessions_of(owner).await
+    }
+    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
+        self.enter()?;
+        self.inner.delete_sessions_of(owner).await
+    }
+}
+
+/// What the conformance macro's factory may return: a store, or a store with a guard that
+/// must live as long as the test (a temporary directory, a server process).
+pub trait IntoFixture {
+    /// The store to test and what to keep alive meanwhile.
+    fn into_fixture(self) -> (Arc<dyn SessionStore>, Box<dyn std::any::Any + Send>);
+}
+
+impl<S: SessionStore> IntoFixture for S {
+    fn into_fixture(self) -> (Arc<dyn SessionStore>, Box<dyn std::any::Any + Send>) {
+        (Arc::new(self), Box::new(()))
+    }
+}
+
+impl<S: SessionStore, G: Send + 'static> IntoFixture for (S, G) {
+    fn into_fixture(self) -> (Arc<dyn SessionStore>, Box<dyn std::any::Any + Send>) {
+        (Arc::new(self.0), Box::new(self.1))
     }
 }
 
@@ -944,21 +973,28 @@ pub async fn check_hostile_sizes(store: Arc<dyn SessionStore>) {
 
 /// The per-user index: two users with three sessions each (one gaining its owner by
 /// `update`), `sessions_of` lists exactly a user's live sessions, `delete_sessions_of` ends
-/// exactly one user's sessions and nothing brings them back. Stores without an index must
-/// say `Unsupported` for both calls.
-pub async fn check_owner_index(store: Arc<dyn SessionStore>) {
+/// exactly one user's sessions and nothing brings them back.
+///
+/// `supported` says whether the store must keep the index: a store that should and answers
+/// `Unsupported` fails, and one that cannot must say `Unsupported` for both calls.
+pub async fn check_owner_index(store: Arc<dyn SessionStore>, supported: bool) {
     let user = |name: &str| format!("{name}-{}", UuidV4Generator.generate().as_str());
     let (alice, bob) = (user("alice"), user("bob"));
-    match store.sessions_of(&alice).await {
-        Err(StoreError::Unsupported { .. }) => {
+    if !supported {
+        for answer in [
+            store.sessions_of(&alice).await.map(|_| ()),
+            store.delete_sessions_of(&alice).await.map(|_| ()),
+        ] {
             assert!(
-                matches!(
-                    store.delete_sessions_of(&alice).await,
-                    Err(StoreError::Unsupported { .. })
-                ),
-                "sessions_of is unsupported but delete_sessions_of is not"
+                matches!(answer, Err(StoreError::Unsupported { .. })),
+                "a store declared without a per-user index answered {answer:?}, not Unsupported"
             );
-            return;
+        }
+        return;
+    }
+    match store.sessions_of(&alice).await {
+        Err(e @ StoreError::Unsupported { .. }) => {
+            panic!("the store must keep a per-user index (owner_index = true) but answers: {e}")
         }
         other => assert_eq!(other.unwrap(), vec![], "a fresh user has sessions"),
     }
@@ -1048,13 +1084,27 @@ pub async fn check_owner_index(store: Arc<dyn SessionStore>) {
     assert_eq!(store.sessions_of(&bob).await.unwrap().len(), 3);
 }
 
-/// Expands to one `#[tokio::test]` per conformance check. The argument is a closure returning
-/// a future of `Option<Arc<dyn SessionStore>>` (a fresh store per test; `None` skips, see
-/// [`suite::server_url`](crate::suite::server_url)). The calling crate needs `tokio` with the
-/// `macros` and `rt-multi-thread` features as a dev-dependency.
+/// Expands to one `#[tokio::test]` per conformance check.
+///
+/// The first argument is a closure returning a future of `Option<F>`, a fresh store per
+/// test, where `F` is any [`SessionStore`](crate::SessionStore) or a `(store, guard)` pair
+/// whose guard (a temporary directory, …) lives as long as the test
+/// ([`suite::IntoFixture`](crate::suite::IntoFixture)); `None` skips, see
+/// [`suite::server_url`](crate::suite::server_url). Then the store's capabilities:
+/// `owner_index = false` for a store that cannot keep a per-user index (the default,
+/// `true`, requires one). The calling crate needs `tokio` with the `macros` and
+/// `rt-multi-thread` features as a dev-dependency.
+///
+/// ```text
+/// session_core::conformance_tests!(|| async { Some(MyStore::new()) });
+/// session_core::conformance_tests!(|| async { Some(MyCache::new()) }, owner_index = false);
+/// ```
 #[macro_export]
 macro_rules! conformance_tests {
-    ($factory:expr) => {
+    ($factory:expr $(,)?) => {
+        $crate::conformance_tests!($factory, owner_index = true);
+    };
+    ($factory:expr, owner_index = $owner_index:expr $(,)?) => {
         $crate::conformance_tests!(@cases $factory;
             check_round_trip_values,
             check_hostile_key_names,
@@ -1070,18 +1120,24 @@ macro_rules! conformance_tests {
             check_delete_expired,
             check_hostile_ids,
             check_manager_lifecycle,
-            check_owner_index,
             check_hostile_sizes,
         );
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn check_owner_index() {
+            let factory = $factory;
+            if let ::std::option::Option::Some(fixture) = factory().await {
+                let (store, _guard) = $crate::suite::IntoFixture::into_fixture(fixture);
+                $crate::suite::check_owner_index(store, $owner_index).await;
+            }
+        }
     };
     (@cases $factory:expr; $($check:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
                 let factory = $factory;
-                let store: ::std::option::Option<::std::sync::Arc<dyn $crate::SessionStore>> =
-                    factory().await;
-                if let ::std::option::Option::Some(store) = store {
+                if let ::std::option::Option::Some(fixture) = factory().await {
+                    let (store, _guard) = $crate::suite::IntoFixture::into_fixture(fixture);
                     $crate::suite::$check(store).await;
                 }
             }

@@ -438,6 +438,11 @@ enum Found {
 
 #[async_trait]
 impl SessionStore for DiskStore {
+    /// Expired records stay until read or swept (`spawn_sweeper`).
+    fn expires_natively(&self) -> bool {
+        false
+    }
+
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         let key = *key;
         self.blocking(move |inner| inner.live(&key)).await

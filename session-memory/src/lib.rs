@@ -185,6 +185,11 @@ impl Shard {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
+    /// Expired records stay until read or swept (`spawn_sweeper`).
+    fn expires_natively(&self) -> bool {
+        false
+    }
+
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         let shard = self.shard(key);
         match shard.find(key) {

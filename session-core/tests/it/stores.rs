@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use session_core::{Changes, Record, SessionStore, StorageKey, StoreError, Timestamp, async_trait};
+use session_core::{
+    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, async_trait,
+};
 
 /// Whether a broken store loses concurrent updates or revives deleted sessions.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,6 +43,24 @@ impl MapStore {
 
 #[async_trait]
 impl SessionStore for MapStore {
+    fn expires_natively(&self) -> bool {
+        false
+    }
+
+    async fn sessions_of(&self, _owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        Err(StoreError::Unsupported {
+            store: "map",
+            operation: "sessions_of",
+        })
+    }
+
+    async fn delete_sessions_of(&self, _owner: &str) -> Result<u64, StoreError> {
+        Err(StoreError::Unsupported {
+            store: "map",
+            operation: "delete_sessions_of",
+        })
+    }
+
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         Ok(self.live(key))
     }
@@ -124,7 +144,10 @@ impl SessionStore for MapStore {
 
 mod correct_store_passes {
     use super::*;
-    session_core::conformance_tests!(|| async { Some(MapStore::shared(Flaw::None)) });
+    session_core::conformance_tests!(
+        || async { Some(MapStore::shared(Flaw::None)) },
+        owner_index = false
+    );
 }
 
 /// Runs a check in its own task and reports whether it failed (panicked).
@@ -153,5 +176,17 @@ async fn the_suite_catches_a_store_that_revives_deleted_sessions() {
             MapStore::shared(Flaw::Upsert)
         ))
         .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_fails_a_store_that_should_keep_an_owner_index_and_does_not() {
+    assert!(
+        fails(session_core::suite::check_owner_index(
+            MapStore::shared(Flaw::None),
+            true
+        ))
+        .await,
+        "an Unsupported index passed where one is required"
     );
 }

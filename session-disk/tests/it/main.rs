@@ -3,18 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::suite::record;
-use session_core::{
-    Changes, IdGenerator, Record, SessionStore, StorageKey, StoreError, Timestamp, UuidV4Generator,
-    async_trait,
-};
+use session_core::{IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator};
 use session_disk::{DiskStore, Fsync, OpenError};
 use tempfile::TempDir;
 
-/// A store in its own temporary directory, removed when the store is dropped.
+/// A store in its own temporary directory, removed when this is dropped.
 #[derive(Debug)]
 struct TempStore {
     store: DiskStore,
@@ -32,45 +28,22 @@ impl TempStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for TempStore {
-    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
-        self.store.load(key).await
-    }
-    async fn create(&self, record: &Record) -> Result<(), StoreError> {
-        self.store.create(record).await
-    }
-    async fn update(
-        &self,
-        key: &StorageKey,
-        changes: &Changes,
-        at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.store.update(key, changes, at).await
-    }
-    async fn touch(&self, key: &StorageKey, at: Timestamp) -> Result<bool, StoreError> {
-        self.store.touch(key, at).await
-    }
-    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
-        self.store.delete(key).await
-    }
-    async fn delete_expired(&self) -> Result<u64, StoreError> {
-        self.store.delete_expired().await
+impl TempStore {
+    /// The store and the directory to keep alive, for the conformance suite.
+    fn fixture(fsync: Fsync) -> Option<(DiskStore, TempDir)> {
+        let t = Self::new(fsync);
+        Some((t.store, t._dir))
     }
 }
 
 mod fsync_always {
     use super::*;
-    session_core::conformance_tests!(|| async {
-        Some(Arc::new(TempStore::new(Fsync::Always)) as Arc<dyn SessionStore>)
-    });
+    session_core::conformance_tests!(|| async { TempStore::fixture(Fsync::Always) });
 }
 
 mod fsync_never {
     use super::*;
-    session_core::conformance_tests!(|| async {
-        Some(Arc::new(TempStore::new(Fsync::Never)) as Arc<dyn SessionStore>)
-    });
+    session_core::conformance_tests!(|| async { TempStore::fixture(Fsync::Never) });
 }
 
 /// `target/<profile>/examples/disk_hammer`, built by `cargo test` with the tests.
@@ -319,4 +292,65 @@ async fn a_held_lock_times_out_as_unavailable() {
             .await
             .unwrap()
     );
+}
+
+/// The child half of the test below: run by it in another process, on its directory.
+#[tokio::test]
+async fn owner_index_child() {
+    let (Some(dir), Ok(owner), Ok(role)) = (
+        std::env::var_os("SESSION_DISK_CHILD_DIR"),
+        std::env::var("SESSION_DISK_CHILD_OWNER"),
+        std::env::var("SESSION_DISK_CHILD_ROLE"),
+    ) else {
+        return;
+    };
+    let store = DiskStore::builder(dir).fsync(Fsync::Never).open().unwrap();
+    match role.as_str() {
+        "create" => {
+            for _ in 0..2 {
+                let mut r = record(&[("from", b"child")]);
+                r.owner = Some(owner.clone());
+                store.create(&r).await.unwrap();
+            }
+        }
+        "delete" => assert_eq!(store.delete_sessions_of(&owner).await.unwrap(), 5),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Two processes sharing one directory share its per-user index: sessions one creates are
+/// listed by the other, and "log out everywhere" from one ends the other's sessions too.
+#[tokio::test]
+async fn the_owner_index_is_shared_by_two_processes() {
+    let t = TempStore::new(Fsync::Never);
+    let owner = format!("u-{}", UuidV4Generator.generate().as_str());
+    let mut mine = Vec::new();
+    for _ in 0..3 {
+        let mut r = record(&[("from", b"parent")]);
+        r.owner = Some(owner.clone());
+        t.store.create(&r).await.unwrap();
+        mine.push(r.key);
+    }
+    let child = |role: &str| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["owner_index_child", "--exact", "--test-threads=1"])
+            .env("SESSION_DISK_CHILD_DIR", t.store.root())
+            .env("SESSION_DISK_CHILD_OWNER", &owner)
+            .env("SESSION_DISK_CHILD_ROLE", role)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "child {role}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "child {role} did not run: {out:?}"
+        );
+    };
+    child("create");
+    let listed = t.store.sessions_of(&owner).await.unwrap();
+    assert_eq!(listed.len(), 5, "the other process's sessions are not listed");
+    child("delete");
+    assert!(t.store.sessions_of(&owner).await.unwrap().is_empty());
+    for key in &mine {
+        assert_eq!(t.store.load(key).await.unwrap(), None);
+    }
 }

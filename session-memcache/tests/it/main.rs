@@ -32,7 +32,7 @@ async fn shared() -> Option<Arc<dyn SessionStore>> {
 }
 
 mod two_servers {
-    session_core::conformance_tests!(|| crate::shared());
+    session_core::conformance_tests!(|| crate::shared(), owner_index = false);
 }
 
 #[tokio::test]

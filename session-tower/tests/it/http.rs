@@ -9,8 +9,8 @@ use axum::routing::get;
 use http::{Request, StatusCode, header};
 use session_core::suite::ProbeStore;
 use session_core::{
-    Changes, ManualClock, Record, SessionManager, SessionStore, StorageKey, StoreError, Timestamp,
-    async_trait,
+    Changes, ManualClock, Record, SessionInfo, SessionManager, SessionStore, StorageKey,
+    StoreError, Timestamp, async_trait,
 };
 use session_memory::MemoryStore;
 use session_tower::{CorruptPolicy, Key, Session, SessionLayer};
@@ -461,6 +461,7 @@ struct Damaged {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl SessionStore for Damaged {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         match self.inner.load(key).await? {
@@ -488,6 +489,15 @@ impl SessionStore for Damaged {
     }
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         self.inner.delete_expired().await
+    }
+    fn expires_natively(&self) -> bool {
+        self.inner.expires_natively()
+    }
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        self.inner.sessions_of(owner).await
+    }
+    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
+        self.inner.delete_sessions_of(owner).await
     }
 }
 
@@ -645,6 +655,7 @@ struct SlowCreate {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl SessionStore for SlowCreate {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         self.inner.load(key).await
@@ -669,6 +680,15 @@ impl SessionStore for SlowCreate {
     }
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         self.inner.delete_expired().await
+    }
+    fn expires_natively(&self) -> bool {
+        self.inner.expires_natively()
+    }
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        self.inner.sessions_of(owner).await
+    }
+    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
+        self.inner.delete_sessions_of(owner).await
     }
 }
 
