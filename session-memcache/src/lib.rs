@@ -249,7 +249,7 @@ impl Conn<'_> {
     fn get(&mut self) -> &mut Protocol<TcpStream> {
         self.protocol
             .as_mut()
-            .unwrap_or_else(|| unreachable!("taken only by release"))
+            .expect("taken only by release")
     }
 
     /// Returns the connection to the pool: only after a command finished cleanly.
@@ -512,7 +512,7 @@ impl Inner {
         self.servers
             .iter()
             .max_by_key(|s| mix(k ^ s.seed))
-            .unwrap_or_else(|| unreachable!("build refuses an empty server list"))
+            .expect("build refuses an empty server list")
     }
 }
 

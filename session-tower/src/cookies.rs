@@ -56,7 +56,7 @@ impl std::fmt::Debug for CookieSigner {
 fn keyed(key: &Key) -> Hmac<Sha256> {
     // HMAC takes keys of any length; `Key::signing` is 32 bytes.
     <Hmac<Sha256> as hmac::Mac>::new_from_slice(key.signing())
-        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"))
+        .expect("HMAC accepts every key length")
 }
 
 impl CookieSigner {
