@@ -252,7 +252,12 @@ async fn open_enabled(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
 }
 
 /// The store's own error, with the URL (redacted) in front of its cause.
-#[cfg(any(feature = "redis", feature = "memcache", feature = "mongo"))]
+#[cfg(any(
+    feature = "disk",
+    feature = "redis",
+    feature = "memcache",
+    feature = "mongo"
+))]
 fn at_url(url: &str, error: StoreError) -> StoreError {
     match error {
         StoreError::Unavailable { store, source } => StoreError::Unavailable {

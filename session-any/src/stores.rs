@@ -66,7 +66,7 @@ pub(crate) fn disk(url: &mut StoreUrl<'_>) -> Result<session_disk::DiskStore, St
         STORE,
         &["shard_depth", "fsync", "file_mode", "lock_timeout"],
     )?;
-    builder.open().map_err(|e| url.error(STORE, e))
+    builder.open().map_err(|e| crate::at_url(url.raw, e))
 }
 
 #[cfg(feature = "redis")]
@@ -188,7 +188,7 @@ pub(crate) async fn memcache(
             "item_size_limit",
         ],
     )?;
-    let store = builder.build().map_err(|e| url.error(STORE, e))?;
+    let store = builder.build().map_err(|e| at_url(url.raw, e))?;
     let answers = store.ping().await;
     if answers.iter().all(Result::is_err) {
         let first = answers.into_iter().find_map(Result::err);
@@ -238,7 +238,7 @@ pub(crate) async fn mongo(
         builder = builder.collection(collection);
     }
     if let Some(timeout) = timeout {
-        builder = builder.timeout(timeout);
+        builder = builder.command_timeout(timeout);
     }
     if let Some(create) = create_indexes {
         builder = builder.create_indexes(create);

@@ -86,6 +86,16 @@ impl StoreError {
         }
     }
 
+    /// [`StoreError::Unavailable`] for a call that got no answer within `timeout`.
+    pub fn timed_out(store: &'static str, timeout: std::time::Duration) -> Self {
+        Self::unavailable(store, format!("no answer within {timeout:?}"))
+    }
+
+    /// [`StoreError::TooLarge`] for a record of `size` bytes over `limit`.
+    pub fn too_large(store: &'static str, size: usize, limit: usize) -> Self {
+        Self::TooLarge { store, size, limit }
+    }
+
     /// [`StoreError::Config`] from a cause.
     pub fn config(store: &'static str, source: impl Into<BoxError>) -> Self {
         Self::Config {

@@ -81,7 +81,7 @@ pub enum Fsync {
     Never,
 }
 
-/// Why [`DiskStoreBuilder::open`] failed.
+/// Why [`DiskStoreBuilder::open`] failed: the source of its [`StoreError::Config`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
@@ -143,8 +143,13 @@ impl DiskStoreBuilder {
     /// the lock files.
     ///
     /// # Errors
-    /// [`OpenError`] when the root is a file, cannot be created or is not writable.
-    pub fn open(self) -> Result<DiskStore, OpenError> {
+    /// [`StoreError::Config`] with an [`OpenError`] as its source when the root is a file,
+    /// cannot be created or is not writable, or the shard depth is above 4.
+    pub fn open(self) -> Result<DiskStore, StoreError> {
+        self.open_root().map_err(|e| StoreError::config(STORE, e))
+    }
+
+    fn open_root(self) -> Result<DiskStore, OpenError> {
         if self.depth > 4 {
             return Err(OpenError::ShardDepth(self.depth));
         }
@@ -204,7 +209,7 @@ impl DiskStore {
     ///
     /// # Errors
     /// As [`DiskStoreBuilder::open`].
-    pub fn open(root: impl Into<PathBuf>) -> Result<Self, OpenError> {
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         Self::builder(root).open()
     }
 

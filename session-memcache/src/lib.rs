@@ -57,7 +57,7 @@
 //!
 //! # Errors
 //!
-//! [`BuildError`] for bad settings. At run time: `Unavailable` (server down, timeout, or CAS
+//! [`StoreError::Config`] (with a [`BuildError`] source) for bad settings. At run time: `Unavailable` (server down, timeout, or CAS
 //! contention beyond the retry limit), `TooLarge`, `Corrupt` (an item that is not a session
 //! envelope of this version), `Backend` (other server errors).
 
@@ -95,7 +95,7 @@ const KEY_HEX_LEN: usize = 64;
 /// memcached's boundary between relative and absolute expiration times.
 const RELATIVE_LIMIT_SECS: i64 = 30 * 24 * 3600;
 
-/// Why [`MemcacheStoreBuilder::build`] failed.
+/// Why [`MemcacheStoreBuilder::build`] failed: the source of its [`StoreError::Config`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -167,15 +167,19 @@ impl MemcacheStoreBuilder {
     /// The store. No connection is made until the first call.
     ///
     /// # Errors
-    /// [`BuildError`] for no servers or a bad prefix.
-    pub fn build(self) -> Result<MemcacheStore, BuildError> {
+    /// [`StoreError::Config`], with a [`BuildError`] as its source, for no servers or a bad
+    /// prefix.
+    pub fn build(self) -> Result<MemcacheStore, StoreError> {
         if self.servers.is_empty() {
-            return Err(BuildError::NoServers);
+            return Err(StoreError::config(STORE, BuildError::NoServers));
         }
         let prefix_ok = self.prefix.len() <= MAX_KEY_LEN - 64
             && self.prefix.bytes().all(|b| b.is_ascii_graphic());
         if !prefix_ok {
-            return Err(BuildError::BadPrefix(self.prefix));
+            return Err(StoreError::config(
+                STORE,
+                BuildError::BadPrefix(self.prefix),
+            ));
         }
         let servers = self
             .servers
@@ -247,9 +251,7 @@ struct Conn<'a> {
 
 impl Conn<'_> {
     fn get(&mut self) -> &mut Protocol<TcpStream> {
-        self.protocol
-            .as_mut()
-            .expect("taken only by release")
+        self.protocol.as_mut().expect("taken only by release")
     }
 
     /// Returns the connection to the pool: only after a command finished cleanly.
@@ -319,6 +321,18 @@ impl MemcacheStore {
         }
     }
 
+    /// A store over `servers` (`host:port` each) with default settings.
+    ///
+    /// # Errors
+    /// As [`MemcacheStoreBuilder::build`].
+    pub fn open<I, S>(servers: I) -> Result<Self, StoreError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::builder(servers).build()
+    }
+
     /// The server (`host:port`) a session lives on.
     pub fn server_for(&self, key: &StorageKey) -> &str {
         &self.inner.server(key).addr
@@ -385,11 +399,7 @@ impl MemcacheStore {
     fn check_size(&self, envelope: &[u8]) -> Result<(), StoreError> {
         let limit = self.max_envelope();
         if envelope.len() > limit {
-            return Err(StoreError::TooLarge {
-                store: STORE,
-                size: envelope.len(),
-                limit,
-            });
+            return Err(StoreError::too_large(STORE, envelope.len(), limit));
         }
         Ok(())
     }
@@ -665,19 +675,28 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused() {
+        let build_error = |e: StoreError| match e {
+            StoreError::Config {
+                store: "memcache",
+                source,
+            } => *source.downcast::<BuildError>().unwrap(),
+            other => panic!("not a Config error: {other:?}"),
+        };
         assert_eq!(
-            MemcacheStore::builder(Vec::<String>::new())
-                .build()
-                .unwrap_err(),
+            build_error(
+                MemcacheStore::builder(Vec::<String>::new())
+                    .build()
+                    .unwrap_err()
+            ),
             BuildError::NoServers
         );
         for prefix in ["a b", "a\nb", "\0", &"p".repeat(200)] {
-            assert!(matches!(
-                MemcacheStore::builder(["127.0.0.1:1"])
-                    .key_prefix(prefix)
-                    .build(),
-                Err(BuildError::BadPrefix(_))
-            ));
+            let err = MemcacheStore::builder(["127.0.0.1:1"])
+                .key_prefix(prefix)
+                .build()
+                .unwrap_err();
+            assert!(matches!(build_error(err), BuildError::BadPrefix(_)));
         }
+        assert!(MemcacheStore::open(["127.0.0.1:1"]).is_ok());
     }
 }

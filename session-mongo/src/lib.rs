@@ -227,8 +227,9 @@ impl MongoStoreBuilder {
     }
 
     /// How long one call may take — selecting a server, connecting and the operation itself —
-    /// before failing with [`StoreError::Unavailable`] (default 2 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    /// before failing with [`StoreError::Unavailable`] (default 2 s). The same setting as
+    /// the other stores' `command_timeout`.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
@@ -318,17 +319,15 @@ fn map_error(e: Error) -> StoreError {
         | ErrorKind::ConnectionPoolCleared { .. }
         | ErrorKind::Shutdown => StoreError::unavailable(STORE, e),
         ErrorKind::InvalidArgument { .. } => StoreError::config(STORE, e),
-        _ if matches!(code(&e), Some(10334 | 17419 | 17420)) => StoreError::TooLarge {
-            store: STORE,
-            size: 0,
-            limit: MAX_DOCUMENT,
-        },
+        _ if matches!(code(&e), Some(10334 | 17419 | 17420)) => {
+            StoreError::too_large(STORE, 0, MAX_DOCUMENT)
+        }
         _ => StoreError::backend(STORE, e),
     }
 }
 
 fn too_slow(timeout: Duration) -> StoreError {
-    StoreError::unavailable(STORE, format!("no answer within {timeout:?}"))
+    StoreError::timed_out(STORE, timeout)
 }
 
 /// Runs a driver operation, failing with `Unavailable` when it takes longer than `timeout`.
@@ -397,11 +396,7 @@ fn decode(key: StorageKey, doc: &Document) -> Result<Record, StoreError> {
 fn check_size(size: usize) -> Result<(), StoreError> {
     let limit = MAX_DOCUMENT - DOCUMENT_OVERHEAD;
     if size > limit {
-        return Err(StoreError::TooLarge {
-            store: STORE,
-            size,
-            limit,
-        });
+        return Err(StoreError::too_large(STORE, size, limit));
     }
     Ok(())
 }

@@ -362,10 +362,7 @@ async fn timed<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(timeout, call).await {
         Ok(result) => result.map_err(map_error),
-        Err(_) => Err(StoreError::unavailable(
-            STORE,
-            format!("no answer within {timeout:?}"),
-        )),
+        Err(_) => Err(StoreError::timed_out(STORE, timeout)),
     }
 }
 

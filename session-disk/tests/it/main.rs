@@ -220,16 +220,28 @@ async fn open_refuses_a_file_and_creates_a_missing_root() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
+    let open_error = |e: StoreError| match e {
+        StoreError::Config {
+            store: "disk",
+            source,
+        } => *source.downcast::<OpenError>().unwrap(),
+        other => panic!("not a Config error: {other:?}"),
+    };
     assert!(matches!(
-        DiskStore::open(&file),
-        Err(OpenError::NotADirectory(_))
+        open_error(DiskStore::open(&file).unwrap_err()),
+        OpenError::NotADirectory(_)
     ));
     let nested = dir.path().join("a/b/c");
     DiskStore::open(&nested).unwrap();
     assert!(nested.join(".locks").is_dir());
     assert!(matches!(
-        DiskStore::builder(&nested).shard_depth(9).open(),
-        Err(OpenError::ShardDepth(9))
+        open_error(
+            DiskStore::builder(&nested)
+                .shard_depth(9)
+                .open()
+                .unwrap_err()
+        ),
+        OpenError::ShardDepth(9)
     ));
     let flat = DiskStore::builder(dir.path().join("flat"))
         .shard_depth(0)
@@ -347,7 +359,11 @@ async fn the_owner_index_is_shared_by_two_processes() {
     };
     child("create");
     let listed = t.store.sessions_of(&owner).await.unwrap();
-    assert_eq!(listed.len(), 5, "the other process's sessions are not listed");
+    assert_eq!(
+        listed.len(),
+        5,
+        "the other process's sessions are not listed"
+    );
     child("delete");
     assert!(t.store.sessions_of(&owner).await.unwrap().is_empty());
     for key in &mine {

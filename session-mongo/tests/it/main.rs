@@ -205,7 +205,7 @@ async fn an_unreachable_server_is_unavailable_within_the_timeout() {
         .port();
     let started = std::time::Instant::now();
     let result = MongoStore::builder(format!("mongodb://127.0.0.1:{port}"))
-        .timeout(Duration::from_millis(300))
+        .command_timeout(Duration::from_millis(300))
         .open()
         .await;
     assert!(

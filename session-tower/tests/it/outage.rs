@@ -78,7 +78,7 @@ impl Kind {
                         "o{}",
                         UuidV4Generator.generate().as_str().replace('-', "_")
                     ))
-                    .timeout(TIMEOUT)
+                    .command_timeout(TIMEOUT)
                     .open()
                     .await
                     .unwrap(),
