@@ -108,8 +108,7 @@ impl SaveOutcome {
 const CREATE_ATTEMPTS: usize = 4;
 
 /// Loads, creates, saves and destroys sessions in one store, with one set of settings: the
-/// expiry policy, the id generator and the value codec (pysess's `sessionmaker`, tornasess's
-/// factory). Cheap to clone.
+/// expiry policy, the id generator and the value codec. Cheap to clone.
 ///
 /// ```
 /// use std::time::Duration;

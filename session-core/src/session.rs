@@ -261,7 +261,7 @@ impl Session {
         state.changes.clear();
     }
 
-    /// Leaves a read-once message for a later request (pycket's notifications): it is saved
+    /// Leaves a read-once message for a later request: it is saved
     /// with the session and removed by the first [`Session::take_flash`].
     ///
     /// # Errors

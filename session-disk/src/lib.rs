@@ -1,6 +1,6 @@
 //! A file-system [`SessionStore`] for `session-core`: one file per session under a root
 //! directory, for single-server deployments that want sessions to survive a restart with no
-//! server to run (tornasess's `{"root": "/tmp"}`).
+//! server to run.
 //!
 //! - Files are named by the session's hashed storage key (64 hex characters; never the
 //!   bearer id, never anything with a path separator) and sharded into subdirectories

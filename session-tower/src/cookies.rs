@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cookie::{Cookie, Key, SameSite};
+use cookie::{Key, SameSite};
 use hmac::{Hmac, Mac as _};
 use http::header::{COOKIE, HeaderMap, HeaderValue};
 use session_core::{SessionId, Timestamp};
@@ -227,25 +227,45 @@ impl CookieConfig {
         }
     }
 
-    /// `Set-Cookie` that makes the browser forget the cookie.
+    /// `Set-Cookie` that makes the browser forget the cookie: built like `set_cookie`, with
+    /// an empty value, `Max-Age=0` and an `Expires` in the past for old browsers.
     pub(crate) fn removal(&self) -> Option<HeaderValue> {
-        let mut cookie = Cookie::new(self.name.clone(), "");
-        cookie.set_path(self.path.clone());
-        if let Some(domain) = &self.domain {
-            cookie.set_domain(domain.clone());
-        }
-        cookie.set_secure(self.secure);
-        cookie.set_http_only(self.http_only);
-        cookie.set_same_site(self.same_site);
-        cookie.make_removal();
-        HeaderValue::from_str(&cookie.to_string()).ok()
+        let mut header = String::with_capacity(128);
+        let _ = write!(
+            header,
+            "{}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+            self.name
+        );
+        self.attributes(&mut header);
+        HeaderValue::from_str(&header).ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cookie::Cookie;
     use session_core::{IdGenerator, UuidV4Generator};
+
+    #[test]
+    fn the_removal_carries_the_cookies_attributes_and_expires_it() {
+        let config = CookieConfig {
+            domain: Some("example.com".into()),
+            path: "/app".into(),
+            ..CookieConfig::default()
+        };
+        let removal = config.removal().unwrap();
+        let parsed = Cookie::parse(removal.to_str().unwrap()).unwrap();
+        assert_eq!(parsed.name(), "id");
+        assert_eq!(parsed.value(), "");
+        assert_eq!(parsed.max_age(), Some(cookie::time::Duration::ZERO));
+        assert!(parsed.expires_datetime().unwrap().unix_timestamp() <= 0);
+        assert_eq!(parsed.path(), Some("/app"));
+        assert_eq!(parsed.domain(), Some("example.com"));
+        assert_eq!(parsed.secure(), Some(true));
+        assert_eq!(parsed.http_only(), Some(true));
+        assert_eq!(parsed.same_site(), Some(SameSite::Lax));
+    }
 
     fn header_for(value: &HeaderValue) -> HeaderMap {
         let pair = value
