@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::{SessionStore as TsStore, cookie::time::OffsetDateTime};
 
-use crate::cycle::{Cycle, value};
+use crate::workload::{Cycle, value};
 
 /// The cycle through a tower-sessions `SessionStore` (`store`, cloneable) over the sessions
 /// `ids`: load, change one key, save the whole record. A macro, not a generic function:

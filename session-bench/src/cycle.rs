@@ -22,17 +22,7 @@ use session_disk::{DiskStore, Fsync};
 use session_memory::MemoryStore;
 
 use crate::anchors;
-
-/// One cycle in flight.
-pub(crate) type CycleFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
-
-/// One loop body of a workload: given a random number, do one cycle.
-pub(crate) type Cycle = Arc<dyn Fn(u64) -> CycleFuture + Send + Sync>;
-
-pub(crate) fn value(n: u64) -> String {
-    format!("{n:040}")
-}
+use crate::workload::{Cycle, value};
 
 /// xorshift64*: a fast per-task generator; quality is irrelevant here.
 fn next(state: &mut u64) -> u64 {

@@ -17,6 +17,7 @@ use session_memory::MemoryStore;
 mod anchors;
 mod cycle;
 mod http;
+mod workload;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
