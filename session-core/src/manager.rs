@@ -88,8 +88,12 @@ pub enum SaveOutcome {
     /// The record was deleted: the client's cookie should be removed.
     Destroyed,
     /// The record had vanished (deleted by another request, or expired), so nothing was
-    /// written and the session is over: the client's cookie should be removed.
+    /// written and the session is over for this handle.
     Gone,
+    /// Another request had cycled the session's id (a login) after this one loaded it: the
+    /// changes were written to the session under its new id, which that other request's
+    /// response gave the client. This handle's id is dead; send no cookie.
+    Forwarded,
 }
 
 impl SaveOutcome {
@@ -106,6 +110,8 @@ impl SaveOutcome {
 
 /// How many fresh ids `save` tries when `create` reports a collision.
 const CREATE_ATTEMPTS: usize = 4;
+/// How many forward pointers an update follows (an id cycled twice in a row is two).
+const FORWARD_HOPS: usize = 4;
 
 /// Loads, creates, saves and destroys sessions in one store, with one set of settings: the
 /// expiry policy, the id generator and the value codec. Cheap to clone.
@@ -143,6 +149,7 @@ struct ManagerInner {
     ids: Arc<dyn IdGenerator>,
     codec: Codec,
     clock: Arc<dyn Clock>,
+    cycle_grace: Duration,
 }
 
 /// Settings for a [`SessionManager`].
@@ -155,6 +162,7 @@ pub struct SessionManagerBuilder {
     ids: Arc<dyn IdGenerator>,
     codec: Codec,
     clock: Arc<dyn Clock>,
+    cycle_grace: Duration,
 }
 
 impl SessionManagerBuilder {
@@ -196,6 +204,16 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// How long the old id of a cycled session forwards writes (default 30 s): a request
+    /// that loaded the session before another request cycled its id (a login) and saves
+    /// after it still reaches the session under its new id instead of losing its changes.
+    /// Only requests already holding the session use it: loading by the old id finds
+    /// nothing. `Duration::ZERO` deletes the old record at once, and such writes are lost.
+    pub fn cycle_grace(mut self, grace: Duration) -> Self {
+        self.cycle_grace = grace;
+        self
+    }
+
     /// The clock (default [`SystemClock`]); tests pass a [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -215,6 +233,7 @@ impl SessionManagerBuilder {
                 ids: self.ids,
                 codec: self.codec,
                 clock: self.clock,
+                cycle_grace: self.cycle_grace,
             }),
         }
     }
@@ -240,6 +259,7 @@ impl SessionManager {
             ids: Arc::new(UuidV4Generator),
             codec: Codec::default(),
             clock: Arc::new(SystemClock),
+            cycle_grace: Duration::from_secs(30),
         }
     }
 
@@ -379,7 +399,9 @@ impl SessionManager {
             Create {
                 id: SessionId,
                 record: Record,
-                cycled_from: Option<StorageKey>,
+                /// The old key of a cycled session, and what this handle changed since it
+                /// loaded it.
+                cycled_from: Option<(StorageKey, Changes)>,
             },
             Update {
                 key: StorageKey,
@@ -409,7 +431,7 @@ impl SessionManager {
                 if !state.stored && state.data.is_empty() {
                     Plan::Nothing
                 } else {
-                    let cycled_from = state.stored.then_some(state.key);
+                    let cycled_from = state.stored.then(|| (state.key, state.changes.clone()));
                     let id = if state.cycle {
                         self.inner.ids.generate()
                     } else {
@@ -477,7 +499,20 @@ impl SessionManager {
                         session.lock().expires_at = expires_at;
                         Ok(SaveOutcome::Updated)
                     }
-                    Ok(false) => Ok(mark_gone(session)),
+                    Ok(false) => match self.forward(&key, &changes, expires_at).await {
+                        Ok(true) => {
+                            mark_gone(session);
+                            Ok(SaveOutcome::Forwarded)
+                        }
+                        Ok(false) => Ok(mark_gone(session)),
+                        Err(e) => {
+                            let mut state = session.lock();
+                            let later = std::mem::take(&mut state.changes);
+                            state.changes = changes;
+                            state.changes.extend(later);
+                            Err(e.into())
+                        }
+                    },
                     Err(e) => {
                         let mut state = session.lock();
                         let later = std::mem::take(&mut state.changes);
@@ -498,12 +533,35 @@ impl SessionManager {
         }
     }
 
+    /// An update that found no record under `key`: when another request cycled the id,
+    /// follows the forward pointers and applies `changes` to the session's current record.
+    /// `Ok(false)` when there is none (the session ended, or it was never cycled).
+    async fn forward(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let store = self.store_dyn();
+        let mut at = *key;
+        for _ in 0..FORWARD_HOPS {
+            let Some(next) = store.forwarded(&at).await? else {
+                return Ok(false);
+            };
+            if store.update(&next, changes, expires_at).await? {
+                return Ok(true);
+            }
+            at = next;
+        }
+        Ok(false)
+    }
+
     async fn save_new(
         &self,
         session: &Session,
         mut id: SessionId,
         mut record: Record,
-        cycled_from: Option<StorageKey>,
+        cycled_from: Option<(StorageKey, Changes)>,
     ) -> Result<SaveOutcome, SessionError> {
         let store = self.store_dyn();
         let mut attempt = 1;
@@ -533,16 +591,73 @@ impl SessionManager {
                 state.changes.owner = Some(state.owner.clone());
             }
         }
-        let Some(old) = cycled_from else {
+        let Some((old, mine)) = cycled_from else {
             return Ok(SaveOutcome::Created);
         };
-        if let Err(e) = store.delete(&old).await {
+        if let Err(e) = self.retire(&old, &record, &mine).await {
             // The new record is live; the old one goes at the next save.
             session.lock().stale = Some(old);
             return Err(e.into());
         }
         Ok(SaveOutcome::Cycled)
     }
+}
+
+impl SessionManager {
+    /// Ends the old record of a cycled session whose data `record` now holds under its new
+    /// key. Within the grace period the old key becomes a forward pointer, and writes other
+    /// requests made to it after this handle loaded it (between the snapshot and the
+    /// pointer) are carried over, key by key, except on the keys this handle changed itself
+    /// (`mine`), which it decides.
+    async fn retire(
+        &self,
+        old: &StorageKey,
+        record: &Record,
+        mine: &Changes,
+    ) -> Result<(), StoreError> {
+        let store = self.store_dyn();
+        if self.inner.cycle_grace.is_zero() {
+            return store.delete(old).await;
+        }
+        let until = self.now().saturating_add(self.inner.cycle_grace);
+        let Some(last) = store.retire(old, &record.key, until).await? else {
+            return Ok(());
+        };
+        let missed = missed_writes(&record.data, &last.data, mine);
+        if !missed.is_empty() {
+            // The new record may have ended meanwhile (a logout): then nothing is written.
+            store
+                .update(&record.key, &missed, record.expires_at)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What other requests wrote to a cycled session's old record after this handle loaded it:
+/// the keys where the old record's last state differs from this handle's snapshot, leaving
+/// out the keys this handle changed itself (and everything, when it cleared the session).
+fn missed_writes(
+    snapshot: &BTreeMap<String, Vec<u8>>,
+    last: &BTreeMap<String, Vec<u8>>,
+    mine: &Changes,
+) -> Changes {
+    let mut missed = Changes::new();
+    if mine.cleared {
+        return missed;
+    }
+    let own = |key: &str| mine.set.contains_key(key) || mine.removed.contains(key);
+    for (key, value) in last {
+        if !own(key) && snapshot.get(key) != Some(value) {
+            missed.set(key.clone(), value.clone());
+        }
+    }
+    for key in snapshot.keys() {
+        if !own(key) && !last.contains_key(key) {
+            missed.remove(key);
+        }
+    }
+    missed
 }
 
 /// The changes still to write after `written` was stored as a whole record while the handle

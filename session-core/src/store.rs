@@ -93,6 +93,34 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// `Unavailable`/`Backend` when the store fails.
     async fn delete_expired(&self) -> Result<u64, StoreError>;
 
+    /// Replaces the live record under `key` with a *forward pointer* to `to`, atomically,
+    /// and returns the record as it was just before; `None`, writing nothing, when there is
+    /// no live record.
+    ///
+    /// The manager calls it when a session's id is cycled (login): the data already lives
+    /// under `to`, and a request that loaded the session before the cycle and saves after it
+    /// finds the pointer ([`SessionStore::forwarded`]) and sends its changes there instead of
+    /// losing them. A pointer is not a session: `load` does not return it, `update` and
+    /// `touch` answer `Ok(false)` on it, `create` on its key is an [`StoreError::IdCollision`]
+    /// while it lasts, `delete` removes it, `delete_expired` sweeps it after `until`, and the
+    /// per-user index never lists it.
+    ///
+    /// # Errors
+    /// `Unavailable`/`Backend`/`Corrupt` when the store fails (nothing is written).
+    async fn retire(
+        &self,
+        key: &StorageKey,
+        to: &StorageKey,
+        until: Timestamp,
+    ) -> Result<Option<Record>, StoreError>;
+
+    /// Where the live forward pointer under `key` leads (see [`SessionStore::retire`]);
+    /// `None` when there is none, or it has expired, or `key` holds a session.
+    ///
+    /// # Errors
+    /// `Unavailable`/`Backend` when the store fails.
+    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError>;
+
     /// Whether the store removes expired records by itself (a server TTL), so that a
     /// sweeper is not needed.
     fn expires_natively(&self) -> bool;
@@ -138,6 +166,17 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     }
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         (**self).delete_expired().await
+    }
+    async fn retire(
+        &self,
+        key: &StorageKey,
+        to: &StorageKey,
+        until: Timestamp,
+    ) -> Result<Option<Record>, StoreError> {
+        (**self).retire(key, to, until).await
+    }
+    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
+        (**self).forwarded(key).await
     }
     fn expires_natively(&self) -> bool {
         (**self).expires_natively()

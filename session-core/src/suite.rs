@@ -270,6 +270,19 @@ impl SessionStore for ProbeStore {
         self.enter()?;
         self.inner.delete_expired().await
     }
+    async fn retire(
+        &self,
+        key: &StorageKey,
+        to: &StorageKey,
+        until: Timestamp,
+    ) -> Result<Option<Record>, StoreError> {
+        self.enter()?;
+        self.inner.retire(key, to, until).await
+    }
+    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
+        self.enter()?;
+        self.inner.forwarded(key).await
+    }
     fn expires_natively(&self) -> bool {
         self.inner.expires_natively()
     }
@@ -971,6 +984,172 @@ pub async fn check_hostile_sizes(store: Arc<dyn SessionStore>) {
     );
 }
 
+/// Forward pointers ([`SessionStore::retire`]): retiring a live record returns it and leaves
+/// a pointer that is no session (not loaded, not updated or touched, its key taken for
+/// `create`, never in the per-user index) but leads to the new key until it expires or is
+/// deleted; retiring a missing or expired record writes nothing.
+pub async fn check_forward_pointers(store: Arc<dyn SessionStore>) {
+    let mut old = record_with(&[("a", b"1")], in_one_hour());
+    let owner = format!("fwd-{}", UuidV4Generator.generate().as_str());
+    old.owner = Some(owner.clone());
+    store.create(&old).await.unwrap();
+    let new = record(&[("a", b"1")]);
+    store.create(&new).await.unwrap();
+    let until = Timestamp::now().saturating_add(Duration::from_secs(60));
+    let retired = store.retire(&old.key, &new.key, until).await.unwrap();
+    assert_eq!(
+        retired.as_ref(),
+        Some(&old),
+        "retire did not return the record"
+    );
+    assert_eq!(store.load(&old.key).await.unwrap(), None, "a pointer loads");
+    let mut changes = Changes::new();
+    changes.set("b", b"2".to_vec());
+    assert!(
+        !store
+            .update(&old.key, &changes, in_one_hour())
+            .await
+            .unwrap(),
+        "an update applied to a pointer"
+    );
+    assert!(!store.touch(&old.key, in_one_hour()).await.unwrap());
+    assert_eq!(store.forwarded(&old.key).await.unwrap(), Some(new.key));
+    assert_eq!(
+        store.forwarded(&new.key).await.unwrap(),
+        None,
+        "a session forwards"
+    );
+    let mut squatter = record(&[("x", b"y")]);
+    squatter.key = old.key;
+    assert!(
+        matches!(store.create(&squatter).await, Err(StoreError::IdCollision)),
+        "a pointer's key was taken over"
+    );
+    if let Ok(listed) = store.sessions_of(&owner).await {
+        assert!(listed.is_empty(), "a pointer is listed: {listed:?}");
+    }
+    assert_eq!(
+        store.retire(&old.key, &new.key, until).await.unwrap(),
+        None,
+        "a pointer was retired again"
+    );
+    store.delete(&old.key).await.unwrap();
+    assert_eq!(
+        store.forwarded(&old.key).await.unwrap(),
+        None,
+        "delete kept the pointer"
+    );
+
+    // Missing and expired records: nothing to retire, nothing written.
+    let missing = fresh_key();
+    assert_eq!(store.retire(&missing, &new.key, until).await.unwrap(), None);
+    assert_eq!(store.forwarded(&missing).await.unwrap(), None);
+    let expired = record_with(&[("a", b"1")], a_second_ago());
+    store.create(&expired).await.unwrap();
+    assert_eq!(
+        store.retire(&expired.key, &new.key, until).await.unwrap(),
+        None
+    );
+    assert_eq!(store.forwarded(&expired.key).await.unwrap(), None);
+
+    // A pointer past its time leads nowhere.
+    let short = record(&[("a", b"1")]);
+    store.create(&short).await.unwrap();
+    assert!(
+        store
+            .retire(&short.key, &new.key, a_second_ago())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.forwarded(&short.key).await.unwrap(), None);
+    assert_eq!(store.load(&short.key).await.unwrap(), None);
+    store.delete_expired().await.unwrap();
+    assert_eq!(
+        must_load(&*store, &new.key).await,
+        new,
+        "the target changed"
+    );
+}
+
+/// A login racing the session's other requests: requests that loaded the session before its
+/// id was cycled and save after (or during) the cycle keep their writes, which reach the
+/// session under its new id; and a logout of the new id stays final against them.
+pub async fn check_cycle_keeps_racing_writes(store: Arc<dyn SessionStore>) {
+    let manager = SessionManager::builder_arc(store.clone()).build();
+    for round in 0..24u32 {
+        let session = manager.create();
+        session.insert("user", "anonymous").unwrap();
+        manager.save(&session).await.unwrap();
+        let id = session.id();
+        let login = manager.load(&id).await.unwrap().unwrap();
+        let page = manager.load(&id).await.unwrap().unwrap();
+        login.cycle_id();
+        login.insert("user", "alice").unwrap();
+        page.insert("cart", round).unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let (m1, m2, b1, b2) = (
+            manager.clone(),
+            manager.clone(),
+            barrier.clone(),
+            barrier.clone(),
+        );
+        let (l, p) = (login.clone(), page.clone());
+        let logged_in = tokio::spawn(async move {
+            b1.wait().await;
+            m1.save(&l).await.unwrap()
+        });
+        let wrote = tokio::spawn(async move {
+            b2.wait().await;
+            m2.save(&p).await.unwrap()
+        });
+        assert_eq!(logged_in.await.unwrap(), SaveOutcome::Cycled);
+        let wrote = wrote.await.unwrap();
+        assert!(
+            matches!(wrote, SaveOutcome::Updated | SaveOutcome::Forwarded),
+            "round {round}: the racing write was {wrote:?}"
+        );
+        let new_id = login.id();
+        assert!(
+            manager.load(&id).await.unwrap().is_none(),
+            "the old id lives"
+        );
+        let now = manager.load(&new_id).await.unwrap().unwrap();
+        assert_eq!(now.get::<String>("user").unwrap().as_deref(), Some("alice"));
+        assert_eq!(
+            now.get::<u32>("cart").unwrap(),
+            Some(round),
+            "round {round}: the write racing the login was lost ({wrote:?})"
+        );
+
+        // A write after the login that lands once the new session is logged out stays out.
+        let late = manager.load(&new_id).await.unwrap().unwrap();
+        manager.destroy(&now).await.unwrap();
+        late.insert("cart", 99u32).unwrap();
+        assert_eq!(manager.save(&late).await.unwrap(), SaveOutcome::Gone);
+        assert!(
+            manager.load(&new_id).await.unwrap().is_none(),
+            "logout undone"
+        );
+    }
+
+    // A write through the old id after the new session was logged out goes nowhere.
+    let session = manager.create();
+    session.insert("n", 1u8).unwrap();
+    manager.save(&session).await.unwrap();
+    let login = manager.load(&session.id()).await.unwrap().unwrap();
+    let page = manager.load(&session.id()).await.unwrap().unwrap();
+    login.cycle_id();
+    manager.save(&login).await.unwrap();
+    manager.destroy(&login).await.unwrap();
+    page.insert("n", 2u8).unwrap();
+    assert_eq!(manager.save(&page).await.unwrap(), SaveOutcome::Gone);
+    assert!(
+        manager.load(&login.id()).await.unwrap().is_none(),
+        "logout undone"
+    );
+}
+
 /// The per-user index: two users with three sessions each (one gaining its owner by
 /// `update`), `sessions_of` lists exactly a user's live sessions, `delete_sessions_of` ends
 /// exactly one user's sessions and nothing brings them back.
@@ -1121,6 +1300,8 @@ macro_rules! conformance_tests {
             check_hostile_ids,
             check_manager_lifecycle,
             check_hostile_sizes,
+            check_forward_pointers,
+            check_cycle_keeps_racing_writes,
         );
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn check_owner_index() {

@@ -13,6 +13,8 @@
 //! - `create`, `update`, `touch` and `delete` hold an advisory lock (`flock`, one of 256
 //!   lock files under `.locks/`) around read-merge-write, so several processes sharing the
 //!   root lose no update, and a deleted session stays deleted.
+//! - At login (`retire`), under the key's lock, the session file is replaced by a small
+//!   `<key>.forward` file naming the new key until when; the sweep removes expired ones.
 //! - File I/O runs on tokio's blocking pool, never on the async workers.
 //! - The per-user index (`sessions_of`, `delete_sessions_of`: "log out everywhere") is a
 //!   scan of the session files, O(sessions); deletion re-checks each file under its lock.
@@ -62,6 +64,10 @@ use session_core::{
 
 const STORE: &str = "disk";
 const SUFFIX: &str = ".session";
+/// A forward pointer of a cycled session (`retire`), beside where its file was.
+const FORWARD_SUFFIX: &str = ".forward";
+/// The first word of a forward pointer file.
+const FORWARD_MAGIC: &str = "session-forward-1";
 const TMP_PREFIX: &str = ".tmp-";
 const LOCK_DIR: &str = ".locks";
 const LOCK_STRIPES: usize = 256;
@@ -252,13 +258,32 @@ fn io_error(e: io::Error) -> StoreError {
 
 impl Inner {
     fn path(&self, key: &StorageKey) -> PathBuf {
+        self.path_with(key, SUFFIX)
+    }
+
+    fn forward_path(&self, key: &StorageKey) -> PathBuf {
+        self.path_with(key, FORWARD_SUFFIX)
+    }
+
+    fn path_with(&self, key: &StorageKey, suffix: &str) -> PathBuf {
         let hex = key.to_hex();
         let mut path = self.root.clone();
         for level in 0..self.depth {
             path.push(&hex[2 * level..2 * level + 2]);
         }
-        path.push(format!("{}{SUFFIX}", hex.as_str()));
+        path.push(format!("{}{suffix}", hex.as_str()));
         path
+    }
+
+    /// The live forward pointer under `key`: its target and until when. A damaged or
+    /// expired pointer leads nowhere (the sweep removes it).
+    fn forward(&self, key: &StorageKey, now: Timestamp) -> Result<Option<StorageKey>, StoreError> {
+        let Some(bytes) = self.read(&self.forward_path(key))? else {
+            return Ok(None);
+        };
+        Ok(parse_forward(&bytes)
+            .filter(|(_, until)| *until > now)
+            .map(|(to, _)| to))
     }
 
     /// Takes the key's lock stripe; released when the returned file is dropped.
@@ -308,12 +333,21 @@ impl Inner {
     }
 
     fn write(&self, record: &Record) -> Result<(), StoreError> {
-        let path = self.path(&record.key);
+        self.write_file(
+            &record.key,
+            &self.path(&record.key),
+            &encode_envelope(record),
+        )
+    }
+
+    /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, fsync of the
+    /// directory.
+    fn write_file(&self, key: &StorageKey, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(io_error)?;
         let tmp = dir.join(format!(
             "{TMP_PREFIX}{}-{}-{}",
-            record.key.to_hex().as_str(),
+            key.to_hex().as_str(),
             std::process::id(),
             self.tmp_counter.fetch_add(1, Ordering::Relaxed)
         ));
@@ -323,12 +357,12 @@ impl Inner {
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, self.mode);
             let mut file = options.open(&tmp)?;
-            file.write_all(&encode_envelope(record))?;
+            file.write_all(bytes)?;
             if self.fsync == Fsync::Always {
                 file.sync_all()?;
             }
             drop(file);
-            fs::rename(&tmp, &path)?;
+            fs::rename(&tmp, path)?;
             if self.fsync == Fsync::Always {
                 File::open(dir)?.sync_all()?;
             }
@@ -374,6 +408,11 @@ impl Inner {
                 visit(Found::Temporary(entry))?;
             } else if let Some(key) = name.strip_suffix(SUFFIX).and_then(StorageKey::parse_hex) {
                 visit(Found::Session(key, path))?;
+            } else if let Some(key) = name
+                .strip_suffix(FORWARD_SUFFIX)
+                .and_then(StorageKey::parse_hex)
+            {
+                visit(Found::Forward(key, path))?;
             }
         }
         Ok(())
@@ -390,6 +429,14 @@ impl Inner {
                     });
                     if stale {
                         self.remove(&entry.path())?;
+                    }
+                }
+                Found::Forward(key, path) => {
+                    if self.forward(&key, now)?.is_none() {
+                        let _lock = self.lock(&key)?;
+                        if self.forward(&key, now)?.is_none() {
+                            self.remove(&path)?;
+                        }
                     }
                 }
                 Found::Session(key, path) => {
@@ -435,9 +482,22 @@ impl Inner {
     }
 }
 
+/// `session-forward-1 <target hex> <until, Unix ms>`, as `retire` writes it.
+fn parse_forward(bytes: &[u8]) -> Option<(StorageKey, Timestamp)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut words = text.split_whitespace();
+    if words.next()? != FORWARD_MAGIC {
+        return None;
+    }
+    let to = StorageKey::parse_hex(words.next()?)?;
+    let until = Timestamp::from_unix_millis(words.next()?.parse().ok()?);
+    Some((to, until))
+}
+
 /// What [`Inner::walk`] finds.
 enum Found {
     Session(StorageKey, PathBuf),
+    Forward(StorageKey, PathBuf),
     Temporary(fs::DirEntry),
 }
 
@@ -457,6 +517,9 @@ impl SessionStore for DiskStore {
         let record = record.clone();
         self.blocking(move |inner| {
             let _lock = inner.lock(&record.key)?;
+            if inner.forward(&record.key, Timestamp::now())?.is_some() {
+                return Err(StoreError::IdCollision);
+            }
             match inner.live(&record.key) {
                 Ok(Some(_)) => return Err(StoreError::IdCollision),
                 // Absent, expired or damaged: the name is free.
@@ -506,9 +569,42 @@ impl SessionStore for DiskStore {
         let key = *key;
         self.blocking(move |inner| {
             let _lock = inner.lock(&key)?;
+            inner.remove(&inner.forward_path(&key))?;
             inner.remove(&inner.path(&key)).map(drop)
         })
         .await
+    }
+
+    /// Under the key's lock: the session file is removed, then the pointer written (a crash
+    /// in between leaves neither, as a plain delete would).
+    async fn retire(
+        &self,
+        key: &StorageKey,
+        to: &StorageKey,
+        until: Timestamp,
+    ) -> Result<Option<Record>, StoreError> {
+        let (key, to) = (*key, *to);
+        self.blocking(move |inner| {
+            let _lock = inner.lock(&key)?;
+            let Some(record) = inner.live(&key)? else {
+                return Ok(None);
+            };
+            inner.remove(&inner.path(&key))?;
+            let pointer = format!(
+                "{FORWARD_MAGIC} {} {}\n",
+                to.to_hex().as_str(),
+                until.as_unix_millis()
+            );
+            inner.write_file(&key, &inner.forward_path(&key), pointer.as_bytes())?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
+        let key = *key;
+        self.blocking(move |inner| inner.forward(&key, Timestamp::now()))
+            .await
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {

@@ -13,6 +13,8 @@
 //!   persist and an update racing a `delete` never recreates the session. `load` reads with
 //!   `gets` and keeps the CAS id briefly, so the update that follows it in a request usually
 //!   goes straight to `cas`: two round trips a request, like a blind get + set.
+//! - **Login** (`retire`): `gets` + `cas` replaces the session's item by a 44-byte forward
+//!   pointer item (`SFW1`, the new key, until when) that expires by itself.
 //! - **No per-user index**: memcached cannot enumerate items, and a separate index item
 //!   could not be kept consistent with the sessions, so `sessions_of` and
 //!   `delete_sessions_of` ("log out everywhere") answer [`StoreError::Unsupported`]. Use
@@ -92,6 +94,27 @@ const MAX_KEY_LEN: usize = 250;
 const ITEM_HEADER: usize = 59;
 /// The length of an item key beside its prefix: the storage key's 64 hex digits.
 const KEY_HEX_LEN: usize = 64;
+/// The first bytes of a forward pointer item (`retire`), then the new key's 32 bytes and
+/// the pointer's end in Unix milliseconds (8 bytes, little-endian). Never a session
+/// envelope's magic.
+const FORWARD_MAGIC: &[u8; 4] = b"SFW1";
+
+/// A forward pointer item's target and end; `None` for any other item.
+fn parse_forward(bytes: &[u8]) -> Option<(StorageKey, Timestamp)> {
+    let rest = bytes.strip_prefix(FORWARD_MAGIC)?;
+    if rest.len() != 40 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&rest[..32]);
+    let mut until = [0u8; 8];
+    until.copy_from_slice(&rest[32..]);
+    Some((
+        StorageKey::from_bytes(key),
+        Timestamp::from_unix_millis(i64::from_le_bytes(until)),
+    ))
+}
+
 /// memcached's boundary between relative and absolute expiration times.
 const RELATIVE_LIMIT_SECS: i64 = 30 * 24 * 3600;
 
@@ -428,6 +451,9 @@ impl MemcacheStore {
                             Err(e) => return Err(map_io(addr, e)),
                         },
                     };
+                    if bytes.starts_with(FORWARD_MAGIC) {
+                        return Ok(Some(false)); // a cycled session's pointer: not a session
+                    }
                     // The changes merged into the stored bytes without decoding the record.
                     // Patched before the expiry check because patching verifies the checksum:
                     // a damaged item is `Corrupt` whether or not its expiry has passed.
@@ -573,6 +599,9 @@ impl SessionStore for MemcacheStore {
         let Some((bytes, cas)) = found else {
             return Ok(None);
         };
+        if bytes.starts_with(FORWARD_MAGIC) {
+            return Ok(None);
+        }
         let record = decode_envelope(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
         if record.is_expired_at(Timestamp::now()) {
             return Ok(None);
@@ -627,6 +656,78 @@ impl SessionStore for MemcacheStore {
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    /// `gets` + `cas` of the pointer in place of the session, retried on a lost race.
+    async fn retire(
+        &self,
+        key: &StorageKey,
+        to: &StorageKey,
+        until: Timestamp,
+    ) -> Result<Option<Record>, StoreError> {
+        let item = self.item_key(key);
+        let _ = self.inner.seen.take(key);
+        let mut pointer = Vec::with_capacity(44);
+        pointer.extend_from_slice(FORWARD_MAGIC);
+        pointer.extend_from_slice(to.as_bytes());
+        pointer.extend_from_slice(&until.as_unix_millis().to_le_bytes());
+        for _ in 0..self.inner.cas_retries {
+            let attempt = self
+                .with_conn(key, async |conn| {
+                    let addr = &conn.server.addr;
+                    let (bytes, cas) = match conn.get().gets_cas(item.as_bytes()).await {
+                        Ok(found) => found,
+                        Err(e) if is_not_found(&e) => return Ok(Some(None)),
+                        Err(e) => return Err(map_io(addr, e)),
+                    };
+                    if bytes.starts_with(FORWARD_MAGIC) {
+                        return Ok(Some(None));
+                    }
+                    let record =
+                        decode_envelope(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
+                    let now = Timestamp::now();
+                    if record.is_expired_at(now) {
+                        return Ok(Some(None));
+                    }
+                    match conn
+                        .get()
+                        .cas(&item, &pointer, cas, exptime(until, now))
+                        .await
+                    {
+                        Ok(true) => Ok(Some(Some(record))),
+                        Ok(false) => Ok(None),
+                        Err(e) if is_not_found(&e) => Ok(Some(None)),
+                        Err(e) => Err(map_io(addr, e)),
+                    }
+                })
+                .await?;
+            if let Some(done) = attempt {
+                return Ok(done);
+            }
+        }
+        Err(StoreError::unavailable(
+            STORE,
+            format!("retire lost {} CAS races in a row", self.inner.cas_retries),
+        ))
+    }
+
+    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
+        let item = self.item_key(key);
+        let found = self
+            .with_conn(key, async |conn| {
+                match conn.get().get(item.as_bytes()).await {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(map_io(&conn.server.addr, e)),
+                }
+            })
+            .await?;
+        let now = Timestamp::now();
+        Ok(found
+            .as_deref()
+            .and_then(parse_forward)
+            .filter(|(_, until)| *until > now)
+            .map(|(to, _)| to))
     }
 
     fn expires_natively(&self) -> bool {

@@ -73,6 +73,9 @@ struct Shard {
     /// Where `update` writes the patched body before it replaces the old one (in place when
     /// the size is unchanged), so an update allocates only when the size changes.
     scratch: Vec<u8>,
+    /// Forward pointers of cycled sessions (`retire`): the new key and until when. Few and
+    /// short-lived, so a plain map beside the table.
+    forwards: std::collections::HashMap<StorageKey, (StorageKey, Timestamp)>,
 }
 
 /// A larger scratch buffer (left by a huge session) is not kept after its update.
@@ -202,6 +205,13 @@ impl SessionStore for MemoryStore {
         let entry = make_entry(record);
         let now = Timestamp::now();
         let mut shard = self.shard(&record.key);
+        if shard
+            .forwards
+            .get(&record.key)
+            .is_some_and(|(_, until)| *until > now)
+        {
+            return Err(StoreError::IdCollision);
+        }
         let hash = record.key.prefix_u64();
         match shard.table.entry(
             hash,
@@ -229,7 +239,7 @@ impl SessionStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         let now = Timestamp::now();
         let mut guard = self.shard(key);
-        let Shard { table, scratch } = &mut *guard;
+        let Shard { table, scratch, .. } = &mut *guard;
         let Some(entry) = live_mut(table, key, now) else {
             return Ok(false);
         };
@@ -266,7 +276,41 @@ impl SessionStore for MemoryStore {
         {
             slot.remove();
         }
+        shard.forwards.remove(key);
         Ok(())
+    }
+
+    async fn retire(
+        &self,
+        key: &StorageKey,
+        to: &StorageKey,
+        until: Timestamp,
+    ) -> Result<Option<Record>, StoreError> {
+        let now = Timestamp::now();
+        let mut shard = self.shard(key);
+        let Ok(slot) = shard
+            .table
+            .find_entry(key.prefix_u64(), |e| entry_key(e) == key.as_bytes())
+        else {
+            return Ok(None);
+        };
+        if expired(slot.get(), now) {
+            return Ok(None);
+        }
+        let record = read_entry(*key, slot.get())?;
+        slot.remove();
+        shard.forwards.insert(*key, (*to, until));
+        Ok(Some(record))
+    }
+
+    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
+        let now = Timestamp::now();
+        Ok(self
+            .shard(key)
+            .forwards
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(to, _)| *to))
     }
 
     /// A scan of every shard (the owner is read from each entry's header, not decoded):
@@ -314,6 +358,7 @@ impl SessionStore for MemoryStore {
                 removed += u64::from(gone);
                 !gone
             });
+            shard.forwards.retain(|_, (_, until)| *until > now);
         }
         Ok(removed)
     }

@@ -11,6 +11,9 @@
 //!   the TTL monitor runs only every 60 s.
 //! - **Per-user index**: an index on `owner` serves `sessions_of` and "log out everywhere"
 //!   (`delete_sessions_of`, one `delete_many`).
+//! - **Login** (`retire`): the live session document becomes a pointer (`forward_to`,
+//!   `forward_until`; its data removed), which every other filter excludes and the TTL
+//!   index removes.
 //! - **Per-key updates**: `update` is one `update_one` filtered on `_id` and
 //!   `expires_at > now` that sets exactly the changed fields of `data`, unsets the removed
 //!   ones and sets `expires_at` — a classic `$set`/`$unset` for up to 32 keys, a pipeline
@@ -78,6 +81,11 @@ const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
 /// Room for the document's own fields and BSON framing.
 const DOCUMENT_OVERHEAD: usize = 16 * 1024;
 const TTL_INDEX: &str = "session_expires_at_ttl";
+/// The field of a forward pointer document (`retire`): the new key's hex. A pointer has no
+/// `data`, `created_at` or `owner`; its `expires_at` lets the TTL index remove it.
+const FORWARD_FIELD: &str = "forward_to";
+/// When a forward pointer ends.
+const FORWARD_UNTIL: &str = "forward_until";
 const OWNER_INDEX: &str = "session_owner";
 
 /// Updates of at most this many keys are a classic `$set`/`$unset`; larger ones (and clears)
@@ -478,8 +486,13 @@ impl MongoStore {
         Ok(())
     }
 
+    /// A live session under `key` (not a forward pointer).
     fn live_filter(key: &StorageKey) -> Document {
-        doc! { "_id": key.to_hex().as_str(), "expires_at": { "$gt": date(Timestamp::now()) } }
+        doc! {
+            "_id": key.to_hex().as_str(),
+            "expires_at": { "$gt": date(Timestamp::now()) },
+            FORWARD_FIELD: { "$exists": false },
+        }
     }
 }
 
@@ -562,8 +575,68 @@ impl SessionStore for MongoStore {
         Ok(0)
     }
 
+    /// Three steps, each safe on its own: one `update_one` marks the live session as a
+    /// pointer (`forward_to`, `forward_until`), after which no filter of this store matches
+    /// it as a session, so its data is final; a `find_one` reads that data; an `update_one`
+    /// strips it and sets `expires_at` to the pointer's end for the TTL index. Only
+    /// single-document update atomicity is relied on (as for every update here).
+    async fn retire(
+        &self,
+        key: &StorageKey,
+        to: &StorageKey,
+        until: Timestamp,
+    ) -> Result<Option<Record>, StoreError> {
+        let id = key.to_hex();
+        let target = to.to_hex();
+        let mark = doc! {
+            "$set": { FORWARD_FIELD: target.as_str(), FORWARD_UNTIL: date(until) },
+        };
+        let marked = bounded(
+            self.timeout,
+            self.sessions.update_one(Self::live_filter(key), mark),
+        )
+        .await?;
+        if marked.matched_count == 0 {
+            return Ok(None);
+        }
+        let filter = doc! { "_id": id.as_str(), FORWARD_FIELD: target.as_str() };
+        let Some(last) = bounded(self.timeout, self.sessions.find_one(filter.clone())).await?
+        else {
+            return Ok(None); // deleted meanwhile (a logout)
+        };
+        let record = decode(*key, &last)?;
+        let strip = doc! {
+            "$set": { "expires_at": date(until) },
+            "$unset": { "data": "", "owner": "", "created_at": "" },
+        };
+        bounded(self.timeout, self.sessions.update_one(filter, strip)).await?;
+        Ok(Some(record))
+    }
+
+    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
+        let filter = doc! {
+            "_id": key.to_hex().as_str(),
+            FORWARD_UNTIL: { "$gt": date(Timestamp::now()) },
+        };
+        let found = bounded(
+            self.timeout,
+            self.sessions
+                .find_one(filter)
+                .projection(doc! { FORWARD_FIELD: 1 }),
+        )
+        .await?;
+        Ok(found
+            .as_ref()
+            .and_then(|doc| doc.get_str(FORWARD_FIELD).ok())
+            .and_then(StorageKey::parse_hex))
+    }
+
     async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        let filter = doc! { "owner": owner, "expires_at": { "$gt": date(Timestamp::now()) } };
+        let filter = doc! {
+            "owner": owner,
+            "expires_at": { "$gt": date(Timestamp::now()) },
+            FORWARD_FIELD: { "$exists": false },
+        };
         let mut cursor = bounded(
             self.timeout,
             self.sessions
@@ -596,7 +669,8 @@ impl SessionStore for MongoStore {
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
         let result = bounded(
             self.timeout,
-            self.sessions.delete_many(doc! { "owner": owner }),
+            self.sessions
+                .delete_many(doc! { "owner": owner, FORWARD_FIELD: { "$exists": false } }),
         )
         .await?;
         Ok(result.deleted_count)

@@ -14,6 +14,8 @@
 //!   each session with a script that checks it is still the user's). In a cluster the set and
 //!   the sessions live in different slots, so the set is kept beside the session writes, not
 //!   in the same script; readers verify every member and prune stale ones.
+//! - **Login** (`retire`): one script replaces the session's hash by a one-field hash `f`
+//!   (the new key) with its own `PEXPIREAT`, which every other script reads as no session.
 //! - **Connections**: a `ConnectionManager` (one multiplexed connection that reconnects by
 //!   itself) for a single node, the cluster-async client for a cluster; never one connection
 //!   behind a lock. Every call ends within the command timeout: a server that is down or
@@ -79,6 +81,8 @@ const VERSION_FIELD: &[u8] = b"v";
 const CREATED: &[u8] = b"c";
 const EXPIRES: &[u8] = b"e";
 const OWNER: &[u8] = b"o";
+/// The one field of a forward pointer (`retire`): the new key's hex.
+const FORWARD: &[u8] = b"f";
 const DATA: &[u8] = b"d:";
 const FORMAT: &[u8] = b"1";
 const CORRUPT_CODE: &str = "SESSIONCORRUPT";
@@ -163,6 +167,21 @@ return 1
 
 /// The most pairs [`UPDATE_SET`] takes; larger updates go through [`UPDATE`]'s chunks.
 const MAX_SET_PAIRS: usize = 400;
+
+const RETIRE: &str = r"
+-- KEYS[1]: the session hash. ARGV[1]: now (ms); ARGV[2]: the new key (hex); ARGV[3]: until
+-- (ms). Replaces a live session by a forward pointer; returns the session's fields, or nil.
+local expires = redis.call('HGET', KEYS[1], 'e')
+if not expires then return false end
+expires = tonumber(expires)
+if not expires then return redis.error_reply('SESSIONCORRUPT malformed session expiry') end
+if expires <= tonumber(ARGV[1]) then return false end
+local fields = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'f', ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return fields
+";
 
 const DELETE_IF_OWNER: &str = r"
 -- KEYS[1]: a session hash; ARGV[1]: an owner. Deletes the session only if it is still theirs.
@@ -308,6 +327,7 @@ impl RedisStoreBuilder {
             create: Script::new(&format!("{CHUNKED}{CREATE}")),
             update: Script::new(&format!("{CHUNKED}{UPDATE}")),
             update_set: Script::new(UPDATE_SET),
+            retire: Script::new(RETIRE),
             delete_if_owner: Script::new(DELETE_IF_OWNER),
         })
     }
@@ -322,6 +342,7 @@ pub struct RedisStore {
     create: Script,
     update: Script,
     update_set: Script,
+    retire: Script,
     delete_if_owner: Script,
 }
 
@@ -607,6 +628,54 @@ impl RedisStore {
     }
 }
 
+/// A session hash as `HGETALL` returns it: `None` when empty, expired or a forward pointer.
+fn decode_hash(
+    key: &StorageKey,
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<Option<Record>, StoreError> {
+    if fields.is_empty() || fields.iter().any(|(field, _)| field.as_slice() == FORWARD) {
+        return Ok(None);
+    }
+    let (mut version, mut created_at, mut expires_at, mut owner) = (None, None, None, None);
+    let mut data = BTreeMap::new();
+    for (field, value) in fields {
+        match field.as_slice() {
+            VERSION_FIELD => version = Some(value),
+            CREATED => created_at = Some(parse_millis(&value)?),
+            EXPIRES => expires_at = Some(parse_millis(&value)?),
+            OWNER => {
+                owner = Some(String::from_utf8(value).map_err(|_| corrupt("owner is not text"))?);
+            }
+            other => {
+                if !other.starts_with(DATA) {
+                    return Err(corrupt("foreign field in the session hash"));
+                }
+                // The field's own buffer becomes the key: no copy.
+                let mut name = field;
+                name.drain(..DATA.len());
+                let name = String::from_utf8(name).map_err(|_| corrupt("key name is not text"))?;
+                data.insert(name, value);
+            }
+        }
+    }
+    if version.as_deref() != Some(FORMAT) {
+        return Err(corrupt("missing or unsupported format version"));
+    }
+    let (Some(created_at), Some(expires_at)) = (created_at, expires_at) else {
+        return Err(corrupt("session hash without its timestamps"));
+    };
+    if expires_at <= Timestamp::now() {
+        return Ok(None);
+    }
+    Ok(Some(Record {
+        key: *key,
+        data,
+        created_at,
+        expires_at,
+        owner,
+    }))
+}
+
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
@@ -619,49 +688,41 @@ impl SessionStore for RedisStore {
                     .await
             })
             .await?;
-        if fields.is_empty() {
-            return Ok(None);
+        decode_hash(key, fields)
+    }
+
+    async fn retire(
+        &self,
+        key: &StorageKey,
+        to: &StorageKey,
+        until: Timestamp,
+    ) -> Result<Option<Record>, StoreError> {
+        let fields: Option<Vec<(Vec<u8>, Vec<u8>)>> = self
+            .eval(&self.retire, key, |cmd| {
+                cmd.arg(Timestamp::now().as_unix_millis())
+                    .arg(to.to_hex().as_str())
+                    .arg(until.as_unix_millis());
+            })
+            .await?;
+        match fields {
+            Some(fields) => decode_hash(key, fields),
+            None => Ok(None),
         }
-        let (mut version, mut created_at, mut expires_at, mut owner) = (None, None, None, None);
-        let mut data = BTreeMap::new();
-        for (field, value) in fields {
-            match field.as_slice() {
-                VERSION_FIELD => version = Some(value),
-                CREATED => created_at = Some(parse_millis(&value)?),
-                EXPIRES => expires_at = Some(parse_millis(&value)?),
-                OWNER => {
-                    owner =
-                        Some(String::from_utf8(value).map_err(|_| corrupt("owner is not text"))?);
-                }
-                other => {
-                    if !other.starts_with(DATA) {
-                        return Err(corrupt("foreign field in the session hash"));
-                    }
-                    // The field's own buffer becomes the key: no copy.
-                    let mut name = field;
-                    name.drain(..DATA.len());
-                    let name =
-                        String::from_utf8(name).map_err(|_| corrupt("key name is not text"))?;
-                    data.insert(name, value);
-                }
-            }
-        }
-        if version.as_deref() != Some(FORMAT) {
-            return Err(corrupt("missing or unsupported format version"));
-        }
-        let (Some(created_at), Some(expires_at)) = (created_at, expires_at) else {
-            return Err(corrupt("session hash without its timestamps"));
-        };
-        if expires_at <= Timestamp::now() {
-            return Ok(None);
-        }
-        Ok(Some(Record {
-            key: *key,
-            data,
-            created_at,
-            expires_at,
-            owner,
-        }))
+    }
+
+    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
+        let redis_key = self.redis_key(key);
+        let to: Option<String> = self
+            .call(async |conn| {
+                redis::cmd("HGET")
+                    .arg(&redis_key)
+                    .arg(FORWARD)
+                    .query_async(conn)
+                    .await
+            })
+            .await?;
+        // The pointer's own PEXPIREAT ends it: Redis never returns an expired key.
+        Ok(to.as_deref().and_then(StorageKey::parse_hex))
     }
 
     async fn create(&self, record: &Record) -> Result<(), StoreError> {

@@ -21,6 +21,8 @@ pub(crate) enum Flaw {
 #[derive(Debug)]
 pub(crate) struct MapStore {
     records: Mutex<HashMap<StorageKey, Record>>,
+    /// Forward pointers; locked after `records` when both are.
+    forwards: Mutex<HashMap<StorageKey, (StorageKey, Timestamp)>>,
     flaw: Flaw,
 }
 
@@ -28,6 +30,7 @@ impl MapStore {
     pub(crate) fn shared(flaw: Flaw) -> Arc<dyn SessionStore> {
         Arc::new(Self {
             records: Mutex::default(),
+            forwards: Mutex::default(),
             flaw,
         })
     }
@@ -67,9 +70,17 @@ impl SessionStore for MapStore {
 
     async fn create(&self, record: &Record) -> Result<(), StoreError> {
         let mut records = self.records.lock().unwrap();
-        if records
+        let now = Timestamp::now();
+        let pointer = self
+            .forwards
+            .lock()
+            .unwrap()
             .get(&record.key)
-            .is_some_and(|r| !r.is_expired_at(Timestamp::now()))
+            .is_some_and(|(_, until)| *until > now);
+        if pointer
+            || records
+                .get(&record.key)
+                .is_some_and(|r| !r.is_expired_at(now))
         {
             return Err(StoreError::IdCollision);
         }
@@ -130,7 +141,37 @@ impl SessionStore for MapStore {
 
     async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
         self.records.lock().unwrap().remove(key);
+        self.forwards.lock().unwrap().remove(key);
         Ok(())
+    }
+
+    async fn retire(
+        &self,
+        key: &StorageKey,
+        to: &StorageKey,
+        until: Timestamp,
+    ) -> Result<Option<Record>, StoreError> {
+        let mut records = self.records.lock().unwrap();
+        if records
+            .get(key)
+            .is_none_or(|r| r.is_expired_at(Timestamp::now()))
+        {
+            return Ok(None);
+        }
+        let record = records.remove(key);
+        self.forwards.lock().unwrap().insert(*key, (*to, until));
+        Ok(record)
+    }
+
+    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
+        let now = Timestamp::now();
+        Ok(self
+            .forwards
+            .lock()
+            .unwrap()
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(to, _)| *to))
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
@@ -138,6 +179,10 @@ impl SessionStore for MapStore {
         let mut records = self.records.lock().unwrap();
         let before = records.len();
         records.retain(|_, r| !r.is_expired_at(now));
+        self.forwards
+            .lock()
+            .unwrap()
+            .retain(|_, (_, until)| *until > now);
         Ok((before - records.len()) as u64)
     }
 }

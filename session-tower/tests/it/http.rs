@@ -490,6 +490,17 @@ impl SessionStore for Damaged {
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         self.inner.delete_expired().await
     }
+    async fn retire(
+        &self,
+        key: &StorageKey,
+        to: &StorageKey,
+        until: Timestamp,
+    ) -> Result<Option<Record>, StoreError> {
+        self.inner.retire(key, to, until).await
+    }
+    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
+        self.inner.forwarded(key).await
+    }
     fn expires_natively(&self) -> bool {
         self.inner.expires_natively()
     }
@@ -606,8 +617,9 @@ async fn load_and_save_have_debug_spans_when_debug_is_recorded() {
 }
 
 /// A page that writes to the session while another request logs the user in: its save finds
-/// the old record gone, and its response must not carry a removal cookie, which a browser
-/// applying it after the login response would use to delete the fresh login cookie.
+/// the old id cycled; its write reaches the session under the new id, and its response
+/// carries no cookie (a removal would delete the fresh login cookie in a browser that
+/// applies it after the login response).
 #[tokio::test]
 async fn a_write_racing_a_login_sends_no_removal_cookie() {
     let f = fixture();
@@ -623,8 +635,12 @@ async fn a_write_racing_a_login_sends_no_removal_cookie() {
             "saved"
         }
     };
+    let cart = |session: Session| async move {
+        session.get::<u64>("cart").unwrap().unwrap_or(0).to_string()
+    };
     let app = routes()
         .route("/slow", get(slow))
+        .route("/cart", get(cart))
         .layer(SessionLayer::new(f.manager.clone(), f.key.clone()));
     let cookie = send(&app, "GET", "/", None).await.cookie();
     let racing = tokio::spawn({
@@ -644,6 +660,12 @@ async fn a_write_racing_a_login_sends_no_removal_cookie() {
         late.set_cookies
     );
     assert_eq!(send(&app, "GET", "/peek", Some(&signed_in)).await.body, "1");
+    // The racing write followed the session to its new id.
+    assert_eq!(
+        send(&app, "GET", "/cart", Some(&signed_in)).await.body,
+        "101",
+        "the write racing the login was lost"
+    );
 }
 
 /// A store that takes `latency` of the manual clock's time to create a record.
@@ -680,6 +702,17 @@ impl SessionStore for SlowCreate {
     }
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         self.inner.delete_expired().await
+    }
+    async fn retire(
+        &self,
+        key: &StorageKey,
+        to: &StorageKey,
+        until: Timestamp,
+    ) -> Result<Option<Record>, StoreError> {
+        self.inner.retire(key, to, until).await
+    }
+    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
+        self.inner.forwarded(key).await
     }
     fn expires_natively(&self) -> bool {
         self.inner.expires_natively()
