@@ -216,3 +216,28 @@ async fn redis_urls_are_checked_before_connecting() {
         assert!(err.to_string().contains(says), "{url}: {err}");
     }
 }
+
+/// A `mongodb+srv://` name that does not resolve fails within the timeout, naming the URL
+/// with its password hidden (there is no DNS to reach from here, so this is the failure
+/// path; the success path is the driver's own).
+#[tokio::test]
+async fn an_unresolvable_mongodb_srv_name_fails_within_the_timeout() {
+    let url = "mongodb+srv://app:secret@sessions.invalid/?command_timeout=1s";
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), session_any::open(url))
+        .await
+        .expect("mongodb+srv:// hung")
+        .err()
+        .expect("an unresolvable name opened");
+    let text = err.to_string();
+    assert!(
+        text.contains("mongodb+srv://app:***@sessions.invalid"),
+        "{text}"
+    );
+    assert!(!text.contains("secret"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
