@@ -4,28 +4,25 @@
 //! applying the changes and encoding it again (for bodies and for whole envelopes).
 
 use libfuzzer_sys::fuzz_target;
-use session_core::{
-    Changes, StorageKey, Timestamp, body, decode_envelope, encode_envelope, patch_envelope,
-    peek_envelope_expiry, peek_envelope_owner,
-};
+use session_core::{Changes, StorageKey, Timestamp, body, envelope};
 
 fuzz_target!(|data: &[u8]| {
     let key = StorageKey::from_bytes([7; 32]);
-    let _ = peek_envelope_expiry(data);
-    let _ = peek_envelope_owner(data);
+    let _ = envelope::peek_expiry(data);
+    let _ = envelope::peek_owner(data);
     let patch_changes = {
         let mut c = Changes::new();
         c.set("k", data.iter().take(3).copied().collect());
         c
     };
     let patch_at = Timestamp::from_unix_millis(42);
-    let patched = patch_envelope(data, &patch_changes, patch_at);
-    if let Ok(mut record) = decode_envelope(key, data) {
-        let again = decode_envelope(key, &encode_envelope(&record)).expect("our own encoding decodes");
+    let patched = envelope::patch(data, &patch_changes, patch_at);
+    if let Ok(mut record) = envelope::decode(key, data) {
+        let again = envelope::decode(key, &envelope::encode(&record)).expect("our own encoding decodes");
         assert_eq!(again, record);
         patch_changes.apply_to_record(&mut record);
         record.expires_at = patch_at;
-        assert_eq!(patched.expect("an envelope that decodes patches"), encode_envelope(&record));
+        assert_eq!(patched.expect("an envelope that decodes patches"), envelope::encode(&record));
     } else {
         assert!(patched.is_err(), "an envelope that does not decode does not patch");
     }

@@ -7,8 +7,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use session_core::{
-    Changes, IdGenerator, Record, SessionId, Timestamp, UuidV4Generator, body, decode_envelope,
-    encode_envelope,
+    Changes, IdGenerator, Record, SessionId, Timestamp, UuidV4Generator, body, envelope,
 };
 use session_tower::{CookieSigner, Key};
 
@@ -26,12 +25,12 @@ fn record() -> Record {
 
 fn envelope(c: &mut Criterion) {
     let r = record();
-    let blob = encode_envelope(&r);
+    let blob = envelope::encode(&r);
     c.bench_function("envelope/encode 5 keys", |b| {
-        b.iter(|| encode_envelope(black_box(&r)))
+        b.iter(|| envelope::encode(black_box(&r)))
     });
     c.bench_function("envelope/decode 5 keys", |b| {
-        b.iter(|| decode_envelope(r.key, black_box(&blob)))
+        b.iter(|| envelope::decode(r.key, black_box(&blob)))
     });
     let mut bytes = Vec::new();
     body::encode_into(&r, &mut bytes);

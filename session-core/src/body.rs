@@ -1,4 +1,4 @@
-//! A record's body: the [envelope](crate::encode_envelope)'s fields without its magic,
+//! A record's body: the [envelope](crate::envelope)'s fields without its magic,
 //! version and checksum.
 //!
 //! The compact form for stores whose bytes never leave the process (the memory store keeps
@@ -40,7 +40,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Changes, EnvelopeError, Record, StorageKey, Timestamp};
+use crate::envelope::FormatError;
+use crate::{Changes, Record, StorageKey, Timestamp};
 
 /// created_at and expires_at.
 const TIMES_LEN: usize = 8 + 8;
@@ -73,9 +74,9 @@ pub fn encode_into(record: &Record, out: &mut Vec<u8>) {
 /// Decodes a body written by [`encode_into`] or [`patch`] as the record filed under `key`.
 ///
 /// # Errors
-/// [`EnvelopeError::Malformed`] for truncated or malformed bytes, keys out of order
+/// [`FormatError::Malformed`] for truncated or malformed bytes, keys out of order
 /// included. It never panics and never allocates more than the bytes' size.
-pub fn decode(key: StorageKey, bytes: &[u8]) -> Result<Record, EnvelopeError> {
+pub fn decode(key: StorageKey, bytes: &[u8]) -> Result<Record, FormatError> {
     let (created_at, expires_at) = times(bytes)?;
     let mut reader = Reader {
         rest: &bytes[TIMES_LEN..],
@@ -101,16 +102,16 @@ pub fn decode(key: StorageKey, bytes: &[u8]) -> Result<Record, EnvelopeError> {
 /// Reads only the expiry.
 ///
 /// # Errors
-/// [`EnvelopeError::Malformed`] for bytes shorter than the timestamps.
-pub fn peek_expiry(bytes: &[u8]) -> Result<Timestamp, EnvelopeError> {
+/// [`FormatError::Malformed`] for bytes shorter than the timestamps.
+pub fn peek_expiry(bytes: &[u8]) -> Result<Timestamp, FormatError> {
     times(bytes).map(|(_, expires_at)| expires_at)
 }
 
 /// Reads only the owner.
 ///
 /// # Errors
-/// [`EnvelopeError::Malformed`] for a truncated or malformed owner field.
-pub fn peek_owner(bytes: &[u8]) -> Result<Option<&str>, EnvelopeError> {
+/// [`FormatError::Malformed`] for a truncated or malformed owner field.
+pub fn peek_owner(bytes: &[u8]) -> Result<Option<&str>, FormatError> {
     times(bytes)?;
     let mut reader = Reader {
         rest: &bytes[TIMES_LEN..],
@@ -121,8 +122,8 @@ pub fn peek_owner(bytes: &[u8]) -> Result<Option<&str>, EnvelopeError> {
 /// Rewrites the expiry in place (a `touch`): no allocation, no other byte changes.
 ///
 /// # Errors
-/// [`EnvelopeError::Malformed`] for bytes shorter than the timestamps.
-pub fn set_expiry(bytes: &mut [u8], expires_at: Timestamp) -> Result<(), EnvelopeError> {
+/// [`FormatError::Malformed`] for bytes shorter than the timestamps.
+pub fn set_expiry(bytes: &mut [u8], expires_at: Timestamp) -> Result<(), FormatError> {
     times(bytes)?;
     bytes[8..TIMES_LEN].copy_from_slice(&expires_at.as_unix_millis().to_le_bytes());
     Ok(())
@@ -133,14 +134,14 @@ pub fn set_expiry(bytes: &mut [u8], expires_at: Timestamp) -> Result<(), Envelop
 /// over the bytes (entries are sorted, so the changes merge in order).
 ///
 /// # Errors
-/// [`EnvelopeError::Malformed`] when `old` is not a well-formed body; `out` then holds
+/// [`FormatError::Malformed`] when `old` is not a well-formed body; `out` then holds
 /// nothing new that a caller should keep.
 pub fn patch(
     old: &[u8],
     changes: &Changes,
     expires_at: Timestamp,
     out: &mut Vec<u8>,
-) -> Result<(), EnvelopeError> {
+) -> Result<(), FormatError> {
     times(old)?;
     let mut reader = Reader {
         rest: &old[TIMES_LEN..],
@@ -172,7 +173,7 @@ fn merge<'a>(
     count: u64,
     changes: &'a Changes,
     mut emit: impl FnMut(&[u8], &[u8]),
-) -> Result<(u64, usize), EnvelopeError> {
+) -> Result<(u64, usize), FormatError> {
     let mut set = changes.set.iter().peekable();
     let mut removed = changes.removed.iter().peekable();
     let (mut n, mut bytes) = (0u64, 0usize);
@@ -207,9 +208,9 @@ fn merge<'a>(
     Ok((n, bytes))
 }
 
-fn times(bytes: &[u8]) -> Result<(Timestamp, Timestamp), EnvelopeError> {
+fn times(bytes: &[u8]) -> Result<(Timestamp, Timestamp), FormatError> {
     if bytes.len() < TIMES_LEN {
-        return Err(EnvelopeError::Malformed("shorter than its header"));
+        return Err(FormatError::Malformed("shorter than its header"));
     }
     let read = |at: usize| {
         let mut b = [0u8; 8];
@@ -219,8 +220,8 @@ fn times(bytes: &[u8]) -> Result<(Timestamp, Timestamp), EnvelopeError> {
     Ok((read(0), read(8)))
 }
 
-fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, EnvelopeError> {
-    std::str::from_utf8(bytes).map_err(|_| EnvelopeError::Malformed(what))
+fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, FormatError> {
+    std::str::from_utf8(bytes).map_err(|_| FormatError::Malformed(what))
 }
 
 fn entry_len(key: &[u8], value: &[u8]) -> usize {
@@ -262,33 +263,33 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, EnvelopeError> {
+    fn varint(&mut self) -> Result<u64, FormatError> {
         let mut n = 0u64;
         for shift in (0..64).step_by(7) {
             let (&b, rest) = self
                 .rest
                 .split_first()
-                .ok_or(EnvelopeError::Malformed("truncated length"))?;
+                .ok_or(FormatError::Malformed("truncated length"))?;
             self.rest = rest;
             n |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
                 return Ok(n);
             }
         }
-        Err(EnvelopeError::Malformed("length too long"))
+        Err(FormatError::Malformed("length too long"))
     }
 
-    fn bytes(&mut self, len: u64) -> Result<&'a [u8], EnvelopeError> {
-        let len = usize::try_from(len).map_err(|_| EnvelopeError::Malformed("length overflow"))?;
+    fn bytes(&mut self, len: u64) -> Result<&'a [u8], FormatError> {
+        let len = usize::try_from(len).map_err(|_| FormatError::Malformed("length overflow"))?;
         if len > self.rest.len() {
-            return Err(EnvelopeError::Malformed("length past the end"));
+            return Err(FormatError::Malformed("length past the end"));
         }
         let (head, rest) = self.rest.split_at(len);
         self.rest = rest;
         Ok(head)
     }
 
-    fn owner(&mut self) -> Result<Option<&'a str>, EnvelopeError> {
+    fn owner(&mut self) -> Result<Option<&'a str>, FormatError> {
         match self.varint()? {
             0 => Ok(None),
             n => utf8(self.bytes(n - 1)?, "owner is not UTF-8").map(Some),
@@ -299,23 +300,23 @@ impl<'a> Reader<'a> {
     fn entry(
         &mut self,
         previous: &mut Option<&'a str>,
-    ) -> Result<(&'a str, &'a [u8]), EnvelopeError> {
+    ) -> Result<(&'a str, &'a [u8]), FormatError> {
         let klen = self.varint()?;
         let key = utf8(self.bytes(klen)?, "key is not UTF-8")?;
         let vlen = self.varint()?;
         let value = self.bytes(vlen)?;
         if previous.is_some_and(|p| p >= key) {
-            return Err(EnvelopeError::Malformed("keys out of order"));
+            return Err(FormatError::Malformed("keys out of order"));
         }
         *previous = Some(key);
         Ok((key, value))
     }
 
-    fn end(&self) -> Result<(), EnvelopeError> {
+    fn end(&self) -> Result<(), FormatError> {
         if self.rest.is_empty() {
             Ok(())
         } else {
-            Err(EnvelopeError::Malformed("trailing bytes"))
+            Err(FormatError::Malformed("trailing bytes"))
         }
     }
 }
@@ -431,7 +432,7 @@ mod tests {
         put_entry(&mut unordered, b"a", b"1");
         assert_eq!(
             decode(r.key, &unordered),
-            Err(EnvelopeError::Malformed("keys out of order"))
+            Err(FormatError::Malformed("keys out of order"))
         );
         let mut out = Vec::new();
         assert!(patch(&unordered, &Changes::new(), r.expires_at, &mut out).is_err());

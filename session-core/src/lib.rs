@@ -47,6 +47,7 @@
 
 pub mod body;
 mod codec;
+pub mod envelope;
 mod error;
 mod id;
 mod manager;
@@ -65,11 +66,7 @@ pub use id::{
     HexKey, IdGenerator, InvalidId, MAX_ID_LEN, MIN_ID_LEN, SessionId, StorageKey, UuidV4Generator,
 };
 pub use manager::{Expiry, SaveOutcome, SessionManager, SessionManagerBuilder};
-pub use record::{
-    Changes, ENVELOPE_MAGIC, ENVELOPE_VERSION, EnvelopeError, Record, decode_envelope,
-    encode_envelope, encode_envelope_into, envelope_len, patch_envelope, peek_envelope_expiry,
-    peek_envelope_owner,
-};
+pub use record::{Changes, Record};
 pub use session::{RESERVED_PREFIX, Session};
 pub use store::{SessionInfo, SessionStore};
 pub use sweeper::spawn_sweeper;

@@ -58,8 +58,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
-    encode_envelope,
+    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, envelope,
 };
 
 const STORE: &str = "disk";
@@ -328,7 +327,7 @@ impl Inner {
         let Some(bytes) = self.read(&self.path(key))? else {
             return Ok(None);
         };
-        let record = decode_envelope(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
+        let record = envelope::decode(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
         Ok((!record.is_expired_at(Timestamp::now())).then_some(record))
     }
 
@@ -336,7 +335,7 @@ impl Inner {
         self.write_file(
             &record.key,
             &self.path(&record.key),
-            &encode_envelope(record),
+            &envelope::encode(record),
         )
     }
 
@@ -477,7 +476,7 @@ impl Inner {
     fn is_dead(&self, key: &StorageKey, path: &Path, now: Timestamp) -> Result<bool, StoreError> {
         Ok(match self.read(path)? {
             None => false,
-            Some(bytes) => decode_envelope(*key, &bytes).map_or(true, |r| r.is_expired_at(now)),
+            Some(bytes) => envelope::decode(*key, &bytes).map_or(true, |r| r.is_expired_at(now)),
         })
     }
 }

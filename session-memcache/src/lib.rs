@@ -75,8 +75,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use memcache_async::ascii::Protocol;
 use session_core::{
-    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, decode_envelope,
-    encode_envelope, patch_envelope, peek_envelope_expiry,
+    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, envelope,
 };
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
@@ -457,11 +456,11 @@ impl MemcacheStore {
                     // The changes merged into the stored bytes without decoding the record.
                     // Patched before the expiry check because patching verifies the checksum:
                     // a damaged item is `Corrupt` whether or not its expiry has passed.
-                    let envelope = patch_envelope(&bytes, changes, expires_at)
+                    let envelope = envelope::patch(&bytes, changes, expires_at)
                         .map_err(|e| StoreError::corrupt(STORE, e))?;
                     let now = Timestamp::now();
                     let old_expiry =
-                        peek_envelope_expiry(&bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
+                        envelope::peek_expiry(&bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
                     if old_expiry <= now {
                         return Ok(Some(false));
                     }
@@ -602,7 +601,7 @@ impl SessionStore for MemcacheStore {
         if bytes.starts_with(FORWARD_MAGIC) {
             return Ok(None);
         }
-        let record = decode_envelope(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
+        let record = envelope::decode(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
         if record.is_expired_at(Timestamp::now()) {
             return Ok(None);
         }
@@ -611,7 +610,7 @@ impl SessionStore for MemcacheStore {
     }
 
     async fn create(&self, record: &Record) -> Result<(), StoreError> {
-        let envelope = encode_envelope(record);
+        let envelope = envelope::encode(record);
         self.check_size(&envelope)?;
         let item = self.item_key(&record.key);
         let exp = exptime(record.expires_at, Timestamp::now());
@@ -683,8 +682,8 @@ impl SessionStore for MemcacheStore {
                     if bytes.starts_with(FORWARD_MAGIC) {
                         return Ok(Some(None));
                     }
-                    let record =
-                        decode_envelope(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
+                    let record = envelope::decode(*key, &bytes)
+                        .map_err(|e| StoreError::corrupt(STORE, e))?;
                     let now = Timestamp::now();
                     if record.is_expired_at(now) {
                         return Ok(Some(None));

@@ -103,7 +103,7 @@ fn read_entry(key: StorageKey, entry: &[u8]) -> Result<Record, StoreError> {
     body::decode(key, &entry[KEY_LEN..]).map_err(corrupt)
 }
 
-fn corrupt(e: session_core::EnvelopeError) -> StoreError {
+fn corrupt(e: session_core::envelope::FormatError) -> StoreError {
     StoreError::corrupt(STORE, e)
 }
 

@@ -227,8 +227,7 @@ async fn an_unresolvable_mongodb_srv_name_fails_within_the_timeout() {
     let err = tokio::time::timeout(Duration::from_secs(10), session_any::open(url))
         .await
         .expect("mongodb+srv:// hung")
-        .err()
-        .expect("an unresolvable name opened");
+        .expect_err("an unresolvable name opened");
     let text = err.to_string();
     assert!(
         text.contains("mongodb+srv://app:***@sessions.invalid"),

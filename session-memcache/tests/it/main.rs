@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use session_core::suite::{OwnedServer, ServerKind, free_port, record, server_url};
 use session_core::{
-    Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
-    envelope_len,
+    Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator, envelope,
 };
 use session_memcache::MemcacheStore;
 
@@ -82,15 +81,15 @@ async fn the_size_limit_is_the_servers_item_limit() {
     // A record whose envelope is exactly `size` bytes.
     let sized = |size: usize| {
         let mut r = record(&[("big", &[])]);
-        let mut value = size - envelope_len(&r);
+        let mut value = size - envelope::len(&r);
         for _ in 0..4 {
             r.data.insert("big".into(), vec![5u8; value]);
-            if envelope_len(&r) == size {
+            if envelope::len(&r) == size {
                 break;
             }
-            value = (value + size).saturating_sub(envelope_len(&r));
+            value = (value + size).saturating_sub(envelope::len(&r));
         }
-        assert_eq!(envelope_len(&r), size);
+        assert_eq!(envelope::len(&r), size);
         r
     };
     let fits = sized(limit);
@@ -128,7 +127,7 @@ async fn an_item_of_another_format_is_corrupt() {
         return;
     };
     let r = record(&[("a", b"1")]);
-    let mut foreign = session_core::encode_envelope(&r);
+    let mut foreign = session_core::envelope::encode(&r);
     foreign[4] = 9; // another envelope version
     let mut conn = tokio::net::TcpStream::connect(store.server_for(&r.key))
         .await

@@ -104,7 +104,7 @@ async fn backends() -> Vec<Backend> {
                 Box::pin(async move {
                     // Rewrite the item as an envelope of another format version.
                     let record = store.load(&key).await.unwrap().unwrap();
-                    let mut foreign = session_core::encode_envelope(&record);
+                    let mut foreign = session_core::envelope::encode(&record);
                     foreign[4] = 9;
                     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
                     let mut protocol = memcache_async::ascii::Protocol::new(&mut conn);
