@@ -494,26 +494,32 @@ impl SessionManager {
             }
             Plan::Update { key, expires_at } => {
                 let changes = std::mem::take(&mut session.lock().changes);
-                match store.update(&key, &changes, expires_at).await {
-                    Ok(true) => {
+                let written = match store.update(&key, &changes, expires_at).await {
+                    Ok(true) => Ok(SaveOutcome::Updated),
+                    // No record: gone, or cycled by another request (then follow it).
+                    Ok(false) => self
+                        .forward(&key, &changes, expires_at)
+                        .await
+                        .map(|followed| {
+                            if followed {
+                                SaveOutcome::Forwarded
+                            } else {
+                                SaveOutcome::Gone
+                            }
+                        }),
+                    Err(e) => Err(e),
+                };
+                match written {
+                    Ok(SaveOutcome::Updated) => {
                         session.lock().expires_at = expires_at;
                         Ok(SaveOutcome::Updated)
                     }
-                    Ok(false) => match self.forward(&key, &changes, expires_at).await {
-                        Ok(true) => {
-                            mark_gone(session);
-                            Ok(SaveOutcome::Forwarded)
-                        }
-                        Ok(false) => Ok(mark_gone(session)),
-                        Err(e) => {
-                            let mut state = session.lock();
-                            let later = std::mem::take(&mut state.changes);
-                            state.changes = changes;
-                            state.changes.extend(later);
-                            Err(e.into())
-                        }
-                    },
+                    Ok(outcome) => {
+                        mark_gone(session);
+                        Ok(outcome)
+                    }
                     Err(e) => {
+                        // Nothing was written: the changes stay pending, before any made since.
                         let mut state = session.lock();
                         let later = std::mem::take(&mut state.changes);
                         state.changes = changes;
