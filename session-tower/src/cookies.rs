@@ -166,25 +166,37 @@ impl CookieConfig {
         // Other cookies in the header are not ours: however long they are, and whatever
         // bytes they hold, only our own pair is looked at (and its value bounded by
         // `verify_with`).
-        let name = self.name.as_bytes();
         for header in headers.get_all(COOKIE) {
-            for pair in header.as_bytes().split(|b| *b == b';') {
-                let Some(eq) = pair.iter().position(|b| *b == b'=') else {
-                    continue;
-                };
-                let (key, value) = (&pair[..eq], &pair[eq + 1..]);
-                if key.trim_ascii() != name {
-                    continue;
-                }
-                let Ok(value) = std::str::from_utf8(value.trim_ascii()) else {
-                    continue;
-                };
-                if let Some(found) = signer.verify_with(&self.name, value) {
-                    return Some(found);
-                }
+            let found = match header.to_str() {
+                // The common case, visible ASCII: split with the `str` searches.
+                Ok(text) => text
+                    .split(';')
+                    .find_map(|pair| self.verify_pair(pair, signer)),
+                // Another cookie holds other bytes: split the bytes, read only our pair.
+                Err(_) => header
+                    .as_bytes()
+                    .split(|b| *b == b';')
+                    .filter_map(|pair| std::str::from_utf8(pair).ok())
+                    .find_map(|pair| self.verify_pair(pair, signer)),
+            };
+            if found.is_some() {
+                return found;
             }
         }
         None
+    }
+
+    /// The verified id of one `name=value` pair of a `Cookie` header, when it is ours.
+    fn verify_pair(
+        &self,
+        pair: &str,
+        signer: &CookieSigner,
+    ) -> Option<(SessionId, Timestamp, bool)> {
+        let (key, value) = pair.split_once('=')?;
+        if key.trim() != self.name {
+            return None;
+        }
+        signer.verify_with(&self.name, value.trim())
     }
 
     /// `Set-Cookie` carrying `id`, signed by the signer's first key; with `Max-Age` when the
