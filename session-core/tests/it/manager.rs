@@ -324,3 +324,27 @@ async fn writes_after_destroy_go_to_a_fresh_session() {
     );
     assert!(manager.load(&plain.id()).await.unwrap().is_none());
 }
+
+/// `cycle_grace` is how long a cycled id forwards: by default the old key points to the new
+/// one; with `Duration::ZERO` the old record is simply deleted.
+#[tokio::test]
+async fn cycle_grace_decides_whether_the_old_id_forwards() {
+    for (grace, forwards) in [(None, true), (Some(Duration::ZERO), false)] {
+        let store = MapStore::shared(Flaw::None);
+        let mut builder = SessionManager::builder_arc(store.clone());
+        if let Some(grace) = grace {
+            builder = builder.cycle_grace(grace);
+        }
+        let manager = builder.build();
+        let session = manager.create();
+        session.insert("n", 1u8).unwrap();
+        manager.save(&session).await.unwrap();
+        let old = session.id().storage_key();
+        session.cycle_id();
+        assert_eq!(manager.save(&session).await.unwrap(), SaveOutcome::Cycled);
+        let new = session.id().storage_key();
+        assert_eq!(store.load(&old).await.unwrap(), None);
+        let expected = forwards.then_some(new);
+        assert_eq!(store.forwarded(&old).await.unwrap(), expected, "{grace:?}");
+    }
+}
