@@ -435,10 +435,52 @@ impl MemcacheStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
+        let seen = self.inner.seen.take(key);
+        self.cas_loop(
+            key,
+            seen,
+            "update",
+            || false,
+            |bytes, now| {
+                if bytes.starts_with(FORWARD_MAGIC) {
+                    return Ok(Step::Done(false)); // a cycled session's pointer: not a session
+                }
+                // The changes merged into the stored bytes without decoding the record. Patched
+                // before the expiry check because patching verifies the checksum: a damaged item
+                // is `Corrupt` whether or not its expiry has passed.
+                let envelope = envelope::patch(bytes, changes, expires_at)
+                    .map_err(|e| StoreError::corrupt(STORE, e))?;
+                let old_expiry =
+                    envelope::peek_expiry(bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
+                if old_expiry <= now {
+                    return Ok(Step::Done(false));
+                }
+                self.check_size(&envelope)?;
+                Ok(Step::Write {
+                    bytes: envelope,
+                    exptime: exptime(expires_at, now),
+                    then: true,
+                })
+            },
+        )
+        .await
+    }
+
+    /// The item as `known` (what `load` just saw) or `gets` reads it, turned by `next` into
+    /// an answer or a `cas` write, retried while another writer wins the race. A missing
+    /// item (or one that vanished before the `cas`) answers `absent()`; `what` names the
+    /// operation when the retries run out.
+    async fn cas_loop<T>(
+        &self,
+        key: &StorageKey,
+        mut known: Option<(Vec<u8>, u64)>,
+        what: &str,
+        absent: impl Fn() -> T,
+        next: impl Fn(&[u8], Timestamp) -> Result<Step<T>, StoreError>,
+    ) -> Result<T, StoreError> {
         let item = self.item_key(key);
-        let mut seen = self.inner.seen.take(key);
         for _ in 0..self.inner.cas_retries {
-            let known = seen.take();
+            let known = known.take();
             let attempt = self
                 .with_conn(key, async |conn| {
                     let addr = &conn.server.addr;
@@ -446,34 +488,22 @@ impl MemcacheStore {
                         Some(found) => found,
                         None => match conn.get().gets_cas(item.as_bytes()).await {
                             Ok(found) => found,
-                            Err(e) if is_not_found(&e) => return Ok(Some(false)),
+                            Err(e) if is_not_found(&e) => return Ok(Some(absent())),
                             Err(e) => return Err(map_io(addr, e)),
                         },
                     };
-                    if bytes.starts_with(FORWARD_MAGIC) {
-                        return Ok(Some(false)); // a cycled session's pointer: not a session
-                    }
-                    // The changes merged into the stored bytes without decoding the record.
-                    // Patched before the expiry check because patching verifies the checksum:
-                    // a damaged item is `Corrupt` whether or not its expiry has passed.
-                    let envelope = envelope::patch(&bytes, changes, expires_at)
-                        .map_err(|e| StoreError::corrupt(STORE, e))?;
-                    let now = Timestamp::now();
-                    let old_expiry =
-                        envelope::peek_expiry(&bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
-                    if old_expiry <= now {
-                        return Ok(Some(false));
-                    }
-                    self.check_size(&envelope)?;
-                    match conn
-                        .get()
-                        .cas(&item, &envelope, cas, exptime(expires_at, now))
-                        .await
-                    {
-                        Ok(true) => Ok(Some(true)),
-                        Ok(false) => Ok(None), // lost the race (or a stale read): read again
-                        Err(e) if is_not_found(&e) => Ok(Some(false)),
-                        Err(e) => Err(map_io(addr, e)),
+                    match next(&bytes, Timestamp::now())? {
+                        Step::Done(answer) => Ok(Some(answer)),
+                        Step::Write {
+                            bytes,
+                            exptime,
+                            then,
+                        } => match conn.get().cas(&item, &bytes, cas, exptime).await {
+                            Ok(true) => Ok(Some(then)),
+                            Ok(false) => Ok(None), // lost the race (or a stale read): read again
+                            Err(e) if is_not_found(&e) => Ok(Some(absent())),
+                            Err(e) => Err(map_io(addr, e)),
+                        },
                     }
                 })
                 .await?;
@@ -483,9 +513,21 @@ impl MemcacheStore {
         }
         Err(StoreError::unavailable(
             STORE,
-            format!("update lost {} CAS races in a row", self.inner.cas_retries),
+            format!("{what} lost {} CAS races in a row", self.inner.cas_retries),
         ))
     }
+}
+
+/// What [`MemcacheStore::cas_loop`]'s step makes of the stored bytes.
+enum Step<T> {
+    /// The answer, with nothing to write.
+    Done(T),
+    /// Write `bytes` with `exptime` by `cas`; `then` is the answer when it lands.
+    Write {
+        bytes: Vec<u8>,
+        exptime: u32,
+        then: T,
+    },
 }
 
 /// What `load` last read of recently loaded sessions, with its CAS id, so that the update
@@ -664,50 +706,33 @@ impl SessionStore for MemcacheStore {
         to: &StorageKey,
         until: Timestamp,
     ) -> Result<Option<Record>, StoreError> {
-        let item = self.item_key(key);
         let _ = self.inner.seen.take(key);
         let mut pointer = Vec::with_capacity(44);
         pointer.extend_from_slice(FORWARD_MAGIC);
         pointer.extend_from_slice(to.as_bytes());
         pointer.extend_from_slice(&until.as_unix_millis().to_le_bytes());
-        for _ in 0..self.inner.cas_retries {
-            let attempt = self
-                .with_conn(key, async |conn| {
-                    let addr = &conn.server.addr;
-                    let (bytes, cas) = match conn.get().gets_cas(item.as_bytes()).await {
-                        Ok(found) => found,
-                        Err(e) if is_not_found(&e) => return Ok(Some(None)),
-                        Err(e) => return Err(map_io(addr, e)),
-                    };
-                    if bytes.starts_with(FORWARD_MAGIC) {
-                        return Ok(Some(None));
-                    }
-                    let record = envelope::decode(*key, &bytes)
-                        .map_err(|e| StoreError::corrupt(STORE, e))?;
-                    let now = Timestamp::now();
-                    if record.is_expired_at(now) {
-                        return Ok(Some(None));
-                    }
-                    match conn
-                        .get()
-                        .cas(&item, &pointer, cas, exptime(until, now))
-                        .await
-                    {
-                        Ok(true) => Ok(Some(Some(record))),
-                        Ok(false) => Ok(None),
-                        Err(e) if is_not_found(&e) => Ok(Some(None)),
-                        Err(e) => Err(map_io(addr, e)),
-                    }
+        self.cas_loop(
+            key,
+            None,
+            "retire",
+            || None,
+            |bytes, now| {
+                if bytes.starts_with(FORWARD_MAGIC) {
+                    return Ok(Step::Done(None));
+                }
+                let record =
+                    envelope::decode(*key, bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
+                if record.is_expired_at(now) {
+                    return Ok(Step::Done(None));
+                }
+                Ok(Step::Write {
+                    bytes: pointer.clone(),
+                    exptime: exptime(until, now),
+                    then: Some(record),
                 })
-                .await?;
-            if let Some(done) = attempt {
-                return Ok(done);
-            }
-        }
-        Err(StoreError::unavailable(
-            STORE,
-            format!("retire lost {} CAS races in a row", self.inner.cas_retries),
-        ))
+            },
+        )
+        .await
     }
 
     async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
