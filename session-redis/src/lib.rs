@@ -633,7 +633,7 @@ fn decode_hash(
     key: &StorageKey,
     fields: Vec<(Vec<u8>, Vec<u8>)>,
 ) -> Result<Option<Record>, StoreError> {
-    if fields.is_empty() || fields.iter().any(|(field, _)| field.as_slice() == FORWARD) {
+    if fields.is_empty() {
         return Ok(None);
     }
     let (mut version, mut created_at, mut expires_at, mut owner) = (None, None, None, None);
@@ -643,6 +643,8 @@ fn decode_hash(
             VERSION_FIELD => version = Some(value),
             CREATED => created_at = Some(parse_millis(&value)?),
             EXPIRES => expires_at = Some(parse_millis(&value)?),
+            // A cycled session's forward pointer (`retire`) is no session.
+            FORWARD => return Ok(None),
             OWNER => {
                 owner = Some(String::from_utf8(value).map_err(|_| corrupt("owner is not text"))?);
             }
