@@ -4,8 +4,8 @@
 //!   tag: every key of a session lives in one slot). Fields `v` (format version), `c` and `e`
 //!   (created and expiry, Unix milliseconds), `o` (owner) and `d:<name>` for each value. The
 //!   hash's `PEXPIREAT` follows the session's expiry, so Redis removes expired sessions itself.
-//! - **Per-key atomic updates.** `update` and `touch` run one Lua script (EVALSHA, reloaded
-//!   on NOSCRIPT) that checks the session exists and is live, applies `HSET`/`HDEL` of exactly
+//! - **Per-key atomic updates.** `update` and `touch` run one Lua script (EVALSHA; sent as
+//!   EVAL with the source on NOSCRIPT) that checks the session exists and is live, applies `HSET`/`HDEL` of exactly
 //!   the changed fields, and moves the expiry: two requests changing different keys both
 //!   persist, and a deleted session is never brought back. `create` is a script too and
 //!   refuses a taken key.
@@ -62,6 +62,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -324,11 +325,11 @@ impl RedisStoreBuilder {
             conn,
             prefix: self.prefix,
             timeout: self.command_timeout,
-            create: Script::new(&format!("{CHUNKED}{CREATE}")),
-            update: Script::new(&format!("{CHUNKED}{UPDATE}")),
-            update_set: Script::new(UPDATE_SET),
-            retire: Script::new(RETIRE),
-            delete_if_owner: Script::new(DELETE_IF_OWNER),
+            create: Lua::new(format!("{CHUNKED}{CREATE}")),
+            update: Lua::new(format!("{CHUNKED}{UPDATE}")),
+            update_set: Lua::new(UPDATE_SET.to_owned()),
+            retire: Lua::new(RETIRE.to_owned()),
+            delete_if_owner: Lua::new(DELETE_IF_OWNER.to_owned()),
         })
     }
 }
@@ -339,11 +340,27 @@ pub struct RedisStore {
     conn: Conn,
     prefix: String,
     timeout: Duration,
-    create: Script,
-    update: Script,
-    update_set: Script,
-    retire: Script,
-    delete_if_owner: Script,
+    create: Lua,
+    update: Lua,
+    update_set: Lua,
+    retire: Lua,
+    delete_if_owner: Lua,
+}
+
+/// A Lua script: its source and the SHA1 that `EVALSHA` names it by. Clones share both.
+#[derive(Clone)]
+struct Lua {
+    sha: Arc<str>,
+    source: Arc<str>,
+}
+
+impl Lua {
+    fn new(source: String) -> Lua {
+        Lua {
+            sha: Script::new(&source).get_hash().into(),
+            source: source.into(),
+        }
+    }
 }
 
 impl fmt::Debug for RedisStore {
@@ -483,24 +500,29 @@ impl RedisStore {
         out
     }
 
-    /// `EVALSHA` of `script` on `key` with the arguments `args` adds, loading the script when
-    /// the server does not know it (after a restart or a `SCRIPT FLUSH`) and trying once
-    /// more. The command is built directly, not through redis-rs's `ScriptInvocation`, which
-    /// copies every argument twice.
+    /// `EVALSHA` of `script` on `key` with the arguments `args` adds. When the server does
+    /// not know the script (after a restart or a `SCRIPT FLUSH`) the same call is sent once
+    /// more as `EVAL` with the source, which loads and runs it in one step: a flush between
+    /// a `SCRIPT LOAD` and a second `EVALSHA` cannot fail it. The command is built directly,
+    /// not through redis-rs's `ScriptInvocation`, which copies every argument twice.
     async fn eval<T: FromRedisValue>(
         &self,
-        script: &Script,
+        script: &Lua,
         key: &StorageKey,
-        args: impl FnOnce(&mut Cmd),
+        args: impl Fn(&mut Cmd),
     ) -> Result<T, StoreError> {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash()).arg(1).arg(self.redis_key(key));
-        args(&mut cmd);
-        let cmd = &cmd;
+        let redis_key = self.redis_key(key);
+        let build = |verb: &str, body: &str| {
+            let mut cmd = redis::cmd(verb);
+            cmd.arg(body).arg(1).arg(&redis_key);
+            args(&mut cmd);
+            cmd
+        };
+        let cmd = build("EVALSHA", &script.sha);
+        let (cmd, build) = (&cmd, &build);
         self.call(async |conn| match cmd.query_async(&mut *conn).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                script.load_async(&mut *conn).await?;
-                cmd.query_async(conn).await
+                build("EVAL", &script.source).query_async(conn).await
             }
             result => result,
         })
@@ -736,7 +758,7 @@ impl SessionStore for RedisStore {
             .eval(&self.create, &record.key, |cmd| {
                 cmd.arg(record.created_at.as_unix_millis())
                     .arg(record.expires_at.as_unix_millis())
-                    .arg(owner);
+                    .arg(&owner);
                 push_data(cmd, &record.data);
             })
             .await?;

@@ -256,6 +256,51 @@ async fn scripts_are_loaded_again_after_a_script_flush() {
     assert_eq!(store.load(&r.key).await.unwrap(), None);
 }
 
+/// Another client flushing the script cache over and over (a deploy, an operator, another
+/// test on the same server) never fails a write: after NOSCRIPT the call is sent as `EVAL`,
+/// which loads and runs in one step, so no flush can land between a load and a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_succeed_while_another_client_flushes_scripts() {
+    let Some((store, mut raw)) = store_and_raw().await else {
+        return;
+    };
+    let r = record(&[("n", b"0")]);
+    store.create(&r).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flusher = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut flushes = 0u32;
+            while !stop.load(Ordering::Relaxed) && flushes < 20_000 {
+                let _: () = redis::cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .query_async(&mut raw)
+                    .await
+                    .unwrap();
+                flushes += 1;
+            }
+            flushes
+        }
+    });
+    let later = Timestamp::now().saturating_add(Duration::from_secs(60));
+    for i in 0..300u32 {
+        let mut set = Changes::new();
+        set.set("n", i.to_string().into_bytes());
+        if i % 2 == 1 {
+            set.remove("gone");
+        }
+        assert!(
+            store.update(&r.key, &set, later).await.unwrap(),
+            "update {i}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let flushes = flusher.await.unwrap();
+    assert!(flushes > 10, "the flusher ran only {flushes} times");
+    let loaded = store.load(&r.key).await.unwrap().unwrap();
+    assert_eq!(loaded.data["n"], b"299");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_survives_a_server_restart_without_being_rebuilt() {
     // Same gate as the other server tests: under `cargo xtask test-backends` this runs.
