@@ -5,10 +5,10 @@
 //!   (created and expiry, Unix milliseconds), `o` (owner) and `d:<name>` for each value. The
 //!   hash's `PEXPIREAT` follows the session's expiry, so Redis removes expired sessions itself.
 //! - **Per-key atomic updates.** `update` and `touch` run one Lua script (EVALSHA; sent as
-//!   EVAL with the source on NOSCRIPT) that checks the session exists and is live, applies `HSET`/`HDEL` of exactly
-//!   the changed fields, and moves the expiry: two requests changing different keys both
-//!   persist, and a deleted session is never brought back. `create` is a script too and
-//!   refuses a taken key.
+//!   EVAL with the source on NOSCRIPT) that checks the session exists and is live, applies
+//!   `HSET`/`HDEL` of exactly the changed fields, and moves the expiry: two requests changing
+//!   different keys both persist, and a deleted session is never brought back. `create` is a
+//!   script too and refuses a taken key.
 //! - **Per-user index**: a set per user, `{prefix}user:{sha256(user)}`, lists the user's
 //!   sessions for `sessions_of` and "log out everywhere" (`delete_sessions_of`, which deletes
 //!   each session with a script that checks it is still the user's). In a cluster the set and
