@@ -148,10 +148,7 @@ pub fn patch(
     };
     let old_owner = reader.owner()?;
     let count = reader.varint()?;
-    let owner = match &changes.owner {
-        None => old_owner,
-        Some(owner) => owner.as_deref(),
-    };
+    let owner = changes.owner().apply(old_owner);
     // First pass: validate and size; second pass: write.
     let (new_count, entries_len) = merge(reader.clone(), count, changes, |_, _| {})?;
     let owner_len = owner.map_or(1, |o| varint_len(o.len() as u64 + 1) + o.len());
@@ -174,8 +171,8 @@ fn merge<'a>(
     changes: &'a Changes,
     mut emit: impl FnMut(&[u8], &[u8]),
 ) -> Result<(u64, usize), FormatError> {
-    let mut set = changes.set.iter().peekable();
-    let mut removed = changes.removed.iter().peekable();
+    let mut set = changes.written().iter().peekable();
+    let mut removed = changes.removed().iter().peekable();
     let (mut n, mut bytes) = (0u64, 0usize);
     let mut out = |key: &[u8], value: &[u8]| {
         n += 1;
@@ -185,7 +182,7 @@ fn merge<'a>(
     let mut previous: Option<&str> = None;
     for _ in 0..count {
         let (key, value) = reader.entry(&mut previous)?;
-        if changes.cleared {
+        if changes.is_cleared() {
             continue;
         }
         while let Some((k, v)) = set.next_if(|(k, _)| k.as_str() < key) {
@@ -363,14 +360,16 @@ mod tests {
                 for (cleared, owner) in [
                     (false, None),
                     (true, None),
-                    (false, Some(Some("v".to_owned()))),
+                    (false, Some(Some("v"))),
                     (false, Some(None)),
                 ] {
                     let mut changes = Changes::new();
                     if cleared {
                         changes.clear();
                     }
-                    changes.owner = owner;
+                    if let Some(owner) = owner {
+                        changes.set_owner(owner);
+                    }
                     let mut m = mask;
                     for key in keys {
                         match m % 3 {

@@ -3,7 +3,7 @@
 //! [`body`](crate::body), then a CRC-32 of everything before it, so a foreign or damaged
 //! blob is recognised as such ([`FormatError`]).
 
-use crate::{Changes, Record, StorageKey, Timestamp};
+use crate::{Changes, OwnerChange, Record, StorageKey, Timestamp};
 
 /// The four bytes every envelope starts with.
 pub const MAGIC: [u8; 4] = *b"RSSN";
@@ -119,14 +119,15 @@ pub fn patch(old: &[u8], changes: &Changes, expires_at: Timestamp) -> Result<Vec
     // Room for the old envelope plus every value set (with its key and length prefixes):
     // never less than the result, so `patch` and the checksum never grow the buffer.
     let added: usize = changes
-        .set
+        .written()
         .iter()
         .map(|(k, v)| k.len() + v.len() + 20)
         .sum();
-    let owner = changes
-        .owner
-        .as_ref()
-        .map_or(0, |o| o.as_ref().map_or(0, String::len) + 10);
+    let owner = match changes.owner() {
+        OwnerChange::Keep => 0,
+        OwnerChange::Set(owner) => owner.len() + 10,
+        OwnerChange::Remove => 10,
+    };
     let mut out = Vec::with_capacity(old.len() + added + owner);
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
@@ -308,12 +309,12 @@ mod tests {
         let mut c = Changes::new();
         c.set("a", vec![1]);
         c.remove("a");
-        assert!(c.set.is_empty() && c.removed.contains("a"));
+        assert!(c.written().is_empty() && c.removed().contains("a"));
         let mut later = Changes::new();
         later.set("a", vec![2]);
         c.extend(later);
-        assert_eq!(c.set.get("a"), Some(&vec![2]));
-        assert!(!c.removed.contains("a"));
+        assert_eq!(c.written().get("a"), Some(&vec![2]));
+        assert!(!c.removed().contains("a"));
         let mut cleared = Changes::new();
         cleared.clear();
         cleared.set("z", vec![9]);
@@ -339,10 +340,10 @@ mod tests {
         let mut c = Changes::new();
         c.clear();
         c.set("only", vec![1]);
-        c.owner = Some(None);
+        c.set_owner(None);
         cases.push(c);
         let mut c = Changes::new();
-        c.owner = Some(Some("someone-else".to_owned()));
+        c.set_owner(Some("someone-else"));
         c.set("", vec![5; 200]);
         cases.push(c);
         for changes in cases {

@@ -66,7 +66,7 @@ pub use id::{
     HexKey, IdGenerator, InvalidId, MAX_ID_LEN, MIN_ID_LEN, SessionId, StorageKey, UuidV4Generator,
 };
 pub use manager::{Expiry, SaveOutcome, SessionManager, SessionManagerBuilder};
-pub use record::{Changes, Record};
+pub use record::{Changes, OwnerChange, Record};
 pub use session::{RESERVED_PREFIX, Session};
 pub use store::{SessionInfo, SessionStore};
 pub use sweeper::spawn_sweeper;

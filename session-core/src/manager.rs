@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::session::{NewRecord, SavePlan, SaveRules, refresh_due};
 use crate::{
     Changes, Clock, Codec, IdGenerator, Record, Session, SessionError, SessionId, SessionStore,
     StorageKey, StoreError, SystemClock, Timestamp, UuidV4Generator,
@@ -284,7 +285,7 @@ impl SessionManager {
     /// an unchanged session by this rule, and the HTTP layer re-sends a persistent cookie by
     /// it.
     pub fn refresh_due(&self, written: Timestamp, deadline: Timestamp) -> bool {
-        deadline > written && deadline.duration_since(written) >= self.inner.touch_after
+        refresh_due(self.inner.touch_after, written, deadline)
     }
 
     /// The manager's clock's time.
@@ -384,158 +385,67 @@ impl SessionManager {
     /// when several fresh ids in a row collided (a broken id generator).
     pub async fn save(&self, session: &Session) -> Result<SaveOutcome, SessionError> {
         let store = self.store_dyn();
-        let stale = session.lock().stale.take();
-        if let Some(stale) = stale
-            && let Err(e) = store.delete(&stale).await
-        {
-            session.lock().stale = Some(stale);
-            return Err(e.into());
-        }
-
-        let now = self.now();
-        enum Plan {
-            Nothing,
-            Delete(StorageKey),
-            Create {
-                id: SessionId,
-                record: Record,
-                /// The old key of a cycled session, and what this handle changed since it
-                /// loaded it.
-                cycled_from: Option<(StorageKey, Changes)>,
-            },
-            Update {
-                key: StorageKey,
-                expires_at: Timestamp,
-            },
-            Touch {
-                key: StorageKey,
-                expires_at: Timestamp,
-            },
-        }
-        let plan = {
-            let state = session.lock();
-            // A session written to after `destroy` starts its life now.
-            let created_at = if state.restarted {
-                now
-            } else {
-                state.created_at
-            };
-            let deadline = self.inner.expiry.deadline(created_at, now);
-            if state.destroyed {
-                if state.stored {
-                    Plan::Delete(state.key)
-                } else {
-                    Plan::Nothing
-                }
-            } else if !state.stored || state.cycle {
-                if !state.stored && state.data.is_empty() {
-                    Plan::Nothing
-                } else {
-                    let cycled_from = state.stored.then(|| (state.key, state.changes.clone()));
-                    let id = if state.cycle {
-                        self.inner.ids.generate()
-                    } else {
-                        state.id.clone()
-                    };
-                    Plan::Create {
-                        id: id.clone(),
-                        record: Record {
-                            key: if state.cycle {
-                                id.storage_key()
-                            } else {
-                                state.key
-                            },
-                            data: state.data.clone(),
-                            created_at,
-                            expires_at: deadline,
-                            owner: state.owner.clone(),
-                        },
-                        cycled_from,
-                    }
-                }
-            } else if !state.changes.is_empty() {
-                Plan::Update {
-                    key: state.key,
-                    expires_at: deadline,
-                }
-            } else if self.inner.expiry.idle.is_some()
-                && self.refresh_due(state.expires_at, deadline)
-            {
-                Plan::Touch {
-                    key: state.key,
-                    expires_at: deadline,
-                }
-            } else {
-                Plan::Nothing
-            }
+        let rules = SaveRules {
+            now: self.now(),
+            expiry: self.inner.expiry,
+            touch_after: self.inner.touch_after,
+            ids: &*self.inner.ids,
         };
-
-        match plan {
-            Plan::Nothing => Ok(if session.is_destroyed() {
-                SaveOutcome::Destroyed
-            } else {
-                SaveOutcome::Unchanged
-            }),
-            Plan::Delete(key) => {
-                store.delete(&key).await?;
-                let mut state = session.lock();
-                state.stored = false;
-                state.changes.clear();
-                Ok(SaveOutcome::Destroyed)
-            }
-            Plan::Create {
-                id,
-                record,
-                cycled_from,
-            } => {
+        loop {
+            let plan = session.lock().plan(&rules);
+            let outcome = match plan {
+                SavePlan::DeleteStale(stale) => {
+                    if let Err(e) = store.delete(&stale).await {
+                        session.lock().delete_later(stale);
+                        return Err(e.into());
+                    }
+                    continue;
+                }
+                SavePlan::Nothing(outcome) => Ok(outcome),
+                SavePlan::Delete(key) => {
+                    store.delete(&key).await?;
+                    session.lock().on_deleted();
+                    Ok(SaveOutcome::Destroyed)
+                }
                 // Boxed: its state (a whole record) would otherwise triple the size of every
                 // save's future, updates included, and of the futures that hold one.
-                Box::pin(self.save_new(session, id, record, cycled_from)).await
-            }
-            Plan::Update { key, expires_at } => {
-                let changes = std::mem::take(&mut session.lock().changes);
-                let written = match store.update(&key, &changes, expires_at).await {
-                    Ok(true) => Ok(SaveOutcome::Updated),
-                    // No record: gone, or cycled by another request (then follow it).
-                    Ok(false) => self
-                        .forward(&key, &changes, expires_at)
-                        .await
-                        .map(|followed| {
-                            if followed {
-                                SaveOutcome::Forwarded
-                            } else {
-                                SaveOutcome::Gone
-                            }
-                        }),
-                    Err(e) => Err(e),
-                };
-                match written {
-                    Ok(SaveOutcome::Updated) => {
-                        session.lock().expires_at = expires_at;
-                        Ok(SaveOutcome::Updated)
+                SavePlan::Create(new) => Box::pin(self.save_new(session, new)).await,
+                SavePlan::Update {
+                    key,
+                    changes,
+                    expires_at,
+                } => {
+                    let written = match store.update(&key, &changes, expires_at).await {
+                        Ok(true) => Ok(SaveOutcome::Updated),
+                        // No record: gone, or cycled by another request (then follow it).
+                        Ok(false) => match self.forward(&key, &changes, expires_at).await {
+                            Ok(true) => Ok(SaveOutcome::Forwarded),
+                            Ok(false) => Ok(SaveOutcome::Gone),
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    let mut state = session.lock();
+                    match written {
+                        Ok(SaveOutcome::Updated) => state.on_updated(expires_at),
+                        Ok(_) => state.on_gone(),
+                        Err(_) => state.restore(changes),
                     }
-                    Ok(outcome) => {
-                        mark_gone(session);
-                        Ok(outcome)
-                    }
-                    Err(e) => {
-                        // Nothing was written: the changes stay pending, before any made since.
-                        let mut state = session.lock();
-                        let later = std::mem::take(&mut state.changes);
-                        state.changes = changes;
-                        state.changes.extend(later);
-                        Err(e.into())
+                    written.map_err(SessionError::from)
+                }
+                SavePlan::Touch { key, expires_at } => {
+                    let live = store.touch(&key, expires_at).await?;
+                    let mut state = session.lock();
+                    if live {
+                        state.on_touched(expires_at);
+                        Ok(SaveOutcome::Touched)
+                    } else {
+                        state.on_gone();
+                        Ok(SaveOutcome::Gone)
                     }
                 }
-            }
-            Plan::Touch { key, expires_at } => {
-                if store.touch(&key, expires_at).await? {
-                    session.lock().expires_at = expires_at;
-                    Ok(SaveOutcome::Touched)
-                } else {
-                    Ok(mark_gone(session))
-                }
-            }
+            };
+            return outcome;
         }
     }
 
@@ -565,9 +475,11 @@ impl SessionManager {
     async fn save_new(
         &self,
         session: &Session,
-        mut id: SessionId,
-        mut record: Record,
-        cycled_from: Option<(StorageKey, Changes)>,
+        NewRecord {
+            mut id,
+            mut record,
+            cycled_from,
+        }: NewRecord,
     ) -> Result<SaveOutcome, SessionError> {
         let store = self.store_dyn();
         let mut attempt = 1;
@@ -582,27 +494,13 @@ impl SessionManager {
                 Err(e) => return Err(e.into()),
             }
         }
-        {
-            let mut state = session.lock();
-            state.id = id;
-            state.key = record.key;
-            state.stored = true;
-            state.cycle = false;
-            state.restarted = false;
-            state.created_at = record.created_at;
-            state.expires_at = record.expires_at;
-            // The record holds the data as of the snapshot; edits made since stay pending.
-            state.changes = diff(&record.data, &state.data);
-            if record.owner != state.owner {
-                state.changes.owner = Some(state.owner.clone());
-            }
-        }
+        session.lock().on_created(id, &record);
         let Some((old, mine)) = cycled_from else {
             return Ok(SaveOutcome::Created);
         };
         if let Err(e) = self.retire(&old, &record, &mine).await {
             // The new record is live; the old one goes at the next save.
-            session.lock().stale = Some(old);
+            session.lock().delete_later(old);
             return Err(e.into());
         }
         Ok(SaveOutcome::Cycled)
@@ -649,10 +547,10 @@ fn missed_writes(
     mine: &Changes,
 ) -> Changes {
     let mut missed = Changes::new();
-    if mine.cleared {
+    if mine.is_cleared() {
         return missed;
     }
-    let own = |key: &str| mine.set.contains_key(key) || mine.removed.contains(key);
+    let own = |key: &str| mine.written().contains_key(key) || mine.removed().contains(key);
     for (key, value) in last {
         if !own(key) && snapshot.get(key) != Some(value) {
             missed.set(key.clone(), value.clone());
@@ -664,30 +562,4 @@ fn missed_writes(
         }
     }
     missed
-}
-
-/// The changes still to write after `written` was stored as a whole record while the handle
-/// went on to `current`: the difference between the two.
-fn diff(written: &BTreeMap<String, Vec<u8>>, current: &BTreeMap<String, Vec<u8>>) -> Changes {
-    let mut left = Changes::new();
-    for (key, value) in current {
-        if written.get(key) != Some(value) {
-            left.set(key.clone(), value.clone());
-        }
-    }
-    for key in written.keys() {
-        if !current.contains_key(key) {
-            left.remove(key);
-        }
-    }
-    left
-}
-
-fn mark_gone(session: &Session) -> SaveOutcome {
-    let mut state = session.lock();
-    state.stored = false;
-    state.destroyed = true;
-    state.data.clear();
-    state.changes.clear();
-    SaveOutcome::Gone
 }

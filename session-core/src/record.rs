@@ -34,31 +34,67 @@ impl Record {
 
 /// What one request did to a session's data: applied by a store key by key.
 ///
-/// `cleared` is applied first, then `removed`, then `set`; the methods keep the three
-/// consistent (a key is never both set and removed).
+/// The removal of every key ([`Changes::is_cleared`]) applies first, then the
+/// [`removed`](Changes::removed) keys, then the [`written`](Changes::written) ones; the
+/// methods keep the three consistent (a key is never both written and removed, and nothing
+/// is listed as removed after a clear).
 ///
 /// ```
 /// use std::collections::BTreeMap;
-/// use session_core::Changes;
+/// use session_core::{Changes, OwnerChange};
 ///
 /// let mut data = BTreeMap::from([("a".to_owned(), vec![1]), ("b".to_owned(), vec![2])]);
 /// let mut changes = Changes::new();
 /// changes.remove("a");
 /// changes.set("c", vec![3]);
+/// changes.set_owner(Some("alice"));
 /// changes.apply_to(&mut data);
 /// assert_eq!(data, BTreeMap::from([("b".to_owned(), vec![2]), ("c".to_owned(), vec![3])]));
+/// assert_eq!(changes.owner(), &OwnerChange::Set("alice".to_owned()));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Changes {
-    /// Every key was removed before `removed` and `set` apply.
-    pub cleared: bool,
-    /// Keys written, with their encoded values.
-    pub set: BTreeMap<String, Vec<u8>>,
-    /// Keys removed.
-    pub removed: BTreeSet<String>,
-    /// A new owner (`Some(None)` removes it); `None` leaves the owner as it is.
-    pub owner: Option<Option<String>>,
+    cleared: bool,
+    written: BTreeMap<String, Vec<u8>>,
+    removed: BTreeSet<String>,
+    owner: OwnerChange,
+}
+
+/// What a [`Changes`] does to the session's owner (the user of the per-user index).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OwnerChange {
+    /// The owner stays as it is.
+    #[default]
+    Keep,
+    /// The session now belongs to this user.
+    Set(String),
+    /// The session now belongs to nobody.
+    Remove,
+}
+
+impl OwnerChange {
+    /// The owner after this change, given the owner before it.
+    ///
+    /// ```
+    /// use session_core::OwnerChange;
+    ///
+    /// assert_eq!(OwnerChange::Keep.apply(Some("alice")), Some("alice"));
+    /// assert_eq!(OwnerChange::Set("bob".into()).apply(Some("alice")), Some("bob"));
+    /// assert_eq!(OwnerChange::Remove.apply(Some("alice")), None);
+    /// ```
+    pub fn apply<'a>(&'a self, before: Option<&'a str>) -> Option<&'a str> {
+        match self {
+            Self::Keep => before,
+            Self::Set(owner) => Some(owner),
+            Self::Remove => None,
+        }
+    }
+
+    /// Whether the owner stays as it is.
+    pub fn is_keep(&self) -> bool {
+        matches!(self, Self::Keep)
+    }
 }
 
 impl Changes {
@@ -69,19 +105,39 @@ impl Changes {
 
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        !self.cleared && self.set.is_empty() && self.removed.is_empty() && self.owner.is_none()
+        !self.cleared && self.written.is_empty() && self.removed.is_empty() && self.owner.is_keep()
+    }
+
+    /// Whether every key is removed before the other changes apply.
+    pub fn is_cleared(&self) -> bool {
+        self.cleared
+    }
+
+    /// The keys written, with their encoded values, in key order.
+    pub fn written(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.written
+    }
+
+    /// The keys removed, in key order (none after a clear: the clear removes them).
+    pub fn removed(&self) -> &BTreeSet<String> {
+        &self.removed
+    }
+
+    /// What happens to the owner.
+    pub fn owner(&self) -> &OwnerChange {
+        &self.owner
     }
 
     /// Records a write of `key`.
     pub fn set(&mut self, key: impl Into<String>, value: Vec<u8>) {
         let key = key.into();
         self.removed.remove(&key);
-        self.set.insert(key, value);
+        self.written.insert(key, value);
     }
 
     /// Records a removal of `key`.
     pub fn remove(&mut self, key: &str) {
-        self.set.remove(key);
+        self.written.remove(key);
         if !self.cleared {
             self.removed.insert(key.to_owned());
         }
@@ -90,23 +146,36 @@ impl Changes {
     /// Records the removal of every key.
     pub fn clear(&mut self) {
         self.cleared = true;
-        self.set.clear();
+        self.written.clear();
         self.removed.clear();
+    }
+
+    /// Records a new owner, or with `None` its removal.
+    pub fn set_owner(&mut self, owner: Option<&str>) {
+        self.owner = match owner {
+            Some(owner) => OwnerChange::Set(owner.to_owned()),
+            None => OwnerChange::Remove,
+        };
     }
 
     /// Adds `later` on top of these changes, as if both happened in order.
     pub fn extend(&mut self, later: Changes) {
-        let owner = later.owner.clone().or_else(|| self.owner.take());
-        if later.cleared {
-            *self = later;
+        let Changes {
+            cleared,
+            written,
+            removed,
+            owner,
+        } = later;
+        if !owner.is_keep() {
             self.owner = owner;
-            return;
         }
-        self.owner = owner;
-        for key in later.removed {
+        if cleared {
+            self.clear();
+        }
+        for key in removed {
             self.remove(&key);
         }
-        for (key, value) in later.set {
+        for (key, value) in written {
             self.set(key, value);
         }
     }
@@ -114,8 +183,10 @@ impl Changes {
     /// Applies the changes to a record: its data (see [`Changes::apply_to`]) and its owner.
     pub fn apply_to_record(&self, record: &mut Record) {
         self.apply_to(&mut record.data);
-        if let Some(owner) = &self.owner {
-            record.owner.clone_from(owner);
+        match &self.owner {
+            OwnerChange::Keep => {}
+            OwnerChange::Set(owner) => record.owner = Some(owner.clone()),
+            OwnerChange::Remove => record.owner = None,
         }
     }
 
@@ -127,7 +198,7 @@ impl Changes {
         for key in &self.removed {
             data.remove(key);
         }
-        for (key, value) in &self.set {
+        for (key, value) in &self.written {
             data.insert(key.clone(), value.clone());
         }
     }

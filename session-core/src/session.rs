@@ -3,11 +3,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Changes, Codec, Record, SessionError, SessionId, StorageKey, Timestamp};
+use crate::{
+    Changes, Codec, Expiry, IdGenerator, Record, SaveOutcome, SessionError, SessionId, StorageKey,
+    Timestamp,
+};
 
 /// Keys starting with this are the session's own (flash messages); `insert` refuses them.
 pub const RESERVED_PREFIX: &str = "\u{0}session:";
@@ -42,26 +46,28 @@ struct Inner {
     state: Mutex<State>,
 }
 
+/// A session's state, and its life cycle: [`State::plan`] decides what a save writes, the
+/// `on_*` methods record what the store answered. The manager only does the I/O.
 #[derive(Debug)]
 pub(crate) struct State {
-    pub(crate) id: SessionId,
+    id: SessionId,
     /// `id.storage_key()`, computed once (a SHA-256).
-    pub(crate) key: StorageKey,
+    key: StorageKey,
     /// A record exists in the store under `id`.
-    pub(crate) stored: bool,
-    pub(crate) data: BTreeMap<String, Vec<u8>>,
-    pub(crate) changes: Changes,
-    pub(crate) created_at: Timestamp,
-    pub(crate) expires_at: Timestamp,
-    pub(crate) owner: Option<String>,
-    pub(crate) destroyed: bool,
-    pub(crate) cycle: bool,
+    stored: bool,
+    data: BTreeMap<String, Vec<u8>>,
+    changes: Changes,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    owner: Option<String>,
+    destroyed: bool,
+    cycle: bool,
     /// A record `cycle_id` replaced but could not delete yet, or the record of a destroyed
     /// session written to again; the next save deletes it first.
-    pub(crate) stale: Option<StorageKey>,
+    stale: Option<StorageKey>,
     /// Written to after `destroy`: a fresh session (new id, new creation time) that the next
     /// save creates after deleting the destroyed one.
-    pub(crate) restarted: bool,
+    restarted: bool,
 }
 
 impl Session {
@@ -294,10 +300,9 @@ impl Session {
     /// ([`SessionManager::destroy_all_of`](crate::SessionManager::destroy_all_of)).
     pub fn set_owner(&self, owner: Option<&str>) {
         let mut state = self.lock();
-        let owner = owner.map(str::to_owned);
-        if state.owner != owner {
-            state.owner.clone_from(&owner);
-            state.changes.owner = Some(owner);
+        if state.owner.as_deref() != owner {
+            state.owner = owner.map(str::to_owned);
+            state.changes.set_owner(owner);
         }
     }
 
@@ -386,7 +391,172 @@ impl Session {
     }
 }
 
+/// What the next save must do, decided by [`State::plan`] from the session's state alone.
+#[derive(Debug)]
+pub(crate) enum SavePlan {
+    /// First delete this leftover record (of a cycled or destroyed session), then plan again.
+    DeleteStale(StorageKey),
+    /// Nothing to write; the save's outcome.
+    Nothing(SaveOutcome),
+    /// Delete the record (logout).
+    Delete(StorageKey),
+    /// Create a record: a new session, or a cycled one under its new id.
+    Create(NewRecord),
+    /// Write the changed keys (moved out of the state; [`State::restore`] puts them back).
+    Update {
+        key: StorageKey,
+        changes: Changes,
+        expires_at: Timestamp,
+    },
+    /// Move the expiry only.
+    Touch {
+        key: StorageKey,
+        expires_at: Timestamp,
+    },
+}
+
+/// A record to create, and the id it is filed under.
+#[derive(Debug)]
+pub(crate) struct NewRecord {
+    pub(crate) id: SessionId,
+    pub(crate) record: Record,
+    /// The old key of a cycled session, and what this handle changed since it loaded it.
+    pub(crate) cycled_from: Option<(StorageKey, Changes)>,
+}
+
+/// The manager's settings a plan depends on, and the time of the save.
+pub(crate) struct SaveRules<'a> {
+    pub(crate) now: Timestamp,
+    pub(crate) expiry: Expiry,
+    pub(crate) touch_after: Duration,
+    pub(crate) ids: &'a dyn IdGenerator,
+}
+
+/// Whether an expiry last written as `written` has fallen at least `touch_after` behind
+/// `deadline`.
+pub(crate) fn refresh_due(touch_after: Duration, written: Timestamp, deadline: Timestamp) -> bool {
+    deadline > written && deadline.duration_since(written) >= touch_after
+}
+
 impl State {
+    /// What the next save writes. It changes nothing in the state except that a leftover
+    /// record to delete ([`SavePlan::DeleteStale`]) and pending changes
+    /// ([`SavePlan::Update`]) move into the plan.
+    pub(crate) fn plan(&mut self, rules: &SaveRules<'_>) -> SavePlan {
+        if let Some(stale) = self.stale.take() {
+            return SavePlan::DeleteStale(stale);
+        }
+        if self.destroyed {
+            return if self.stored {
+                SavePlan::Delete(self.key)
+            } else {
+                SavePlan::Nothing(SaveOutcome::Destroyed)
+            };
+        }
+        if !self.stored && self.data.is_empty() {
+            return SavePlan::Nothing(SaveOutcome::Unchanged);
+        }
+        // A session written to after `destroy` starts its life now.
+        let created_at = if self.restarted {
+            rules.now
+        } else {
+            self.created_at
+        };
+        let deadline = rules.expiry.deadline(created_at, rules.now);
+        if !self.stored || self.cycle {
+            let id = if self.cycle {
+                rules.ids.generate()
+            } else {
+                self.id.clone()
+            };
+            return SavePlan::Create(NewRecord {
+                record: Record {
+                    key: if self.cycle {
+                        id.storage_key()
+                    } else {
+                        self.key
+                    },
+                    data: self.data.clone(),
+                    created_at,
+                    expires_at: deadline,
+                    owner: self.owner.clone(),
+                },
+                id,
+                cycled_from: self.stored.then(|| (self.key, self.changes.clone())),
+            });
+        }
+        if !self.changes.is_empty() {
+            return SavePlan::Update {
+                key: self.key,
+                changes: std::mem::take(&mut self.changes),
+                expires_at: deadline,
+            };
+        }
+        if rules.expiry.idle().is_some()
+            && refresh_due(rules.touch_after, self.expires_at, deadline)
+        {
+            return SavePlan::Touch {
+                key: self.key,
+                expires_at: deadline,
+            };
+        }
+        SavePlan::Nothing(SaveOutcome::Unchanged)
+    }
+
+    /// The leftover record of [`SavePlan::DeleteStale`] (or the old record of a cycle) could
+    /// not be deleted: the next save tries again.
+    pub(crate) fn delete_later(&mut self, key: StorageKey) {
+        self.stale = Some(key);
+    }
+
+    /// [`SavePlan::Delete`] deleted the record.
+    pub(crate) fn on_deleted(&mut self) {
+        self.stored = false;
+        self.changes = Changes::new();
+    }
+
+    /// [`SavePlan::Create`] created `record` under `id`. Edits made to the handle while the
+    /// store call ran stay pending.
+    pub(crate) fn on_created(&mut self, id: SessionId, record: &Record) {
+        self.id = id;
+        self.key = record.key;
+        self.stored = true;
+        self.cycle = false;
+        self.restarted = false;
+        self.created_at = record.created_at;
+        self.expires_at = record.expires_at;
+        self.changes = diff(&record.data, &self.data);
+        if record.owner != self.owner {
+            self.changes.set_owner(self.owner.as_deref());
+        }
+    }
+
+    /// [`SavePlan::Update`] wrote the changes.
+    pub(crate) fn on_updated(&mut self, expires_at: Timestamp) {
+        self.expires_at = expires_at;
+    }
+
+    /// [`SavePlan::Touch`] moved the expiry.
+    pub(crate) fn on_touched(&mut self, expires_at: Timestamp) {
+        self.expires_at = expires_at;
+    }
+
+    /// The store has no live record (deleted by another request, expired, or forwarded
+    /// after another request's login): the session is over for this handle.
+    pub(crate) fn on_gone(&mut self) {
+        self.stored = false;
+        self.destroyed = true;
+        self.data.clear();
+        self.changes = Changes::new();
+    }
+
+    /// [`SavePlan::Update`] failed and wrote nothing: its changes are pending again, before
+    /// any made since.
+    pub(crate) fn restore(&mut self, changes: Changes) {
+        let later = std::mem::replace(&mut self.changes, changes);
+        self.changes.extend(later);
+    }
+
     /// The first write after `destroy`: from here on the handle is a fresh session.
     fn restart(&mut self) {
         if self.stored {
@@ -425,6 +595,23 @@ impl State {
     }
 }
 
+/// The changes still to write after `written` was stored as a whole record while the handle
+/// went on to `current`: the difference between the two.
+fn diff(written: &BTreeMap<String, Vec<u8>>, current: &BTreeMap<String, Vec<u8>>) -> Changes {
+    let mut left = Changes::new();
+    for (key, value) in current {
+        if written.get(key) != Some(value) {
+            left.set(key.clone(), value.clone());
+        }
+    }
+    for key in written.keys() {
+        if !current.contains_key(key) {
+            left.remove(key);
+        }
+    }
+    left
+}
+
 fn check_key(key: &str) -> Result<(), SessionError> {
     if key.starts_with(RESERVED_PREFIX) {
         return Err(SessionError::ReservedKey {
@@ -445,5 +632,316 @@ impl fmt::Debug for Session {
             .field("destroyed", &state.destroyed)
             .field("expires_at", &state.expires_at)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    //! The save plan as a table: a session's state in, the plan out, without a store.
+
+    use super::*;
+    use crate::UuidV4Generator;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn at(secs: u64) -> Timestamp {
+        Timestamp::from_unix_millis(1_700_000_000_000).saturating_add(Duration::from_secs(secs))
+    }
+
+    fn rules(now: Timestamp) -> SaveRules<'static> {
+        SaveRules {
+            now,
+            expiry: Expiry::new(Some(HOUR), None),
+            touch_after: Duration::from_secs(360),
+            ids: &UuidV4Generator,
+        }
+    }
+
+    fn fresh() -> Session {
+        Session::new(Codec::Bincode, UuidV4Generator.generate(), at(0), at(3600))
+    }
+
+    /// A session loaded from the store, created and last written at `at(0)`.
+    fn loaded() -> Session {
+        let id = UuidV4Generator.generate();
+        let record = Record {
+            key: id.storage_key(),
+            data: BTreeMap::from([("a".to_owned(), vec![1])]),
+            created_at: at(0),
+            expires_at: at(3600),
+            owner: Some("alice".to_owned()),
+        };
+        Session::from_record(Codec::Bincode, id, record)
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Want {
+        DeleteStale,
+        Nothing(SaveOutcome),
+        Delete,
+        CreateSameId { cycled: bool },
+        CreateNewId { cycled: bool },
+        Update,
+        Touch,
+    }
+
+    fn shape(session: &Session, plan: &SavePlan) -> Want {
+        let state = session.lock();
+        match plan {
+            SavePlan::DeleteStale(_) => Want::DeleteStale,
+            SavePlan::Nothing(outcome) => Want::Nothing(*outcome),
+            SavePlan::Delete(key) => {
+                assert_eq!(*key, state.key);
+                Want::Delete
+            }
+            SavePlan::Create(new) => {
+                assert_eq!(new.record.key, new.id.storage_key());
+                assert_eq!(new.record.data, state.data);
+                assert_eq!(new.record.owner, state.owner);
+                let cycled = new.cycled_from.is_some();
+                if new.id == state.id {
+                    Want::CreateSameId { cycled }
+                } else {
+                    Want::CreateNewId { cycled }
+                }
+            }
+            SavePlan::Update { key, .. } => {
+                assert_eq!(*key, state.key);
+                Want::Update
+            }
+            SavePlan::Touch { key, .. } => {
+                assert_eq!(*key, state.key);
+                Want::Touch
+            }
+        }
+    }
+
+    #[test]
+    fn the_plan_follows_the_state() {
+        type Setup = fn() -> Session;
+        let cases: &[(&str, Setup, u64, Want)] = &[
+            (
+                "new and empty",
+                fresh,
+                1,
+                Want::Nothing(SaveOutcome::Unchanged),
+            ),
+            (
+                "new with data",
+                || {
+                    let s = fresh();
+                    s.insert("a", 1).unwrap();
+                    s
+                },
+                1,
+                Want::CreateSameId { cycled: false },
+            ),
+            (
+                "new, cycled",
+                || {
+                    let s = fresh();
+                    s.insert("a", 1).unwrap();
+                    s.cycle_id();
+                    s
+                },
+                1,
+                Want::CreateNewId { cycled: false },
+            ),
+            (
+                "loaded, untouched, touch not due",
+                loaded,
+                60,
+                Want::Nothing(SaveOutcome::Unchanged),
+            ),
+            ("loaded, untouched, touch due", loaded, 600, Want::Touch),
+            (
+                "loaded, changed",
+                || {
+                    let s = loaded();
+                    s.insert("b", 2).unwrap();
+                    s
+                },
+                1,
+                Want::Update,
+            ),
+            (
+                "loaded, owner changed",
+                || {
+                    let s = loaded();
+                    s.set_owner(Some("bob"));
+                    s
+                },
+                1,
+                Want::Update,
+            ),
+            (
+                "loaded, owner set to what it was",
+                || {
+                    let s = loaded();
+                    s.set_owner(Some("alice"));
+                    s
+                },
+                1,
+                Want::Nothing(SaveOutcome::Unchanged),
+            ),
+            (
+                "loaded, cycled (login)",
+                || {
+                    let s = loaded();
+                    s.cycle_id();
+                    s
+                },
+                1,
+                Want::CreateNewId { cycled: true },
+            ),
+            (
+                "loaded, destroyed",
+                || {
+                    let s = loaded();
+                    s.destroy();
+                    s
+                },
+                1,
+                Want::Delete,
+            ),
+            (
+                "new, destroyed",
+                || {
+                    let s = fresh();
+                    s.destroy();
+                    s
+                },
+                1,
+                Want::Nothing(SaveOutcome::Destroyed),
+            ),
+            (
+                "loaded, destroyed, written again",
+                || {
+                    let s = loaded();
+                    s.destroy();
+                    s.flash("notice", "bye").unwrap();
+                    s
+                },
+                1,
+                Want::DeleteStale,
+            ),
+        ];
+        for (name, setup, secs, want) in cases {
+            let session = setup();
+            let plan = session.lock().plan(&rules(at(*secs)));
+            assert_eq!(&shape(&session, &plan), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_write_after_destroy_deletes_the_old_record_then_creates_a_fresh_session() {
+        let session = loaded();
+        let old = session.lock().key;
+        session.destroy();
+        session.flash("notice", "bye").unwrap();
+        let now = at(100);
+        let SavePlan::DeleteStale(stale) = session.lock().plan(&rules(now)) else {
+            panic!("the destroyed record goes first");
+        };
+        assert_eq!(stale, old);
+        let SavePlan::Create(new) = session.lock().plan(&rules(now)) else {
+            panic!("then the fresh session is created");
+        };
+        assert_ne!(new.record.key, old);
+        assert!(
+            new.cycled_from.is_none(),
+            "nothing to forward from a logout"
+        );
+        assert_eq!(new.record.created_at, now, "its life starts now");
+        assert_eq!(new.record.owner, None);
+        assert_eq!(new.record.data.len(), 1);
+    }
+
+    #[test]
+    fn a_touch_moves_the_deadline_and_needs_an_idle_timeout() {
+        let session = loaded();
+        let SavePlan::Touch { expires_at, .. } = session.lock().plan(&rules(at(600))) else {
+            panic!("a touch is due");
+        };
+        assert_eq!(expires_at, at(600 + 3600));
+        session.lock().on_touched(expires_at);
+        assert_eq!(session.expires_at(), expires_at);
+        let no_idle = SaveRules {
+            expiry: Expiry::new(None, Some(HOUR * 100)),
+            ..rules(at(600))
+        };
+        assert!(matches!(
+            session.lock().plan(&no_idle),
+            SavePlan::Nothing(SaveOutcome::Unchanged)
+        ));
+    }
+
+    #[test]
+    fn a_failed_update_puts_its_changes_back_before_later_ones() {
+        let session = loaded();
+        session.insert("b", 1).unwrap();
+        session.remove("a");
+        let SavePlan::Update { changes, .. } = session.lock().plan(&rules(at(1))) else {
+            panic!("an update");
+        };
+        assert!(!session.is_modified(), "the changes moved into the plan");
+        // While the store call runs the handler writes again.
+        session.insert("b", 2).unwrap();
+        session.lock().restore(changes);
+        let state = session.lock();
+        assert_eq!(state.changes.written().get("b"), Some(&session_value(2)));
+        assert!(state.changes.removed().contains("a"));
+    }
+
+    fn session_value(n: i32) -> Vec<u8> {
+        Codec::Bincode.encode(&n).unwrap()
+    }
+
+    #[test]
+    fn edits_made_while_a_create_runs_stay_pending() {
+        let session = fresh();
+        session.insert("a", 1).unwrap();
+        session.set_owner(Some("alice"));
+        let SavePlan::Create(new) = session.lock().plan(&rules(at(1))) else {
+            panic!("a create");
+        };
+        session.insert("a", 2).unwrap();
+        session.insert("b", 3).unwrap();
+        session.set_owner(None);
+        session.lock().on_created(new.id.clone(), &new.record);
+        assert!(!session.is_new());
+        assert_eq!(session.id(), new.id);
+        let state = session.lock();
+        assert_eq!(state.changes.written().len(), 2);
+        assert_eq!(state.changes.owner(), &crate::OwnerChange::Remove);
+    }
+
+    #[test]
+    fn a_vanished_record_ends_the_handle() {
+        let session = loaded();
+        session.insert("b", 2).unwrap();
+        let plan = session.lock().plan(&rules(at(1)));
+        assert!(matches!(plan, SavePlan::Update { .. }));
+        session.lock().on_gone();
+        assert!(session.is_destroyed() && session.is_new() && session.is_empty());
+        assert!(matches!(
+            session.lock().plan(&rules(at(2))),
+            SavePlan::Nothing(SaveOutcome::Destroyed)
+        ));
+    }
+
+    #[test]
+    fn a_failed_stale_delete_is_tried_again() {
+        let session = loaded();
+        session.destroy();
+        session.insert("x", 1).unwrap();
+        let SavePlan::DeleteStale(stale) = session.lock().plan(&rules(at(1))) else {
+            panic!("the stale record first");
+        };
+        session.lock().delete_later(stale);
+        assert!(matches!(
+            session.lock().plan(&rules(at(1))),
+            SavePlan::DeleteStale(again) if again == stale
+        ));
     }
 }

@@ -1187,7 +1187,7 @@ pub async fn check_owner_index(store: Arc<dyn SessionStore>, supported: bool) {
             } else {
                 store.create(&record).await.unwrap();
                 let mut changes = Changes::new();
-                changes.owner = Some(Some(owner.clone()));
+                changes.set_owner(Some(owner));
                 assert!(
                     store
                         .update(&record.key, &changes, in_one_hour())
@@ -1211,7 +1211,7 @@ pub async fn check_owner_index(store: Arc<dyn SessionStore>, supported: bool) {
     moved.owner = Some(alice.clone());
     store.create(&moved).await.unwrap();
     let mut changes = Changes::new();
-    changes.owner = Some(None);
+    changes.set_owner(None);
     assert!(
         store
             .update(&moved.key, &changes, in_one_hour())

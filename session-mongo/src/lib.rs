@@ -70,7 +70,9 @@ use mongodb::options::{
     WriteConcern,
 };
 use mongodb::{Client, Collection, Database, IndexModel};
-use session_core::{Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp};
+use session_core::{
+    Changes, OwnerChange, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp,
+};
 
 pub use mongodb;
 
@@ -102,16 +104,16 @@ fn data_path(name: &str) -> String {
 /// pipeline and cheaper for the server to run.
 fn paths_update(changes: &Changes, expires_at: Timestamp) -> Document {
     let mut set = doc! { "expires_at": date(expires_at) };
-    for (name, value) in &changes.set {
+    for (name, value) in changes.written() {
         set.insert(data_path(name), binary(value));
     }
-    if let Some(owner) = &changes.owner {
-        set.insert("owner", owner.clone());
+    if let Some(owner) = owner_value(changes.owner()) {
+        set.insert("owner", owner);
     }
     let mut update = doc! { "$set": set };
-    if !changes.removed.is_empty() {
+    if !changes.removed().is_empty() {
         let unset: Document = changes
-            .removed
+            .removed()
             .iter()
             .map(|name| (data_path(name), Bson::String(String::new())))
             .collect();
@@ -126,25 +128,38 @@ fn paths_update(changes: &Changes, expires_at: Timestamp) -> Document {
 /// client stored can be read as an expression.
 fn pipeline_update(changes: &Changes, expires_at: Timestamp) -> Vec<Document> {
     let changed: Document = changes
-        .set
+        .written()
         .iter()
         .map(|(name, value)| (escape_key(name), binary(value)))
         .collect();
-    let data = if changes.cleared {
+    let data = if changes.is_cleared() {
         doc! { "$literal": changed }
     } else {
         doc! { "$mergeObjects": ["$data", { "$literal": changed }] }
     };
     let mut set = doc! { "expires_at": date(expires_at), "data": data };
-    if let Some(owner) = &changes.owner {
-        set.insert("owner", doc! { "$literal": owner.clone() });
+    if let Some(owner) = owner_value(changes.owner()) {
+        set.insert("owner", doc! { "$literal": owner });
     }
     let mut pipeline = vec![doc! { "$set": set }];
-    if !changes.cleared && !changes.removed.is_empty() {
-        let paths: Vec<String> = changes.removed.iter().map(|name| data_path(name)).collect();
+    if !changes.is_cleared() && !changes.removed().is_empty() {
+        let paths: Vec<String> = changes
+            .removed()
+            .iter()
+            .map(|name| data_path(name))
+            .collect();
         pipeline.push(doc! { "$unset": paths });
     }
     pipeline
+}
+
+/// The new `owner` field of an owner change (null when removed), or `None` to leave it.
+fn owner_value(change: &OwnerChange) -> Option<Bson> {
+    match change {
+        OwnerChange::Set(owner) => Some(Bson::String(owner.clone())),
+        OwnerChange::Remove => Some(Bson::Null),
+        _ => None,
+    }
 }
 
 /// Escapes a session key name into a field name that is never an operator or a path.
@@ -536,13 +551,19 @@ impl SessionStore for MongoStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        check_size(changes.set.iter().map(|(k, v)| k.len() + v.len()).sum())?;
-        let update: UpdateModifications =
-            if !changes.cleared && changes.set.len() + changes.removed.len() <= SMALL_UPDATE {
-                paths_update(changes, expires_at).into()
-            } else {
-                pipeline_update(changes, expires_at).into()
-            };
+        check_size(
+            changes
+                .written()
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum(),
+        )?;
+        let small = changes.written().len() + changes.removed().len() <= SMALL_UPDATE;
+        let update: UpdateModifications = if !changes.is_cleared() && small {
+            paths_update(changes, expires_at).into()
+        } else {
+            pipeline_update(changes, expires_at).into()
+        };
         let result = bounded(
             self.timeout,
             self.sessions.update_one(Self::live_filter(key), update),

@@ -72,7 +72,9 @@ use redis::{
     Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script,
     ServerErrorKind, Value,
 };
-use session_core::{Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp};
+use session_core::{
+    Changes, OwnerChange, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp,
+};
 use sha2::{Digest, Sha256};
 
 pub use redis;
@@ -543,16 +545,16 @@ impl RedisStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        if !changes.cleared
-            && changes.removed.is_empty()
-            && changes.owner.is_none()
-            && changes.set.len() <= MAX_SET_PAIRS
+        if !changes.is_cleared()
+            && changes.removed().is_empty()
+            && changes.owner().is_keep()
+            && changes.written().len() <= MAX_SET_PAIRS
         {
             let done: i64 = self
                 .eval(&self.update_set, key, |cmd| {
                     cmd.arg(Timestamp::now().as_unix_millis())
                         .arg(expires_at.as_unix_millis());
-                    push_data(cmd, &changes.set);
+                    push_data(cmd, changes.written());
                 })
                 .await?;
             return Ok(done == 1);
@@ -561,21 +563,21 @@ impl RedisStore {
             .eval(&self.update, key, |cmd| {
                 cmd.arg(Timestamp::now().as_unix_millis())
                     .arg(expires_at.as_unix_millis())
-                    .arg(if changes.cleared { "1" } else { "0" })
-                    .arg(match &changes.owner {
-                        None => "=".to_owned(),
-                        Some(None) => "-".to_owned(),
-                        Some(Some(owner)) => format!("+{owner}"),
+                    .arg(if changes.is_cleared() { "1" } else { "0" })
+                    .arg(match changes.owner() {
+                        OwnerChange::Set(owner) => format!("+{owner}"),
+                        OwnerChange::Remove => "-".to_owned(),
+                        _ => "=".to_owned(),
                     })
-                    .arg(changes.removed.len());
-                for name in &changes.removed {
+                    .arg(changes.removed().len());
+                for name in changes.removed() {
                     cmd.arg(data_field(name));
                 }
-                push_data(cmd, &changes.set);
+                push_data(cmd, changes.written());
             })
             .await?;
         if done == 1
-            && let Some(Some(owner)) = &changes.owner
+            && let OwnerChange::Set(owner) = changes.owner()
         {
             self.index(owner, key, expires_at).await?;
         }
