@@ -2,13 +2,12 @@
 //! persistence off, readiness polled with a deadline, logs shown on failure, stopped on drop.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use session_testing::servers::{self, PACKAGES, ServerKind, running_as_root};
 
 use crate::util::{ChildGuard, have, run};
 
@@ -48,20 +47,12 @@ impl ServerGuard {
     }
 }
 
-/// Every program the tests and the benchmarks start (the tests' own outage drills included),
-/// with the Debian package that brings it.
-pub(crate) const SERVER_PACKAGES: &[(&str, &str)] = &[
-    ("redis-server", "redis-server"),
-    ("redis-cli", "redis-tools"),
-    ("memcached", "memcached"),
-];
-
 /// Provisions and starts every server the workspace's backends need.
 pub(crate) fn start_all() -> Result<Servers> {
     let mut servers = Servers::default();
-    ensure_packages(SERVER_PACKAGES)?;
+    ensure_packages(PACKAGES)?;
 
-    let redis = start_redis("redis", &[])?;
+    let redis = start(ServerKind::Redis, "redis", Path::new("redis-server"))?;
     servers.env.insert(
         "SESSION_TEST_REDIS_URL".into(),
         format!("redis://127.0.0.1:{}", redis.port),
@@ -84,7 +75,12 @@ pub(crate) fn start_all() -> Result<Servers> {
         .insert("SESSION_TEST_REDIS_CLUSTER_URLS".into(), urls.join(","));
     servers.guards.extend(cluster);
 
-    let memcached: Vec<ServerGuard> = (0..2).map(start_memcached).collect::<Result<_>>()?;
+    let memcached: Vec<ServerGuard> = (0..2)
+        .map(|i| {
+            let name = format!("memcached-{i}");
+            start(ServerKind::Memcached, &name, Path::new("memcached"))
+        })
+        .collect::<Result<_>>()?;
     let addrs: Vec<String> = memcached
         .iter()
         .map(|g| format!("127.0.0.1:{}", g.port))
@@ -153,77 +149,35 @@ fn secantus_venv() -> Result<PathBuf> {
 }
 
 fn start_secantus() -> Result<(ServerGuard, PathBuf)> {
-    let server = secantus_venv()?;
-    let port = free_port()?;
-    let dir = scratch_dir("secantus", port)?;
-    let log = dir.join("secantus.log");
+    let program = secantus_venv()?;
+    Ok((start(ServerKind::Mongo, "secantus", &program)?, program))
+}
+
+/// Starts a `kind` server named `name` with `program` on a free port, its output in a log
+/// file of its scratch directory, and waits until it is ready.
+fn start(kind: ServerKind, name: &str, program: &Path) -> Result<ServerGuard> {
+    let port = servers::free_port();
+    let dir = scratch_dir(name, port)?;
+    let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log)?;
-    let child = Command::new(&server)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--storage-path",
-            ":memory:",
-            "--standalone",
-        ])
-        .current_dir(&dir)
+    let mut cmd = kind.command(program, port, &dir);
+    if kind == ServerKind::Memcached {
+        cmd.arg("-v");
+    }
+    let child = cmd
+        .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
         .spawn()
-        .context("could not start secantusd-py")?;
+        .with_context(|| format!("could not start {}", kind.name()))?;
     let mut guard = ServerGuard {
         port,
         log,
         dir,
-        child: ChildGuard::new(format!("secantus :{port}"), child),
+        child: ChildGuard::new(format!("{name} :{port}"), child),
     };
-    wait_until(&mut guard, Duration::from_secs(60), |port| {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })?;
-    Ok((guard, server))
-}
-
-fn start_memcached(index: usize) -> Result<ServerGuard> {
-    let port = free_port()?;
-    let dir = scratch_dir(&format!("memcached-{index}"), port)?;
-    let log = dir.join("memcached.log");
-    let mut cmd = Command::new("memcached");
-    cmd.args([
-        "-l",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-U",
-        "0",
-        "-m",
-        "256",
-        "-v",
-    ]);
-    if is_root() {
-        cmd.args(["-u", "memcache"]);
-    }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .context("could not start memcached")?;
-    let mut guard = ServerGuard {
-        port,
-        log,
-        dir,
-        child: ChildGuard::new(format!("memcached-{index} :{port}"), child),
-    };
-    wait_until(&mut guard, Duration::from_secs(20), |port| {
-        redis_reply(port, "version").is_ok_and(|r| r.starts_with("VERSION"))
-    })?;
+    wait_until(&mut guard, kind.start_timeout(), |port| kind.is_ready(port))?;
     Ok(guard)
-}
-
-/// A free TCP port on 127.0.0.1 (the OS picks; the listener is closed before use).
-pub(crate) fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn scratch_dir(name: &str, port: u16) -> Result<PathBuf> {
@@ -236,55 +190,13 @@ fn scratch_dir(name: &str, port: u16) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn start_redis(name: &str, extra: &[&str]) -> Result<ServerGuard> {
-    let port = free_port()?;
-    let dir = scratch_dir(name, port)?;
-    let log = dir.join("redis.log");
-    let child = Command::new("redis-server")
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--logfile")
-        .arg(&log)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("could not start redis-server")?;
-    let mut guard = ServerGuard {
-        port,
-        log,
-        dir,
-        child: ChildGuard::new(format!("{name} :{port}"), child),
-    };
-    wait_until(&mut guard, Duration::from_secs(20), |port| {
-        redis_reply(port, "PING").is_ok_and(|r| r.starts_with("+PONG"))
-    })?;
-    Ok(guard)
-}
-
 fn start_redis_cluster(masters: usize) -> Result<Vec<ServerGuard>> {
     let mut nodes = Vec::new();
     for i in 0..masters {
-        nodes.push(start_redis(
+        nodes.push(start(
+            ServerKind::RedisClusterNode,
             &format!("redis-cluster-{i}"),
-            &[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-            ],
+            Path::new("redis-server"),
         )?);
     }
     let mut create = Command::new("redis-cli");
@@ -305,7 +217,7 @@ fn start_redis_cluster(masters: usize) -> Result<Vec<ServerGuard>> {
     }
     for node in &mut nodes {
         wait_until(node, Duration::from_secs(30), |port| {
-            redis_reply(port, "CLUSTER INFO").is_ok_and(|r| r.contains("cluster_state:ok"))
+            servers::reply(port, "CLUSTER INFO").is_some_and(|r| r.contains("cluster_state:ok"))
         })?;
     }
     Ok(nodes)
@@ -338,16 +250,6 @@ fn wait_until(
     )
 }
 
-/// Sends one inline command (Redis, or memcached's text protocol) and returns the raw reply.
-fn redis_reply(port: u16, command: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-    stream.write_all(format!("{command}\r\n").as_bytes())?;
-    let mut buf = [0u8; 4096];
-    let n = stream.read(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
 /// Makes sure each `(program, debian package)` is installed: with apt-get when missing and
 /// running as root, otherwise failing with the command to run.
 pub(crate) fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
@@ -360,7 +262,7 @@ pub(crate) fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
         return Ok(());
     }
     let command = format!("apt-get install -y {}", missing.join(" "));
-    if !is_root() || !have("apt-get") {
+    if !running_as_root() || !have("apt-get") {
         bail!("missing {missing:?}: install them with `sudo {command}` and run again");
     }
     eprintln!("    installing {missing:?} with apt-get");
@@ -369,11 +271,4 @@ pub(crate) fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }

@@ -5,8 +5,9 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
-use session_core::suite::{free_port, server_url};
+use session_core::suite::server_url;
 use session_core::{SessionManager, StoreError};
+use session_testing::free_port;
 
 /// `(scheme, option)` of every row of the crate docs' option table.
 fn documented_options() -> Vec<(String, String)> {

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use session_core::suite::{OwnedServer, ServerKind, free_port, record, server_url};
+use session_core::suite::{record, server_url};
 use session_core::{
     Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator, envelope,
 };
 use session_memcache::MemcacheStore;
+use session_testing::{OwnedServer, ServerKind, free_port};
 
 fn prefix() -> String {
     format!("t{}:", UuidV4Generator.generate().as_str())

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use session_core::suite::{OwnedServer, ServerKind, free_port, server_url};
+use session_core::suite::server_url;
 use session_core::{
     Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
 };
 use session_redis::RedisStore;
+use session_testing::{OwnedServer, ServerKind, free_port};
 
 fn record(data: &[(&str, &[u8])]) -> Record {
     Record {

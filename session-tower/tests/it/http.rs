@@ -4,91 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::routing::get;
-use http::{Request, StatusCode, header};
+use http::StatusCode;
 use session_core::suite::ProbeStore;
 use session_core::{
     Changes, ManualClock, Record, SessionInfo, SessionManager, SessionStore, StorageKey,
     StoreError, Timestamp, async_trait,
 };
 use session_memory::MemoryStore;
+use session_testing::http::{counter, send, send_raw_cookie};
 use session_tower::{CorruptPolicy, Key, Session, SessionLayer};
-use tower::ServiceExt as _;
-
-pub(crate) struct Reply {
-    pub(crate) status: StatusCode,
-    pub(crate) set_cookies: Vec<String>,
-    pub(crate) body: String,
-}
-
-impl Reply {
-    /// The `name=value` pair of the one Set-Cookie, to send back.
-    pub(crate) fn cookie(&self) -> String {
-        assert_eq!(
-            self.set_cookies.len(),
-            1,
-            "expected one Set-Cookie: {:?}",
-            self.set_cookies
-        );
-        self.set_cookies[0].split(';').next().unwrap().to_owned()
-    }
-}
-
-pub(crate) async fn send(app: &Router, method: &str, path: &str, cookie: Option<&str>) -> Reply {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(cookie) = cookie {
-        req = req.header(header::COOKIE, cookie);
-    }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status();
-    let set_cookies = res
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    Reply {
-        status,
-        set_cookies,
-        body: String::from_utf8(bytes.to_vec()).unwrap(),
-    }
-}
-
-pub(crate) async fn counter(session: Session) -> String {
-    let n = session.get::<u64>("n").unwrap().unwrap_or(0) + 1;
-    session.insert("n", n).unwrap();
-    n.to_string()
-}
-
-/// `GET /` with a `Cookie` header of raw bytes (not necessarily UTF-8).
-pub(crate) async fn send_raw_cookie(app: &Router, cookie: &[u8]) -> Reply {
-    let req = Request::builder()
-        .uri("/")
-        .header(
-            header::COOKIE,
-            http::HeaderValue::from_bytes(cookie).unwrap(),
-        )
-        .body(Body::empty())
-        .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    Reply {
-        status,
-        set_cookies: vec![],
-        body: String::from_utf8(bytes.to_vec()).unwrap(),
-    }
-}
 
 async fn peek(session: Session) -> String {
     session.get::<u64>("n").unwrap().unwrap_or(0).to_string()
@@ -559,61 +484,6 @@ async fn browser_session_cookies_have_no_max_age() {
     // Updates need no new cookie when it carries no expiry.
     let reply = send(&f.app, "GET", "/", Some(&reply.cookie())).await;
     assert!(reply.set_cookies.is_empty());
-}
-
-/// Records the names of the spans created while it is the thread's subscriber.
-#[derive(Default)]
-struct SpanNames {
-    max: Option<tracing::Level>,
-    names: std::sync::Mutex<Vec<&'static str>>,
-    next: std::sync::atomic::AtomicU64,
-}
-
-impl tracing::Subscriber for SpanNames {
-    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-        self.max.is_some_and(|max| *metadata.level() <= max)
-    }
-    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        Some(
-            self.max
-                .map_or(tracing::level_filters::LevelFilter::OFF, Into::into),
-        )
-    }
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        self.names.lock().unwrap().push(span.metadata().name());
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::span::Id::from_u64(n + 1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, _: &tracing::Event<'_>) {}
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-async fn span_names(max: Option<tracing::Level>) -> Vec<&'static str> {
-    let subscriber = Arc::new(SpanNames {
-        max,
-        ..SpanNames::default()
-    });
-    let _default = tracing::subscriber::set_default(subscriber.clone());
-    let f = fixture();
-    let first = send(&f.app, "GET", "/", None).await;
-    send(&f.app, "GET", "/", Some(&first.cookie())).await;
-    subscriber.names.lock().unwrap().clone()
-}
-
-#[tokio::test]
-async fn load_and_save_have_debug_spans_when_debug_is_recorded() {
-    let names = span_names(Some(tracing::Level::DEBUG)).await;
-    let count = |name| names.iter().filter(|n| **n == name).count();
-    assert_eq!(count("session.load"), 2, "{names:?}");
-    assert_eq!(count("session.save"), 2, "{names:?}");
-    // Below debug, no span reaches the subscriber.
-    assert_eq!(
-        span_names(Some(tracing::Level::INFO)).await,
-        Vec::<&str>::new()
-    );
 }
 
 /// A page that writes to the session while another request logs the user in: its save finds

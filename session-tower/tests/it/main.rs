@@ -1,7 +1,5 @@
-//! session-tower's integration tests: HTTP behaviour through an axum Router, and the
-//! example app end to end over 127.0.0.1.
+//! session-tower's integration tests: the layer's HTTP behaviour through an axum Router.
+//! The same layer on every backend, the outage drills and the end-to-end walks of the
+//! example app are in `session-testing`'s tests.
 
-mod backends;
-mod e2e;
 mod http;
-mod outage;

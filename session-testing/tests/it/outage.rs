@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use session_core::suite::{OwnedServer, ServerKind, free_port, server_url};
+use session_core::suite::server_url;
 use session_core::{IdGenerator, SessionManager, SessionStore, StoreError, UuidV4Generator};
+use session_testing::{OwnedServer, ServerKind, free_port};
 use session_tower::{Key, SessionLayer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::e2e::request;
-use crate::http::counter;
+use session_testing::http::counter;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 const CLIENTS: usize = 32;

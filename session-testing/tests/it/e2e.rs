@@ -14,14 +14,28 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-/// `target/<profile>/examples/counter`, built by `cargo test` alongside this test.
+/// session-tower's `counter` example, the file users run.
+fn example_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../session-tower/examples/counter.rs")
+}
+
+/// `target/<profile>/examples/counter`: session-tower's example, built by `cargo test
+/// --workspace` (and so by `cargo xtask test-backends`) with these tests. A binary older
+/// than the example's source fails the test rather than walking stale code.
 fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
     let path = profile_dir.join("examples").join("counter");
+    let build = "build it with `cargo test --workspace --no-run` or `cargo build -p session-tower --example counter`";
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {build}", path.display()));
+    let source = std::fs::metadata(example_source())
+        .and_then(|m| m.modified())
+        .expect("the example's source");
     assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo test -p session-tower` (examples are built with the tests)",
+        built >= source,
+        "{} is older than its source: {build}",
         path.display()
     );
     path
@@ -668,7 +682,7 @@ async fn the_example_walks_on_mongodb() {
 /// within the connect timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_store_url_prints_one_line_and_exits_non_zero() {
-    let closed = session_core::suite::free_port();
+    let closed = session_testing::free_port();
     for (url, says) in [
         ("bogus://somewhere", "unknown scheme \"bogus\""),
         ("redis://:hunter2@127.0.0.1:1/x", "not a database number"),
@@ -714,7 +728,7 @@ async fn a_wrong_store_url_prints_one_line_and_exits_non_zero() {
 fn documented_store_urls_are_all_walked() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut documented = Vec::new();
-    for file in [root.join("../README.md"), root.join("examples/counter.rs")] {
+    for file in [root.join("../README.md"), example_source()] {
         let text = std::fs::read_to_string(&file).unwrap();
         for (at, _) in text.match_indices("SESSION_STORE=") {
             let url: String = text[at + "SESSION_STORE=".len()..]
@@ -753,7 +767,7 @@ fn documented_store_urls_are_all_walked() {
 async fn documented_store_urls_are_valid_urls() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
-    for file in [root.join("../README.md"), root.join("examples/counter.rs")] {
+    for file in [root.join("../README.md"), example_source()] {
         let text = std::fs::read_to_string(&file).unwrap();
         for (at, _) in text.match_indices("SESSION_STORE=") {
             let url: String = text[at + "SESSION_STORE=".len()..]

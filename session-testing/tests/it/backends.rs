@@ -16,7 +16,7 @@ use session_core::{
 };
 use session_tower::{Key, SessionLayer};
 
-use crate::http::{counter, send};
+use session_testing::http::{counter, send};
 
 type Damage = Box<dyn Fn(StorageKey) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -193,7 +193,8 @@ async fn hostile_cookies_never_reach_any_store() {
         }
         // Non-UTF-8 bytes in the header, too.
         let reply =
-            crate::http::send_raw_cookie(&app, b"id=\xff\xfe\xfdAAAAAAAAAAAAAAAAAAAAAA").await;
+            session_testing::http::send_raw_cookie(&app, b"id=\xff\xfe\xfdAAAAAAAAAAAAAAAAAAAAAA")
+                .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", backend.name);
         assert_eq!(reply.body, "1");
     }

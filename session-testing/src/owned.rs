@@ -1,0 +1,115 @@
+//! A server a test owns.
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use crate::ServerKind;
+
+/// A server process a test owns: started on 127.0.0.1, killed by [`OwnedServer::kill`] or
+/// when dropped, and restartable on the same port (outage drills).
+#[derive(Debug)]
+pub struct OwnedServer {
+    kind: ServerKind,
+    port: u16,
+    // Dropped in this order: the process is killed before its directory goes.
+    child: Option<tokio::process::Child>,
+    dir: tempfile_dir::Dir,
+}
+
+impl OwnedServer {
+    /// Starts a `kind` server on `port` and waits until it is ready.
+    ///
+    /// # Panics
+    /// When the server cannot be started or is not ready in time: the test fails.
+    pub async fn start(kind: ServerKind, port: u16) -> Self {
+        let mut server = Self {
+            kind,
+            port,
+            child: None,
+            dir: tempfile_dir::Dir::new(kind, port),
+        };
+        server.restart().await;
+        server
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (an outage) and waits for it to exit.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port (killing it first if it runs) and waits until it is
+    /// ready.
+    ///
+    /// # Panics
+    /// As [`OwnedServer::start`].
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let (kind, port) = (self.kind, self.port);
+        let program = kind
+            .program()
+            .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+        let mut cmd = tokio::process::Command::from(kind.command(&program, port, &self.dir.0));
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not start {} ({e}); cargo xtask test-backends installs it",
+                    kind.name()
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + kind.start_timeout();
+        loop {
+            let ready = tokio::task::spawn_blocking(move || kind.is_ready(port))
+                .await
+                .unwrap_or(false);
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} was not ready on port {port} within {:?}",
+                kind.name(),
+                kind.start_timeout()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+mod tempfile_dir {
+    use std::path::PathBuf;
+
+    use crate::ServerKind;
+
+    /// The server's scratch directory, removed with it.
+    #[derive(Debug)]
+    pub(super) struct Dir(pub(super) PathBuf);
+
+    impl Dir {
+        pub(super) fn new(kind: ServerKind, port: u16) -> Self {
+            let name = format!("session-testing-{:?}-{}-{port}", kind, std::process::id());
+            let dir = std::env::temp_dir().join(name);
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("scratch directory {}: {e}", dir.display()));
+            Self(dir)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The cross-backend tests: every backend through the HTTP layer, the outage drills, and
+//! the compiled example app walked end to end over 127.0.0.1 on every store. They need the
+//! servers `cargo xtask test-backends` starts.
+
+mod backends;
+mod e2e;
+mod outage;
