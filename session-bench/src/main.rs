@@ -7,6 +7,9 @@
 //!   store (or tower-sessions' MemoryStore), for sessions of 5 keys with 200 bytes of key names
 //!   and values in all.
 
+// The benchmarks report their results on stdout.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

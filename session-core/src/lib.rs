@@ -68,7 +68,7 @@ pub use id::{
 pub use manager::{Expiry, SaveOutcome, SessionManager, SessionManagerBuilder};
 pub use record::{Changes, OwnerChange, Record};
 pub use session::{RESERVED_PREFIX, Session};
-pub use store::{SessionInfo, SessionStore};
+pub use store::{SessionInfo, SessionStore, bounded};
 pub use sweeper::spawn_sweeper;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 

@@ -188,3 +188,40 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
         (**self).delete_sessions_of(owner).await
     }
 }
+
+/// Awaits one round trip of a store for at most `timeout`: `call`'s result with its errors
+/// mapped by `map` (the store's mapping of its driver's errors), or the error `timed_out`
+/// makes when it has not finished by then (usually [`StoreError::timed_out`], which is
+/// [`StoreError::Unavailable`]). Every remote store bounds its calls with it.
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::{StoreError, bounded};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let stalled = std::future::pending::<Result<(), std::io::Error>>();
+/// let err = bounded(
+///     Duration::from_millis(10),
+///     stalled,
+///     |e| StoreError::unavailable("my-store", e),
+///     |t| StoreError::timed_out("my-store", t),
+/// )
+/// .await
+/// .unwrap_err();
+/// assert!(matches!(err, StoreError::Unavailable { .. }));
+/// # }
+/// ```
+///
+/// # Errors
+/// `map`'s error when `call` fails; `timed_out`'s when it takes longer than `timeout`.
+pub async fn bounded<T, E>(
+    timeout: std::time::Duration,
+    call: impl IntoFuture<Output = Result<T, E>>,
+    map: impl FnOnce(E) -> StoreError,
+    timed_out: impl FnOnce(std::time::Duration) -> StoreError,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, call.into_future()).await {
+        Ok(result) => result.map_err(map),
+        Err(_) => Err(timed_out(timeout)),
+    }
+}

@@ -577,9 +577,8 @@ async fn bounded<T>(
     server: &str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    tokio::time::timeout(timeout, call)
-        .await
-        .unwrap_or_else(|_| Err(unavailable(server, format!("no answer within {timeout:?}"))))
+    let timed_out = |t| unavailable(server, format!("no answer within {t:?}"));
+    session_core::bounded(timeout, call, |e| e, timed_out).await
 }
 
 impl Inner {

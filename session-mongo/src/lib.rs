@@ -358,10 +358,7 @@ async fn bounded<T, F>(timeout: Duration, operation: F) -> Result<T, StoreError>
 where
     F: IntoFuture<Output = Result<T, Error>>,
 {
-    match tokio::time::timeout(timeout, operation.into_future()).await {
-        Ok(result) => result.map_err(map_error),
-        Err(_) => Err(too_slow(timeout)),
-    }
+    session_core::bounded(timeout, operation, map_error, too_slow).await
 }
 
 fn corrupt(reason: &'static str) -> StoreError {
@@ -533,16 +530,13 @@ impl SessionStore for MongoStore {
             "owner": record.owner.clone(),
             "data": data,
         };
-        let insert = tokio::time::timeout(
-            self.timeout,
-            self.sessions.insert_one(document).into_future(),
-        );
-        match insert.await {
-            Err(_) => Err(too_slow(self.timeout)),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) if code(&e) == Some(11000) => Err(StoreError::IdCollision),
-            Ok(Err(e)) => Err(map_error(e)),
-        }
+        let taken_or_failed = |e: Error| match code(&e) {
+            Some(11000) => StoreError::IdCollision,
+            _ => map_error(e),
+        };
+        let insert = self.sessions.insert_one(document);
+        session_core::bounded(self.timeout, insert, taken_or_failed, too_slow).await?;
+        Ok(())
     }
 
     async fn update(

@@ -400,10 +400,10 @@ async fn timed<T>(
     timeout: Duration,
     call: impl Future<Output = Result<T, RedisError>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result.map_err(map_error),
-        Err(_) => Err(StoreError::timed_out(STORE, timeout)),
-    }
+    session_core::bounded(timeout, call, map_error, |t| {
+        StoreError::timed_out(STORE, t)
+    })
+    .await
 }
 
 fn corrupt(reason: &'static str) -> StoreError {

@@ -21,6 +21,9 @@
 //!   key is made at start, so cookies do not survive a restart.
 //! - `SESSION_COOKIE_SECURE=1`: mark the cookie `Secure` (only behind HTTPS).
 
+// An app: it prints its address for the user (and the tests).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -222,35 +222,32 @@ fn debug_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     }
 }
 
-/// Why a handler could not have its session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a handler could not have its session. Its `Display` is what the response's body
+/// says, so it never shows the store's error to the client; [`std::error::Error::source`]
+/// gives that error to the application (to log it, or to build its own error page).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionRejection {
     /// The route is not wrapped in a [`SessionLayer`] (a programming error: answers 500).
+    #[error(
+        "session-tower: no SessionLayer on this route; add `.layer(SessionLayer::new(..))` to the router"
+    )]
     MissingLayer,
     /// The store could not be reached (answers 503).
-    Unavailable,
-}
-
-impl std::error::Error for SessionRejection {}
-
-impl std::fmt::Display for SessionRejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::MissingLayer => {
-                "session-tower: no SessionLayer on this route; add `.layer(SessionLayer::new(..))` to the router"
-            }
-            Self::Unavailable => "the session store is unavailable",
-        })
-    }
+    #[error("the session store is unavailable")]
+    Unavailable {
+        /// The store's error.
+        #[source]
+        source: Arc<SessionError>,
+    },
 }
 
 impl SessionRejection {
     /// The HTTP status this rejection answers with.
-    pub fn status(self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -289,7 +286,8 @@ impl LazySession {
     /// The session: loaded on the first call, the same handle afterwards.
     ///
     /// # Errors
-    /// [`SessionRejection::Unavailable`] when the store fails (unless the layer fails open).
+    /// [`SessionRejection::Unavailable`], with the store's error as its source, when the
+    /// store fails (unless the layer fails open).
     pub async fn get(&self) -> Result<Session, SessionRejection> {
         self.inner
             .cell
@@ -355,7 +353,9 @@ impl LazySession {
             }
             Err(error) => {
                 tracing::error!(%error, "session store failed: answering 503");
-                Err(SessionRejection::Unavailable)
+                Err(SessionRejection::Unavailable {
+                    source: Arc::new(error),
+                })
             }
         }
     }

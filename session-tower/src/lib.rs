@@ -44,7 +44,9 @@
 //! # Errors
 //!
 //! [`SessionRejection`]: `MissingLayer` (500, the route has no layer) and `Unavailable`
-//! (503, the store is down).
+//! (503, the store is down; the store's error is its `source()`, never in the response
+//! body). A handler that takes `Result<Session, SessionRejection>` answers the failure its
+//! own way.
 //!
 //! # Feature flags
 //!

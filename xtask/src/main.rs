@@ -6,6 +6,9 @@
 //! - `bench [--quick]`: the benchmarks (see BENCHMARKS.md).
 //! - `fuzz [--seconds N]`: every cargo-fuzz target for N seconds (see FUZZING.md).
 
+// A command-line tool: it reports on the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::process::ExitCode;
 
 mod bench;

@@ -3,6 +3,9 @@
 //! and a `redis-server` on PATH for the restart test. `cargo xtask test-backends` provides
 //! all three.
 
+// Drills report their figures on stderr (`--nocapture`), for BENCHMARKS.md.
+#![allow(clippy::print_stderr)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -329,6 +329,43 @@ async fn a_store_outage_answers_503_by_default() {
     );
 }
 
+/// A handler that takes `Result<Session, SessionRejection>` sees the store's error as the
+/// rejection's source, while the response body a client would get names no store detail.
+#[tokio::test]
+async fn a_rejection_carries_the_store_error_and_its_body_hides_it() {
+    use session_tower::SessionRejection;
+    use std::error::Error as _;
+
+    async fn explain(session: Result<Session, SessionRejection>) -> String {
+        match session {
+            Ok(_) => "ok".to_owned(),
+            Err(rejection) => format!(
+                "{} | {} | {}",
+                rejection.status().as_u16(),
+                rejection,
+                rejection
+                    .source()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    let f = fixture();
+    let cookie = send(&f.app, "GET", "/", None).await.cookie();
+    let app = Router::new()
+        .route("/explain", get(explain))
+        .layer(SessionLayer::new(f.manager.clone(), f.key.clone()));
+    f.probe.set_failing(true);
+    let reply = send(&app, "GET", "/explain", Some(&cookie)).await;
+    let parts: Vec<&str> = reply.body.split(" | ").collect();
+    assert_eq!(parts[..2], ["503", "the session store is unavailable"]);
+    assert!(parts[2].contains("simulated outage"), "{}", reply.body);
+    // Through the plain extractor the client gets the status and the Display only.
+    let plain = send(&f.app, "GET", "/", Some(&cookie)).await;
+    assert_eq!(plain.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(plain.body, "the session store is unavailable");
+}
+
 #[tokio::test]
 async fn an_outage_during_save_answers_503_and_keeps_the_old_data() {
     let f = fixture();
