@@ -87,8 +87,7 @@
 //! store on it instead: `session_redis::RedisStore::with_connection_manager`,
 //! `RedisStore::with_cluster_connection`, `session_mongo::MongoStore::with_database` and
 //! `MongoStore::with_collection`.
-
-#![warn(clippy::print_stdout, clippy::print_stderr)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::sync::Arc;
 

@@ -42,8 +42,7 @@
 //!
 //! - `json`: [`Codec::Json`], the self-describing value codec.
 //! - `test-suite`: the conformance suite (`suite`) and [`conformance_tests!`].
-
-#![warn(clippy::print_stdout, clippy::print_stderr)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
 mod codec;

@@ -46,8 +46,7 @@
 //! [`OpenError`] when the root cannot be used. At run time, I/O failures are
 //! [`StoreError::Backend`], a lock not obtained within the lock timeout is
 //! [`StoreError::Unavailable`], and a damaged or foreign file is [`StoreError::Corrupt`].
-
-#![warn(clippy::print_stdout, clippy::print_stderr)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};

@@ -62,8 +62,7 @@
 //! [`StoreError::Config`] (with a [`BuildError`] source) for bad settings. At run time: `Unavailable` (server down, timeout, or CAS
 //! contention beyond the retry limit), `TooLarge`, `Corrupt` (an item that is not a session
 //! envelope of this version), `Backend` (other server errors).
-
-#![warn(clippy::print_stdout, clippy::print_stderr)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::collections::HashMap;
 use std::fmt;

@@ -45,8 +45,7 @@
 //!
 //! The memory store itself never fails; [`StoreError::Corrupt`] would mean memory
 //! corruption and [`StoreError::IdCollision`] a taken key on `create`.
-
-#![warn(clippy::print_stdout, clippy::print_stderr)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};

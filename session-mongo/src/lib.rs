@@ -54,8 +54,7 @@
 //!
 //! - `dns`: `mongodb+srv://` URIs. TLS (rustls) is always built in: the driver requires a
 //!   TLS backend; enable it with `?tls=true` in the URI.
-
-#![warn(clippy::print_stdout, clippy::print_stderr)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::collections::BTreeMap;
 use std::fmt;

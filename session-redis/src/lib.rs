@@ -56,8 +56,7 @@
 //! # Feature flags
 //!
 //! - `tls`: `rediss://` URLs, through the driver's rustls support.
-
-#![warn(clippy::print_stdout, clippy::print_stderr)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::collections::BTreeMap;
 use std::fmt;

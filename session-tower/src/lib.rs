@@ -51,8 +51,7 @@
 //! # Feature flags
 //!
 //! - `axum` (default): [`Session`] is an axum extractor.
-
-#![warn(clippy::print_stdout, clippy::print_stderr)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cookies;
 #[cfg(feature = "axum")]
