@@ -41,7 +41,9 @@
 use std::collections::BTreeMap;
 
 use crate::envelope::FormatError;
-use crate::{Changes, Record, StorageKey, Timestamp};
+use crate::id::StorageKey;
+use crate::record::{Changes, Record};
+use crate::time::Timestamp;
 
 /// created_at and expires_at.
 const TIMES_LEN: usize = 8 + 8;
@@ -321,7 +323,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{IdGenerator, UuidV4Generator};
+    use crate::id::{IdGenerator, UuidV4Generator};
 
     fn record(data: &[(&str, &[u8])], owner: Option<&str>) -> Record {
         Record {

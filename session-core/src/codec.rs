@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::BoxError;
+use crate::error::BoxError;
 
 /// The value codec a [`SessionManager`](crate::SessionManager) encodes values with.
 ///

@@ -3,7 +3,9 @@
 //! [`body`](crate::body), then a CRC-32 of everything before it, so a foreign or damaged
 //! blob is recognised as such ([`FormatError`]).
 
-use crate::{Changes, OwnerChange, Record, StorageKey, Timestamp};
+use crate::id::StorageKey;
+use crate::record::{Changes, OwnerChange, Record};
+use crate::time::Timestamp;
 
 /// The four bytes every envelope starts with.
 pub const MAGIC: [u8; 4] = *b"RSSN";
@@ -196,7 +198,7 @@ mod tests {
 
     use super::*;
     use crate::body::{put_varint, varint_len};
-    use crate::{IdGenerator, UuidV4Generator};
+    use crate::id::{IdGenerator, UuidV4Generator};
 
     fn sample() -> Record {
         Record {

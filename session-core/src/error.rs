@@ -1,6 +1,6 @@
 //! Errors.
 
-use crate::InvalidId;
+use crate::id::InvalidId;
 
 /// A boxed error cause.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

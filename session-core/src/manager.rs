@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::session::{NewRecord, SavePlan, SaveRules, refresh_due};
-use crate::{
-    Changes, Clock, Codec, IdGenerator, Record, Session, SessionError, SessionId, SessionStore,
-    StorageKey, StoreError, SystemClock, Timestamp, UuidV4Generator,
-};
+use crate::codec::Codec;
+use crate::error::{SessionError, StoreError};
+use crate::id::{IdGenerator, SessionId, StorageKey, UuidV4Generator};
+use crate::record::{Changes, Record};
+use crate::session::{NewRecord, SavePlan, SaveRules, Session, refresh_due};
+use crate::store::SessionStore;
+use crate::time::{Clock, SystemClock, Timestamp};
 
 /// How long sessions live: an idle timeout (sliding) and an absolute lifetime (fixed at
 /// creation), each optional, both honoured together.

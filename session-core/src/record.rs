@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{StorageKey, Timestamp};
+use crate::id::StorageKey;
+use crate::time::Timestamp;
 
 /// One session as a store keeps it. Values are already encoded by the manager's codec.
 #[derive(Debug, Clone, PartialEq, Eq)]

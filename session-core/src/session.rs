@@ -8,10 +8,12 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{
-    Changes, Codec, Expiry, IdGenerator, Record, SaveOutcome, SessionError, SessionId, StorageKey,
-    Timestamp,
-};
+use crate::codec::Codec;
+use crate::error::SessionError;
+use crate::id::{IdGenerator, SessionId, StorageKey};
+use crate::manager::{Expiry, SaveOutcome};
+use crate::record::{Changes, Record};
+use crate::time::Timestamp;
 
 /// Keys starting with this are the session's own (flash messages); `insert` refuses them.
 pub const RESERVED_PREFIX: &str = "\u{0}session:";
@@ -640,7 +642,7 @@ mod plan_tests {
     //! The save plan as a table: a session's state in, the plan out, without a store.
 
     use super::*;
-    use crate::UuidV4Generator;
+    use crate::id::UuidV4Generator;
 
     const HOUR: Duration = Duration::from_secs(3600);
 

@@ -4,7 +4,10 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
-use crate::{Changes, Record, StorageKey, StoreError, Timestamp};
+use crate::error::StoreError;
+use crate::id::StorageKey;
+use crate::record::{Changes, Record};
+use crate::time::Timestamp;
 
 /// One live session of a user, as [`SessionStore::sessions_of`] lists it: never the bearer
 /// id, only its hashed key.

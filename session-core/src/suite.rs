@@ -24,10 +24,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
-use crate::{
-    Changes, IdGenerator, Record, SaveOutcome, SessionId, SessionManager, SessionStore, StorageKey,
-    StoreError, Timestamp, UuidV4Generator,
-};
+use crate::error::StoreError;
+use crate::id::{IdGenerator, SessionId, StorageKey, UuidV4Generator};
+use crate::manager::{SaveOutcome, SessionManager};
+use crate::record::{Changes, Record};
+use crate::store::SessionStore;
+use crate::time::Timestamp;
 
 /// The address of a test server from the environment variable `var`.
 ///

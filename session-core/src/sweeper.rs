@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::SessionStore;
+use crate::store::SessionStore;
 
 /// Runs [`SessionStore::delete_expired`] every `every` (the first run after one interval)
 /// until `cancel` is cancelled; a sweep in progress is abandoned at cancellation. Failures
