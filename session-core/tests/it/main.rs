@@ -1,5 +1,6 @@
 //! session-core's integration tests: the suite can fail, and the manager's policies.
 
 mod manager;
+mod readme;
 mod skips;
 mod stores;
