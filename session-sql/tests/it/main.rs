@@ -1,0 +1,80 @@
+//! session-sql's integration tests: the conformance suite and the races on SQLite files (and
+//! `sqlite::memory:`), and on the PostgreSQL and MariaDB servers `cargo xtask test-backends`
+//! starts (`SESSION_TEST_POSTGRES_URL`, `SESSION_TEST_MYSQL_URL`).
+
+mod races;
+mod schema;
+
+use std::sync::Arc;
+
+use session_core::suite::server_url;
+use session_core::{IdGenerator, SessionStore, UuidV4Generator};
+use session_sql::SqlStore;
+
+/// A table name of its own for each test on a shared server.
+pub(crate) fn table() -> String {
+    let id = UuidV4Generator.generate();
+    let clean: String = id
+        .as_str()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("t_{}", clean.to_ascii_lowercase())
+}
+
+/// A store on a fresh SQLite file, and the directory that holds it.
+pub(crate) async fn sqlite_file() -> (Arc<dyn SessionStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+    let store = SqlStore::builder(url)
+        .create_schema(true)
+        .open()
+        .await
+        .unwrap();
+    (Arc::new(store), dir)
+}
+
+pub(crate) async fn postgres() -> Option<SqlStore> {
+    let url = server_url("SESSION_TEST_POSTGRES_URL")?;
+    Some(
+        SqlStore::builder(url)
+            .table(table())
+            .create_schema(true)
+            .open()
+            .await
+            .expect("open the postgres store"),
+    )
+}
+
+pub(crate) async fn mysql() -> Option<SqlStore> {
+    let url = server_url("SESSION_TEST_MYSQL_URL")?;
+    Some(
+        SqlStore::builder(url)
+            .table(table())
+            .create_schema(true)
+            .open()
+            .await
+            .expect("open the mysql store"),
+    )
+}
+
+mod sqlite_file {
+    session_core::conformance_tests!(|| async { Some(crate::sqlite_file().await) });
+}
+
+mod sqlite_memory {
+    session_core::conformance_tests!(|| async {
+        let store = session_sql::SqlStore::open("sqlite::memory:")
+            .await
+            .unwrap();
+        Some(store)
+    });
+}
+
+mod postgres {
+    session_core::conformance_tests!(|| crate::postgres());
+}
+
+mod mysql {
+    session_core::conformance_tests!(|| crate::mysql());
+}
