@@ -508,17 +508,32 @@ impl SqlStore {
         .await
     }
 
-    /// Runs one write within the command timeout (waiting for its turn included).
-    async fn write<T>(
-        &self,
-        op: impl Future<Output = Result<T, OpError>>,
-    ) -> Result<T, StoreError> {
+    /// Runs one write transaction within the command timeout (waiting for its turn
+    /// included). A transaction the database rolled back as a deadlock victim (InnoDB picks
+    /// one when a logout's cascade and an update's key rows meet) did nothing, so it runs
+    /// again, up to [`DEADLOCK_RETRIES`] times: a retry of a whole transaction, never a
+    /// read-modify-write merge.
+    async fn write<T, F>(&self, op: impl Fn() -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, OpError>>,
+    {
         self.call(async {
             let _turn = match &self.inner.write_turn {
                 Some(turn) => Some(turn.lock().await),
                 None => None,
             };
-            op.await
+            let mut retries = 0;
+            loop {
+                match op().await {
+                    Err(OpError::Sql(sqlx::Error::Database(e)))
+                        if retries < DEADLOCK_RETRIES && is_deadlock(e.code().as_deref()) =>
+                    {
+                        retries += 1;
+                        tracing::debug!(error = %e, retries, "session write was a deadlock victim: running it again");
+                    }
+                    result => return result,
+                }
+            }
         })
         .await
     }
@@ -557,6 +572,16 @@ fn map_error(store: &'static str, e: OpError) -> StoreError {
     }
 }
 
+/// How many times a write transaction runs again after the database chose it as a deadlock
+/// victim.
+const DEADLOCK_RETRIES: u32 = 3;
+
+/// SQLSTATE 40001 (serialization failure; MySQL's and MariaDB's deadlock) and 40P01
+/// (PostgreSQL's deadlock).
+fn is_deadlock(code: Option<&str>) -> bool {
+    matches!(code, Some("40001" | "40P01"))
+}
+
 /// SQLite's "database is locked" (`SQLITE_BUSY`, and its extended codes): another writer
 /// held the lock past the busy timeout.
 fn is_busy(code: Option<&str>) -> bool {
@@ -579,7 +604,7 @@ impl SessionStore for SqlStore {
     async fn create(&self, record: &Record) -> Result<(), StoreError> {
         self.check_size(record.data_size())?;
         if self
-            .write(self.inner.ops.create(&self.inner.sql, record))
+            .write(|| self.inner.ops.create(&self.inner.sql, record))
             .await?
         {
             Ok(())
@@ -602,32 +627,32 @@ impl SessionStore for SqlStore {
                 .sum(),
         )?;
         let now = millis(Timestamp::now());
-        self.write(
+        self.write(|| {
             self.inner
                 .ops
-                .update(&self.inner.sql, key, changes, millis(expires_at), now),
-        )
+                .update(&self.inner.sql, key, changes, millis(expires_at), now)
+        })
         .await
     }
 
     async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
         let now = millis(Timestamp::now());
-        self.write(
+        self.write(|| {
             self.inner
                 .ops
-                .touch(&self.inner.sql, key, millis(expires_at), now),
-        )
+                .touch(&self.inner.sql, key, millis(expires_at), now)
+        })
         .await
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
-        self.write(self.inner.ops.delete(&self.inner.sql, key))
+        self.write(|| self.inner.ops.delete(&self.inner.sql, key))
             .await
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         let now = millis(Timestamp::now());
-        self.write(self.inner.ops.delete_expired(&self.inner.sql, now))
+        self.write(|| self.inner.ops.delete_expired(&self.inner.sql, now))
             .await
     }
 
@@ -638,11 +663,11 @@ impl SessionStore for SqlStore {
         until: Timestamp,
     ) -> Result<Option<Record>, StoreError> {
         let now = millis(Timestamp::now());
-        self.write(
+        self.write(|| {
             self.inner
                 .ops
-                .retire(&self.inner.sql, key, to, millis(until), now),
-        )
+                .retire(&self.inner.sql, key, to, millis(until), now)
+        })
         .await
     }
 
@@ -675,7 +700,7 @@ impl SessionStore for SqlStore {
     }
 
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
-        self.write(self.inner.ops.delete_sessions_of(&self.inner.sql, owner))
+        self.write(|| self.inner.ops.delete_sessions_of(&self.inner.sql, owner))
             .await
     }
 }

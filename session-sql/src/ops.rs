@@ -365,7 +365,11 @@ macro_rules! ops_for {
                 now: i64,
             ) -> OpResult<Option<Record>> {
                 let mut tx = self.begin_with(s.begin_write).await?;
-                let Some(last) = load_rows(&mut *tx, &s.load_for_update, key, now).await? else {
+                sqlx::query(sql(&s.lock_session))
+                    .bind(key.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                let Some(last) = load_rows(&mut *tx, &s.load_locked, key, now).await? else {
                     tx.rollback().await?;
                     return Ok(None);
                 };

@@ -195,7 +195,8 @@ pub(crate) struct Statements {
     pub(crate) tables: Tables,
     pub(crate) begin_write: &'static str,
     pub(crate) load: Arc<str>,
-    pub(crate) load_for_update: Arc<str>,
+    pub(crate) lock_session: Arc<str>,
+    pub(crate) load_locked: Arc<str>,
     pub(crate) insert_session: Arc<str>,
     pub(crate) bump: Arc<str>,
     pub(crate) bump_owner: Arc<str>,
@@ -222,8 +223,7 @@ impl Statements {
             p(2)
         );
         let lock = match dialect {
-            Dialect::Postgres => " FOR UPDATE OF s",
-            Dialect::MySql => " FOR UPDATE",
+            Dialect::Postgres | Dialect::MySql => " FOR UPDATE",
             // `BEGIN IMMEDIATE` already holds the database's write lock.
             Dialect::Sqlite => "",
         };
@@ -245,7 +245,17 @@ impl Statements {
                 Dialect::Sqlite => "BEGIN IMMEDIATE",
                 Dialect::Postgres | Dialect::MySql => "BEGIN",
             },
-            load_for_update: format!("{load}{lock}").into(),
+            // Its own statement before the load: under PostgreSQL's READ COMMITTED a locking
+            // join would re-check the session row after the wait but join it with key rows
+            // from before it, missing the keys the transaction it waited for wrote.
+            lock_session: format!("SELECT id FROM {s} WHERE id = {}{lock}", p(1)).into(),
+            // MySQL's plain reads see the transaction's snapshot; a locking read sees the
+            // latest committed rows.
+            load_locked: match dialect {
+                Dialect::MySql => format!("{load} FOR UPDATE"),
+                Dialect::Postgres | Dialect::Sqlite => load.clone(),
+            }
+            .into(),
             load: load.into(),
             insert_session: format!(
                 "INSERT INTO {s} (id, created_at, expires_at, owner) VALUES ({}, {}, {}, {})",

@@ -37,6 +37,11 @@ impl OwnedServer {
         self.port
     }
 
+    /// The URL a client connects with.
+    pub fn url(&self) -> String {
+        self.kind.url(self.port)
+    }
+
     /// Kills the server (an outage) and waits for it to exit.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -74,6 +79,8 @@ impl OwnedServer {
                 .await
                 .unwrap_or(false);
             if ready {
+                kind.after_start(port)
+                    .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
                 return;
             }
             assert!(

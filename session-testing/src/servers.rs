@@ -22,6 +22,14 @@ pub enum ServerKind {
     Memcached,
     /// SecantusDB, a MongoDB-compatible server (Python, from PyPI), in memory.
     Mongo,
+    /// PostgreSQL (Debian's `postgresql`), a cluster `initdb` makes in the server's
+    /// directory, trust authentication on 127.0.0.1, user and database `postgres`. It refuses
+    /// to run as root, so as root it runs as the `postgres` user.
+    Postgres,
+    /// MariaDB (Debian's `mariadb-server`), a data directory `mariadb-install-db` makes in
+    /// the server's directory, no grant tables (any user, no password), database `sessions`.
+    /// As root it runs as the `mysql` user.
+    MariaDb,
 }
 
 impl ServerKind {
@@ -32,6 +40,64 @@ impl ServerKind {
             Self::RedisClusterNode => "redis-server (cluster node)",
             Self::Memcached => "memcached",
             Self::Mongo => "SecantusDB",
+            Self::Postgres => "PostgreSQL",
+            Self::MariaDb => "MariaDB",
+        }
+    }
+
+    /// The URL a client connects to the server on `port` with.
+    pub fn url(self, port: u16) -> String {
+        match self {
+            Self::Redis | Self::RedisClusterNode => format!("redis://127.0.0.1:{port}"),
+            Self::Memcached => format!("127.0.0.1:{port}"),
+            Self::Mongo => format!("mongodb://127.0.0.1:{port}"),
+            Self::Postgres => format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            Self::MariaDb => format!("mysql://root@127.0.0.1:{port}/sessions"),
+        }
+    }
+
+    /// Makes what the server needs in `dir` before its first start (a database cluster),
+    /// unless it is there already.
+    ///
+    /// # Errors
+    /// When the tool that makes it fails, with its output.
+    pub fn prepare(self, dir: &Path) -> Result<(), String> {
+        match self {
+            Self::Postgres => {
+                let data = dir.join("pgdata");
+                if data.join("PG_VERSION").exists() {
+                    return Ok(());
+                }
+                let initdb = postgres_bin("initdb")?;
+                let mut cmd = Command::new(initdb);
+                cmd.arg("-D").arg(&data).args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ]);
+                run_as_owner(&mut cmd, dir, "postgres")?;
+                output(&mut cmd)
+            }
+            Self::MariaDb => {
+                let data = dir.join("mariadb");
+                if data.join("mysql").exists() {
+                    return Ok(());
+                }
+                std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+                let mut cmd = Command::new("mariadb-install-db");
+                cmd.arg(format!("--datadir={}", data.display()))
+                    .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+                    .args(["--skip-name-resolve", "--no-defaults"]);
+                if running_as_root() {
+                    cmd.arg("--user=mysql");
+                    chown_tree(dir, "mysql")?;
+                }
+                output(&mut cmd)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -43,6 +109,8 @@ impl ServerKind {
         match self {
             Self::Redis | Self::RedisClusterNode => Ok("redis-server".into()),
             Self::Memcached => Ok("memcached".into()),
+            Self::Postgres => postgres_bin("postgres"),
+            Self::MariaDb => Ok("/usr/sbin/mariadbd".into()),
             Self::Mongo => std::env::var_os(SECANTUS_BIN_VAR)
                 .map(PathBuf::from)
                 .ok_or_else(|| {
@@ -79,6 +147,34 @@ impl ServerKind {
                     .args(["--storage-path", ":memory:", "--standalone"])
                     .current_dir(dir);
             }
+            Self::Postgres => {
+                cmd.arg("-D")
+                    .arg(dir.join("pgdata"))
+                    .args(["-h", "127.0.0.1", "-p", &port, "-k"])
+                    .arg(dir)
+                    // A test server: durability off, room for every test's pool.
+                    .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+                    .args(["-c", "full_page_writes=off", "-c", "max_connections=300"]);
+                // `prepare` made the directory the user's; a spawn error reports a bad user.
+                let _ = run_as_owner(&mut cmd, dir, "postgres");
+            }
+            Self::MariaDb => {
+                cmd.arg("--no-defaults")
+                    .arg(format!("--datadir={}", dir.join("mariadb").display()))
+                    .arg(format!("--socket={}", dir.join("mariadb.sock").display()))
+                    .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
+                    .args(["--bind-address=127.0.0.1", &format!("--port={port}")])
+                    .args([
+                        "--skip-grant-tables",
+                        "--skip-name-resolve",
+                        "--skip-log-bin",
+                    ])
+                    .args(["--max-connections=500", "--innodb-buffer-pool-size=64M"])
+                    .arg("--innodb-flush-log-at-trx-commit=0");
+                if running_as_root() {
+                    cmd.arg("--user=mysql");
+                }
+            }
         }
         cmd
     }
@@ -92,14 +188,35 @@ impl ServerKind {
             }
             Self::Memcached => reply(port, "version").is_some_and(|r| r.starts_with("VERSION")),
             Self::Mongo => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            Self::Postgres => Command::new("pg_isready")
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success()),
+            Self::MariaDb => mariadb_greets(port),
+        }
+    }
+
+    /// What the server needs once it is ready (MariaDB: the `sessions` database).
+    ///
+    /// # Errors
+    /// When the client tool fails, with its output.
+    pub fn after_start(self, port: u16) -> Result<(), String> {
+        match self {
+            Self::MariaDb => output(
+                Command::new("mariadb")
+                    .args(["--no-defaults", "-h", "127.0.0.1", "-u", "root"])
+                    .arg(format!("-P{port}"))
+                    .args(["-e", "CREATE DATABASE IF NOT EXISTS sessions"]),
+            ),
+            _ => Ok(()),
         }
     }
 
     /// How long the server may take to become ready.
     pub fn start_timeout(self) -> Duration {
         match self {
-            // A Python server importing WiredTiger on a busy machine.
-            Self::Mongo => Duration::from_secs(60),
+            // A Python server importing WiredTiger, or a database starting, on a busy machine.
+            Self::Mongo | Self::Postgres | Self::MariaDb => Duration::from_secs(60),
             _ => Duration::from_secs(20),
         }
     }
@@ -111,6 +228,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
     ("redis-cli", "redis-tools"),
     ("memcached", "memcached"),
+    ("pg_isready", "postgresql"),
+    ("mariadb-install-db", "mariadb-server"),
 ];
 
 /// Sends one inline command (Redis, or memcached's text protocol) to 127.0.0.1:`port` and
@@ -141,4 +260,85 @@ pub fn running_as_root() -> bool {
         s.lines()
             .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
     })
+}
+
+/// A PostgreSQL server program: Debian keeps them in `/usr/lib/postgresql/<version>/bin`.
+fn postgres_bin(name: &str) -> Result<PathBuf, String> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| format!("/usr/lib/postgresql: {e} (is the postgresql package installed?)"))?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
+        .filter(|p| p.exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .ok_or_else(|| format!("no {name} under /usr/lib/postgresql/*/bin"))
+}
+
+/// A user's uid and gid, from /etc/passwd.
+fn user_ids(user: &str) -> Result<(u32, u32), String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string())?;
+    passwd
+        .lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.first() == Some(&user) && f.len() > 3)
+                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+                .flatten()
+        })
+        .ok_or_else(|| format!("no user {user} in /etc/passwd"))
+}
+
+/// As root, makes `dir` the `user`'s and runs `cmd` as that user.
+fn run_as_owner(cmd: &mut Command, dir: &Path, user: &str) -> Result<(), String> {
+    use std::os::unix::process::CommandExt as _;
+    if !running_as_root() {
+        return Ok(());
+    }
+    let (uid, gid) = user_ids(user)?;
+    chown_tree(dir, user)?;
+    cmd.uid(uid).gid(gid);
+    Ok(())
+}
+
+/// Gives `dir` and everything in it to `user`.
+fn chown_tree(dir: &Path, user: &str) -> Result<(), String> {
+    let (uid, gid) = user_ids(user)?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        if path.is_dir() && !path.is_symlink() {
+            for entry in std::fs::read_dir(&path).map_err(|e| e.to_string())? {
+                stack.push(entry.map_err(|e| e.to_string())?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `cmd` to completion; its output is the error when it fails.
+fn output(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("could not run {cmd:?}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{cmd:?} failed with {}:\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// Whether MariaDB on `port` sends its greeting (protocol version 10).
+fn mariadb_greets(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 64];
+    matches!(stream.read(&mut buf), Ok(n) if n > 4 && buf[4] == 10)
 }

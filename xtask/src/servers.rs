@@ -91,6 +91,21 @@ pub(crate) fn start_all() -> Result<Servers> {
         .insert("SESSION_TEST_MEMCACHED_SERVERS".into(), addrs.join(","));
     servers.guards.extend(memcached);
 
+    for (kind, name, var) in [
+        (
+            ServerKind::Postgres,
+            "postgres",
+            "SESSION_TEST_POSTGRES_URL",
+        ),
+        (ServerKind::MariaDb, "mariadb", "SESSION_TEST_MYSQL_URL"),
+    ] {
+        let program = kind.program().map_err(anyhow::Error::msg)?;
+        let server = start(kind, name, &program)?;
+        eprintln!("    {} on 127.0.0.1:{}", kind.name(), server.port);
+        servers.env.insert(var.into(), kind.url(server.port));
+        servers.guards.push(server);
+    }
+
     let (mongo, secantus_bin) = start_secantus()?;
     // Tests that kill and restart their own MongoDB-compatible server start it from here.
     servers.env.insert(
@@ -160,6 +175,7 @@ fn start(kind: ServerKind, name: &str, program: &Path) -> Result<ServerGuard> {
     let dir = scratch_dir(name, port)?;
     let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log)?;
+    kind.prepare(&dir).map_err(anyhow::Error::msg)?;
     let mut cmd = kind.command(program, port, &dir);
     if kind == ServerKind::Memcached {
         cmd.arg("-v");
@@ -177,6 +193,7 @@ fn start(kind: ServerKind, name: &str, program: &Path) -> Result<ServerGuard> {
         child: ChildGuard::new(format!("{name} :{port}"), child),
     };
     wait_until(&mut guard, kind.start_timeout(), |port| kind.is_ready(port))?;
+    kind.after_start(port).map_err(anyhow::Error::msg)?;
     Ok(guard)
 }
 
