@@ -30,6 +30,9 @@
 //! | `memcache://host:port,host:port,…` (port 11211 when omitted) | `session_memcache::MemcacheStore` | `memcache` |
 //! | `mongodb://…` (any MongoDB connection string) | `session_mongo::MongoStore` | `mongo` |
 //! | `mongodb+srv://…` | the same | `mongo-dns` |
+//! | `postgres://[user:password@]host[:port]/database` (`postgresql://`) | `session_sql::SqlStore` on PostgreSQL | `postgres` |
+//! | `sqlite:///var/lib/myapp/sessions.db`, `sqlite://:memory:` | `session_sql::SqlStore` on SQLite | `sqlite` |
+//! | `mysql://[user:password@]host[:port]/database` (`mariadb://`) | `session_sql::SqlStore` on MySQL or MariaDB | `mysql` |
 //!
 //! # Options
 //!
@@ -55,12 +58,22 @@
 //! | `mongodb` | `collection` | the collection | `sessions` |
 //! | `mongodb` | `command_timeout` | bound on one call: server selection, connecting, the operation | `2s` |
 //! | `mongodb` | `create_indexes` | create the TTL and owner indexes at open (`false`: no call at open, the first request connects) | `true` |
+//! | `postgres`, `sqlite`, `mysql` | `table` | the sessions table (keys in `{table}_data`) | `sessions` |
+//! | `postgres` | `schema` | the PostgreSQL schema of the tables | the `search_path` |
+//! | `postgres`, `sqlite`, `mysql` | `create_schema` | create the tables at open if missing (`false`: check they exist) | `true` |
+//! | `postgres`, `sqlite`, `mysql` | `pool_size` | connections in the pool | 10 |
+//! | `postgres`, `sqlite`, `mysql` | `command_timeout` | bound on one call, a whole transaction | `5s` |
+//! | `postgres`, `sqlite`, `mysql` | `connection_timeout` | bound on opening a connection | `2s` |
+//! | `sqlite` | `lock_timeout` | how long a write waits for another process's lock | `5s` |
+//! | `postgres`, `sqlite`, `mysql` | `record_size_limit` | the largest record written (`8m`, `512k` or bytes) | `8m` |
 //!
 //! A MongoDB URL keeps every option of the driver's own (`w=majority`,
 //! `readPreference=…`, `tls=true`, `authSource=…`): only the four above are taken out
 //! before the driver reads the rest, and none of the driver's options has those names. The
 //! path of a MongoDB URL stays what the driver makes of it (the database to authenticate
-//! against), which is why the sessions' database is an option of its own.
+//! against), which is why the sessions' database is an option of its own. A SQL URL passes the
+//! options sqlx knows to it (`sslmode=require`, `ssl-mode=…`, SQLite's `mode=…`) and refuses
+//! any other name, since sqlx would ignore a misspelt one.
 //!
 //! # Errors
 //!
@@ -113,7 +126,10 @@ pub use url::{UrlError, redact};
     feature = "disk",
     feature = "redis",
     feature = "memcache",
-    feature = "mongo"
+    feature = "mongo",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql"
 ))]
 use url::StoreUrl;
 
@@ -128,6 +144,11 @@ const SCHEMES: &[(&str, &str)] = &[
     ("memcache", "memcache"),
     ("mongodb", "mongo"),
     ("mongodb+srv", "mongo-dns"),
+    ("postgres", "postgres"),
+    ("postgresql", "postgres"),
+    ("sqlite", "sqlite"),
+    ("mysql", "mysql"),
+    ("mariadb", "mysql"),
 ];
 
 #[allow(
@@ -142,6 +163,9 @@ fn enabled(feature: &str) -> bool {
         "redis-tls" => cfg!(feature = "redis-tls"),
         "memcache" => cfg!(feature = "memcache"),
         "mongo" => cfg!(feature = "mongo"),
+        "postgres" => cfg!(feature = "postgres"),
+        "sqlite" => cfg!(feature = "sqlite"),
+        "mysql" => cfg!(feature = "mysql"),
         "mongo-dns" => cfg!(feature = "mongo-dns"),
         _ => false,
     }
@@ -163,6 +187,11 @@ pub fn schemes() -> Vec<&'static str> {
         "memcache://",
         "mongodb://",
         "mongodb+srv://",
+        "postgres://",
+        "postgresql://",
+        "sqlite://",
+        "mysql://",
+        "mariadb://",
     ];
     SCHEMES
         .iter()
@@ -217,7 +246,10 @@ fn unknown_scheme(url: &str, scheme: &str) -> StoreError {
     feature = "disk",
     feature = "redis",
     feature = "memcache",
-    feature = "mongo"
+    feature = "mongo",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql"
 )))]
 async fn open_enabled(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
     Err(unknown_scheme(url, ""))
@@ -228,7 +260,10 @@ async fn open_enabled(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
     feature = "disk",
     feature = "redis",
     feature = "memcache",
-    feature = "mongo"
+    feature = "mongo",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql"
 ))]
 async fn open_enabled(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
     let mut parsed = StoreUrl::parse(url)?;
@@ -245,6 +280,10 @@ async fn open_enabled(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
         "memcache" => Arc::new(stores::memcache(&mut parsed).await?),
         #[cfg(feature = "mongo")]
         "mongodb" | "mongodb+srv" => Arc::new(stores::mongo(&mut parsed).await?),
+        #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+        "postgres" | "postgresql" | "sqlite" | "mysql" | "mariadb" => {
+            Arc::new(stores::sql(&mut parsed).await?)
+        }
         _ => return Err(unknown_scheme(url, &parsed.scheme)),
     };
     Ok(store)
@@ -255,7 +294,10 @@ async fn open_enabled(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
     feature = "disk",
     feature = "redis",
     feature = "memcache",
-    feature = "mongo"
+    feature = "mongo",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql"
 ))]
 fn at_url(url: &str, error: StoreError) -> StoreError {
     match error {
@@ -280,7 +322,10 @@ fn at_url(url: &str, error: StoreError) -> StoreError {
     feature = "disk",
     feature = "redis",
     feature = "memcache",
-    feature = "mongo"
+    feature = "mongo",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql"
 ))]
 mod stores;
 

@@ -1,9 +1,23 @@
 //! One function per scheme: read the URL's parts and options into the store's builder.
 
-#[cfg(any(feature = "redis", feature = "memcache", feature = "mongo"))]
+#[cfg(any(
+    feature = "redis",
+    feature = "memcache",
+    feature = "mongo",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql"
+))]
 use crate::at_url;
 use crate::url::StoreUrl;
-#[cfg(any(feature = "memory", feature = "disk", feature = "memcache"))]
+#[cfg(any(
+    feature = "memory",
+    feature = "disk",
+    feature = "memcache",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql"
+))]
 use session_core::StoreError;
 
 #[cfg(feature = "memory")]
@@ -242,6 +256,105 @@ pub(crate) async fn mongo(
     }
     if let Some(create) = create_indexes {
         builder = builder.create_indexes(create);
+    }
+    builder.open().await.map_err(|e| at_url(url.raw, e))
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+pub(crate) async fn sql(url: &mut StoreUrl<'_>) -> Result<session_sql::SqlStore, StoreError> {
+    const STORE: &str = "sql";
+    let table = url.query.take(STORE, "table")?;
+    let schema = url.query.take(STORE, "schema")?;
+    let create = url.query.boolean(STORE, "create_schema")?;
+    let pool_size = url.query.number::<u32>(STORE, "pool_size")?;
+    let command_timeout = url.query.duration(STORE, "command_timeout")?;
+    let connection_timeout = url.query.duration(STORE, "connection_timeout")?;
+    let lock_timeout = url.query.duration(STORE, "lock_timeout")?;
+    let size_limit = url
+        .query
+        .parsed(STORE, "record_size_limit", crate::url::parse_size)?;
+    // The rest is sqlx's to read; it would ignore a name it does not know, so a misspelt
+    // option fails here instead.
+    let rest = url.query.rest();
+    let driver: &[&str] = match url.scheme.as_str() {
+        "postgres" | "postgresql" => &[
+            "sslmode",
+            "sslrootcert",
+            "sslcert",
+            "sslkey",
+            "statement-cache-capacity",
+            "host",
+            "hostaddr",
+            "port",
+            "dbname",
+            "user",
+            "password",
+            "application_name",
+            "options",
+        ],
+        "sqlite" => &["mode", "cache", "immutable", "vfs"],
+        _ => &[
+            "ssl-mode",
+            "ssl-ca",
+            "ssl-cert",
+            "ssl-key",
+            "statement-cache-capacity",
+            "socket",
+            "timezone",
+            "charset",
+            "collation",
+        ],
+    };
+    for name in driver {
+        url.query.take(STORE, name)?;
+    }
+    let ours = [
+        "table",
+        "schema",
+        "create_schema",
+        "pool_size",
+        "command_timeout",
+        "connection_timeout",
+        "lock_timeout",
+        "record_size_limit",
+    ];
+    let known: Vec<&str> = ours.iter().chain(driver).copied().collect();
+    url.query.finish(STORE, &known)?;
+    let query = if rest.is_empty() {
+        String::new()
+    } else {
+        format!("?{rest}")
+    };
+    let database_url = format!(
+        "{}://{}{}{}{}",
+        url.scheme,
+        url.userinfo_at(),
+        url.authority,
+        url.path,
+        query
+    );
+    let mut builder =
+        session_sql::SqlStore::builder(database_url).create_schema(create.unwrap_or(true));
+    if let Some(table) = table {
+        builder = builder.table(table);
+    }
+    if let Some(schema) = schema {
+        builder = builder.schema(schema);
+    }
+    if let Some(size) = pool_size {
+        builder = builder.pool_size(size);
+    }
+    if let Some(timeout) = command_timeout {
+        builder = builder.command_timeout(timeout);
+    }
+    if let Some(timeout) = connection_timeout {
+        builder = builder.connection_timeout(timeout);
+    }
+    if let Some(timeout) = lock_timeout {
+        builder = builder.lock_timeout(timeout);
+    }
+    if let Some(limit) = size_limit {
+        builder = builder.record_size_limit(limit);
     }
     builder.open().await.map_err(|e| at_url(url.raw, e))
 }

@@ -45,6 +45,13 @@ impl OwnedServer {
     /// Kills the server (an outage) and waits for it to exit.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if let Some(crash) = self.kind.crash_command(&self.dir.0) {
+                let _ = tokio::process::Command::from(crash)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await;
+            }
             let _ = child.kill().await;
         }
     }
@@ -60,10 +67,22 @@ impl OwnedServer {
         let program = kind
             .program()
             .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+        kind.prepare(&self.dir.0)
+            .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
         let mut cmd = tokio::process::Command::from(kind.command(&program, port, &self.dir.0));
+        let log_path = self.dir.0.join("server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", log_path.display()));
+        let log_err = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("{}: {e}", log_path.display()));
         let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| {
@@ -83,12 +102,16 @@ impl OwnedServer {
                     .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} was not ready on port {port} within {:?}",
-                kind.name(),
-                kind.start_timeout()
-            );
+            if Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!(
+                    "{} was not ready on port {port} within {:?}; its log ends:\n{}",
+                    kind.name(),
+                    kind.start_timeout(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }

@@ -152,9 +152,11 @@ impl ServerKind {
                     .arg(dir.join("pgdata"))
                     .args(["-h", "127.0.0.1", "-p", &port, "-k"])
                     .arg(dir)
-                    // A test server: durability off, room for every test's pool.
-                    .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-                    .args(["-c", "full_page_writes=off", "-c", "max_connections=300"]);
+                    // A test server: a commit reaches the kernel, not the disk (it survives the
+                    // outage drills' crash of the server, not a power loss); room for every
+                    // test's pool.
+                    .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+                    .args(["-c", "max_connections=300"]);
                 // `prepare` made the directory the user's; a spawn error reports a bad user.
                 let _ = run_as_owner(&mut cmd, dir, "postgres");
             }
@@ -170,7 +172,8 @@ impl ServerKind {
                         "--skip-log-bin",
                     ])
                     .args(["--max-connections=500", "--innodb-buffer-pool-size=64M"])
-                    .arg("--innodb-flush-log-at-trx-commit=0");
+                    // A commit reaches the kernel, as for PostgreSQL above.
+                    .arg("--innodb-flush-log-at-trx-commit=2");
                 if running_as_root() {
                     cmd.arg("--user=mysql");
                 }
@@ -193,6 +196,23 @@ impl ServerKind {
                 .status()
                 .is_ok_and(|s| s.success()),
             Self::MariaDb => mariadb_greets(port),
+        }
+    }
+
+    /// A command that stops the server in `dir` at once, as a crash would, where killing
+    /// its first process is not enough (PostgreSQL's backends outlive the postmaster for a
+    /// moment and keep its shared memory, so a restart on the same directory could fail).
+    pub fn crash_command(self, dir: &Path) -> Option<Command> {
+        match self {
+            Self::Postgres => {
+                let mut cmd = Command::new(postgres_bin("pg_ctl").ok()?);
+                cmd.arg("-D")
+                    .arg(dir.join("pgdata"))
+                    .args(["stop", "-m", "immediate", "-w"]);
+                run_as_owner(&mut cmd, dir, "postgres").ok()?;
+                Some(cmd)
+            }
+            _ => None,
         }
     }
 

@@ -9,6 +9,9 @@
 //! SESSION_STORE=redis+cluster://127.0.0.1:7000,127.0.0.1:7001  cargo run -p session-tower --example counter
 //! SESSION_STORE=memcache://127.0.0.1:11211,127.0.0.1:11212  cargo run -p session-tower --example counter
 //! SESSION_STORE=mongodb://127.0.0.1:27017  cargo run -p session-tower --example counter
+//! SESSION_STORE=postgres://app:secret@127.0.0.1:5432/app  cargo run -p session-tower --example counter
+//! SESSION_STORE=sqlite:///tmp/sessions.db  cargo run -p session-tower --example counter
+//! SESSION_STORE=mysql://app:secret@127.0.0.1:3306/app  cargo run -p session-tower --example counter
 //! ```
 //!
 //! Environment:

@@ -351,6 +351,9 @@ const WALKED: &[&str] = &[
     "redis+cluster",
     "memcache",
     "mongodb",
+    "postgres",
+    "sqlite",
+    "mysql",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -678,6 +681,106 @@ async fn the_example_walks_on_mongodb() {
     app.child.kill().await.unwrap();
 }
 
+/// A peek into the SQL store's two tables on `url` (table `table`), through sqlx.
+fn sql_peek(url: String, table: String) -> Peek {
+    use sqlx::AssertSqlSafe;
+
+    async fn rows(url: &str, query: String, key: Option<Vec<u8>>) -> Vec<(Vec<u8>, i64)> {
+        macro_rules! run {
+            ($pool:ty) => {{
+                let pool = <$pool>::connect(url).await.unwrap();
+                let mut q = sqlx::query_as::<_, (Vec<u8>, i64)>(AssertSqlSafe(query));
+                if let Some(key) = key {
+                    q = q.bind(key);
+                }
+                let rows = q.fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                rows
+            }};
+        }
+        if url.starts_with("postgres") {
+            run!(sqlx::PgPool)
+        } else if url.starts_with("mysql") {
+            run!(sqlx::MySqlPool)
+        } else {
+            run!(sqlx::SqlitePool)
+        }
+    }
+    let param = if url.starts_with("postgres") {
+        "$1"
+    } else {
+        "?"
+    };
+    let one = format!("SELECT id, expires_at FROM {table} WHERE id = {param}");
+    let all_sessions = format!("SELECT id, expires_at FROM {table}");
+    let all_keys = format!(
+        "SELECT d.value, s.expires_at FROM {table}_data d JOIN {table} s ON s.id = d.session_id"
+    );
+    let all_names = format!(
+        "SELECT d.name, s.expires_at FROM {table}_data d JOIN {table} s ON s.id = d.session_id"
+    );
+    let url2 = url.clone();
+    Peek {
+        record: Box::new(move |key| {
+            let (url, one) = (url.clone(), one.clone());
+            Box::pin(async move {
+                let found = rows(&url, one, Some(key.as_bytes().to_vec())).await;
+                let (id, expires) = found.into_iter().next()?;
+                let now = session_core::Timestamp::now().as_unix_millis();
+                Some(Stored {
+                    bytes: id,
+                    ttl_secs: Some((expires - now) / 1000),
+                })
+            })
+        }),
+        everything: Box::new(move || {
+            let url = url2.clone();
+            let queries = [all_sessions.clone(), all_keys.clone(), all_names.clone()];
+            Box::pin(async move {
+                let mut out = Vec::new();
+                for query in queries {
+                    for (bytes, n) in rows(&url, query, None).await {
+                        out.extend(bytes);
+                        out.extend(n.to_le_bytes());
+                    }
+                }
+                out
+            })
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_walks_on_postgres() {
+    let Some(server) = server_url("SESSION_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let table = unique("e2e").to_ascii_lowercase();
+    let mut app = App::start(Some(&format!("{server}?table={table}"))).await;
+    walk(&app, Some(&sql_peek(server, table))).await;
+    app.child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_walks_on_mysql() {
+    let Some(server) = server_url("SESSION_TEST_MYSQL_URL") else {
+        return;
+    };
+    let table = unique("e2e").to_ascii_lowercase();
+    let mut app = App::start(Some(&format!("{server}?table={table}"))).await;
+    walk(&app, Some(&sql_peek(server, table))).await;
+    app.child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_walks_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+    let mut app = App::start(Some(&url)).await;
+    walk(&app, Some(&sql_peek(url, "sessions".to_owned()))).await;
+    app.child.kill().await.unwrap();
+}
+
 /// A URL that cannot work: one line on stderr naming it (password hidden), exit status 1,
 /// within the connect timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -778,9 +881,19 @@ async fn documented_store_urls_are_valid_urls() {
                 continue;
             }
             // Files go to a scratch directory, not to the documented path.
-            let url = match url.strip_prefix("file://") {
-                Some(path) => format!("file://{}{path}", dir.path().display()),
-                None => url,
+            let url = if let Some(path) = url.strip_prefix("file://") {
+                format!("file://{}{path}", dir.path().display())
+            } else if let Some(path) = url.strip_prefix("sqlite://") {
+                std::fs::create_dir_all(
+                    dir.path()
+                        .join(path.trim_start_matches('/'))
+                        .parent()
+                        .unwrap(),
+                )
+                .unwrap();
+                format!("sqlite://{}{path}", dir.path().display())
+            } else {
+                url
             };
             let opened = tokio::time::timeout(Duration::from_secs(15), session_any::open(&url))
                 .await

@@ -27,6 +27,8 @@ enum Kind {
     Redis,
     Memcached,
     Mongo,
+    Postgres,
+    MariaDb,
 }
 
 impl Kind {
@@ -35,6 +37,8 @@ impl Kind {
             Self::Redis => "redis",
             Self::Memcached => "memcached",
             Self::Mongo => "mongodb",
+            Self::Postgres => "postgres",
+            Self::MariaDb => "mariadb",
         }
     }
 
@@ -45,6 +49,8 @@ impl Kind {
             Self::Redis => server_url("SESSION_TEST_REDIS_URL").is_some(),
             Self::Memcached => server_url("SESSION_TEST_MEMCACHED_SERVERS").is_some(),
             Self::Mongo => server_url("SESSION_TEST_SECANTUS_BIN").is_some(),
+            Self::Postgres => server_url("SESSION_TEST_POSTGRES_URL").is_some(),
+            Self::MariaDb => server_url("SESSION_TEST_MYSQL_URL").is_some(),
         }
     }
 
@@ -53,6 +59,8 @@ impl Kind {
             Self::Redis => ServerKind::Redis,
             Self::Memcached => ServerKind::Memcached,
             Self::Mongo => ServerKind::Mongo,
+            Self::Postgres => ServerKind::Postgres,
+            Self::MariaDb => ServerKind::MariaDb,
         };
         OwnedServer::start(kind, port).await
     }
@@ -84,6 +92,21 @@ impl Kind {
                     .await
                     .unwrap(),
             ),
+            Self::Postgres | Self::MariaDb => {
+                let kind = match self {
+                    Self::Postgres => ServerKind::Postgres,
+                    _ => ServerKind::MariaDb,
+                };
+                Arc::new(
+                    session_sql::SqlStore::builder(kind.url(port))
+                        .create_schema(true)
+                        .command_timeout(TIMEOUT)
+                        .connection_timeout(Duration::from_millis(300))
+                        .open()
+                        .await
+                        .unwrap(),
+                )
+            }
         }
     }
 }
@@ -259,6 +282,20 @@ async fn memcached_outage_through_the_layer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_through_the_layer() {
+    if Kind::Postgres.available() {
+        drill(Kind::Postgres).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_outage_through_the_layer() {
+    if Kind::MariaDb.available() {
+        drill(Kind::MariaDb).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_outage_through_the_layer() {
     if Kind::Mongo.available() {
         drill(Kind::Mongo).await;
@@ -310,7 +347,13 @@ async fn stalling_proxy(target: u16) -> (u16, Arc<AtomicBool>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_server_gives_unavailable_at_the_timeout() {
-    for kind in [Kind::Redis, Kind::Memcached, Kind::Mongo] {
+    for kind in [
+        Kind::Redis,
+        Kind::Memcached,
+        Kind::Mongo,
+        Kind::Postgres,
+        Kind::MariaDb,
+    ] {
         if !kind.available() {
             continue;
         }
