@@ -34,28 +34,25 @@ pub(crate) async fn sqlite_file() -> (Arc<dyn SessionStore>, tempfile::TempDir) 
     (Arc::new(store), dir)
 }
 
-pub(crate) async fn postgres() -> Option<SqlStore> {
-    let url = server_url("SESSION_TEST_POSTGRES_URL")?;
+/// A store on the server `var` names, in a table of its own.
+async fn on_server(var: &str) -> Option<SqlStore> {
+    let url = server_url(var)?;
     Some(
         SqlStore::builder(url)
             .table(table())
             .create_schema(true)
             .open()
             .await
-            .expect("open the postgres store"),
+            .unwrap_or_else(|e| panic!("open the store on {var}: {e}")),
     )
 }
 
+pub(crate) async fn postgres() -> Option<SqlStore> {
+    on_server("SESSION_TEST_POSTGRES_URL").await
+}
+
 pub(crate) async fn mysql() -> Option<SqlStore> {
-    let url = server_url("SESSION_TEST_MYSQL_URL")?;
-    Some(
-        SqlStore::builder(url)
-            .table(table())
-            .create_schema(true)
-            .open()
-            .await
-            .expect("open the mysql store"),
-    )
+    on_server("SESSION_TEST_MYSQL_URL").await
 }
 
 mod sqlite_file {
