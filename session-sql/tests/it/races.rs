@@ -168,3 +168,31 @@ async fn two_processes_on_one_sqlite_file_lose_nothing() {
         assert_eq!(got.data.len(), 2 * rounds + 1, "updates were lost");
     }
 }
+
+/// A sweep removes every expired session across several batches (1 234 rows, batches of
+/// 500), with their key rows, and counts them; live ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_deletes_every_expired_row_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let store = SqlStore::open(&url).await.unwrap();
+    let past = Timestamp::now().saturating_sub(Duration::from_secs(60));
+    for _ in 0..1234 {
+        let r = session_core::Record {
+            expires_at: past,
+            ..record(&[("a", b"1"), ("b", b"2")])
+        };
+        store.create(&r).await.unwrap();
+    }
+    let live = record(&[("keep", b"1")]);
+    store.create(&live).await.unwrap();
+    assert_eq!(store.delete_expired().await.unwrap(), 1234);
+    assert!(store.load(&live.key).await.unwrap().is_some());
+    assert_eq!(orphans(&url, "sessions").await, 0);
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let (keys,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sessions_data")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 1, "only the live session's key row is left");
+}
