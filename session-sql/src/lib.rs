@@ -86,7 +86,8 @@
 //!
 //! - `postgres`, `sqlite` (bundled), `mysql` (MySQL and MariaDB): one per database; none is
 //!   on by default.
-//! - `tls`: TLS to the server (rustls), as the URL asks (`sslmode=require`, `ssl-mode=…`).
+//! - `tls`: builds sqlx's rustls support, for URLs that ask for TLS (`sslmode=require`,
+//!   `ssl-mode=…`); this repository's tests run without TLS.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod ops;
@@ -290,7 +291,7 @@ impl SqlStoreBuilder {
     pub async fn open(self) -> Result<SqlStore, StoreError> {
         let (dialect, ops) = self.pool().await?;
         let tables = Tables::new(dialect, &self.table, self.schema.as_deref())?;
-        let sql = Statements::new(dialect, tables.clone());
+        let sql = Statements::new(dialect, tables);
         let inner = Inner {
             ops,
             write_turn: (dialect == Dialect::Sqlite).then(|| tokio::sync::Mutex::new(())),
@@ -302,12 +303,12 @@ impl SqlStoreBuilder {
         let store = SqlStore {
             inner: Arc::new(inner),
         };
-        store.prepare_schema(self.create_schema, &tables).await?;
+        store.prepare_schema(self.create_schema).await?;
         Ok(store)
     }
 
     #[cfg_attr(
-        not(all(feature = "postgres", feature = "sqlite", feature = "mysql")),
+        not(any(feature = "postgres", feature = "sqlite", feature = "mysql")),
         allow(dead_code)
     )]
     fn options<DB: sqlx::Database>(&self) -> sqlx::pool::PoolOptions<DB> {
@@ -334,6 +335,7 @@ impl SqlStoreBuilder {
                 format!("{url:?} needs session-sql's `{feature}` feature"),
             )
         };
+        // Each is used only by the dialects this build leaves out or puts in.
         let _ = (&bad_url, &disabled);
         let ops: Arc<dyn Ops> = match dialect {
             Dialect::Postgres => {
@@ -457,11 +459,11 @@ impl SqlStore {
         self.call(self.inner.ops.ping()).await
     }
 
-    async fn prepare_schema(&self, create: bool, tables: &Tables) -> Result<(), StoreError> {
+    async fn prepare_schema(&self, create: bool) -> Result<(), StoreError> {
         let ops = &self.inner.ops;
         let dialect = self.inner.dialect;
         if create {
-            for stmt in sql::ddl(dialect, tables) {
+            for stmt in sql::ddl(dialect, &self.inner.sql.tables) {
                 self.call(ops.execute(&stmt)).await?;
             }
         }

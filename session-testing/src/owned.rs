@@ -128,12 +128,11 @@ mod tempfile_dir {
 
     impl Dir {
         pub(super) fn new(kind: ServerKind, port: u16) -> Self {
-            let name = format!("session-testing-{:?}-{}-{port}", kind, std::process::id());
-            let dir = std::env::temp_dir().join(name);
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir)
-                .unwrap_or_else(|e| panic!("scratch directory {}: {e}", dir.display()));
-            Self(dir)
+            let name = format!("{kind:?}");
+            Self(
+                crate::servers::scratch_dir(&name, port)
+                    .unwrap_or_else(|e| panic!("a scratch directory for {}: {e}", kind.name())),
+            )
         }
     }
 

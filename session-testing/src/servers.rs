@@ -78,7 +78,10 @@ impl ServerKind {
                     "-E",
                     "UTF8",
                 ]);
-                run_as_owner(&mut cmd, dir, "postgres")?;
+                if running_as_root() {
+                    chown_tree(dir, "postgres")?;
+                    run_as(&mut cmd, "postgres")?;
+                }
                 output(&mut cmd)
             }
             Self::MariaDb => {
@@ -158,7 +161,9 @@ impl ServerKind {
                     .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
                     .args(["-c", "max_connections=300"]);
                 // `prepare` made the directory the user's; a spawn error reports a bad user.
-                let _ = run_as_owner(&mut cmd, dir, "postgres");
+                if running_as_root() {
+                    let _ = run_as(&mut cmd, "postgres");
+                }
             }
             Self::MariaDb => {
                 cmd.arg("--no-defaults")
@@ -209,7 +214,9 @@ impl ServerKind {
                 cmd.arg("-D")
                     .arg(dir.join("pgdata"))
                     .args(["stop", "-m", "immediate", "-w"]);
-                run_as_owner(&mut cmd, dir, "postgres").ok()?;
+                if running_as_root() {
+                    run_as(&mut cmd, "postgres").ok()?;
+                }
                 Some(cmd)
             }
             _ => None,
@@ -263,6 +270,21 @@ pub fn reply(port: u16, command: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
+/// A fresh, empty scratch directory for the server `name` on `port`, under the temp dir and
+/// named by this process, so parallel runs never share one.
+///
+/// # Errors
+/// When it cannot be created.
+pub fn scratch_dir(name: &str, port: u16) -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "session-testing-{name}-{}-{port}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// A port on 127.0.0.1 that was free a moment ago, for a server a test starts itself.
 ///
 /// # Panics
@@ -309,14 +331,10 @@ fn user_ids(user: &str) -> Result<(u32, u32), String> {
         .ok_or_else(|| format!("no user {user} in /etc/passwd"))
 }
 
-/// As root, makes `dir` the `user`'s and runs `cmd` as that user.
-fn run_as_owner(cmd: &mut Command, dir: &Path, user: &str) -> Result<(), String> {
+/// Runs `cmd` as `user` (the caller is root).
+fn run_as(cmd: &mut Command, user: &str) -> Result<(), String> {
     use std::os::unix::process::CommandExt as _;
-    if !running_as_root() {
-        return Ok(());
-    }
     let (uid, gid) = user_ids(user)?;
-    chown_tree(dir, user)?;
     cmd.uid(uid).gid(gid);
     Ok(())
 }

@@ -172,7 +172,7 @@ fn start_secantus() -> Result<(ServerGuard, PathBuf)> {
 /// file of its scratch directory, and waits until it is ready.
 fn start(kind: ServerKind, name: &str, program: &Path) -> Result<ServerGuard> {
     let port = servers::free_port();
-    let dir = scratch_dir(name, port)?;
+    let dir = servers::scratch_dir(name, port)?;
     let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log)?;
     kind.prepare(&dir).map_err(anyhow::Error::msg)?;
@@ -195,16 +195,6 @@ fn start(kind: ServerKind, name: &str, program: &Path) -> Result<ServerGuard> {
     wait_until(&mut guard, kind.start_timeout(), |port| kind.is_ready(port))?;
     kind.after_start(port).map_err(anyhow::Error::msg)?;
     Ok(guard)
-}
-
-fn scratch_dir(name: &str, port: u16) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "session-xtask-{name}-{}-{port}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 fn start_redis_cluster(masters: usize) -> Result<Vec<ServerGuard>> {
