@@ -19,7 +19,7 @@ pub enum Dialect {
     Postgres,
     /// SQLite 3.
     Sqlite,
-    /// MySQL 8 and MariaDB 10.5 or later.
+    /// MySQL and MariaDB (the tests run on MariaDB 10.11).
     MySql,
 }
 

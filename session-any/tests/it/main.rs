@@ -249,3 +249,24 @@ async fn an_unresolvable_mongodb_srv_name_fails_within_the_timeout() {
         started.elapsed()
     );
 }
+
+/// A SQL URL hands sqlx the options it knows (SQLite's `mode`) and keeps its own (`table`).
+#[tokio::test]
+async fn sql_urls_pass_the_drivers_options_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("opts.db");
+    let url = format!("sqlite://{}?mode=rwc&table=web_sessions", db.display());
+    let store = session_any::open(&url).await.unwrap();
+    let manager = SessionManager::builder_arc(store).build();
+    let session = manager.create();
+    session.insert("k", 1u8).unwrap();
+    manager.save(&session).await.unwrap();
+    assert!(db.exists(), "mode=rwc created the file");
+    // sqlx refuses a mode it does not know: the option reached it.
+    let err = session_any::open(&format!("sqlite://{}?mode=bogus", db.display()))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("mode"), "{err}");
+}

@@ -103,3 +103,72 @@ async fn from_pool_shares_the_applications_pool_and_table_names_are_honoured() {
         .unwrap();
     assert_eq!((sessions, keys), (1, 1));
 }
+
+#[test]
+fn owner_and_expiry_are_indexed_in_every_dialect() {
+    for dialect in [Dialect::Postgres, Dialect::Sqlite, Dialect::MySql] {
+        let ddl = SqlStore::ddl(dialect, "sessions", None).unwrap().join("\n");
+        for index in ["sessions_owner", "sessions_expires"] {
+            assert!(ddl.contains(index), "{dialect:?} has no {index}: {ddl}");
+        }
+        assert!(ddl.contains("ON DELETE CASCADE"), "{dialect:?}: {ddl}");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_files_are_opened_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    SqlStore::open(&url).await.unwrap();
+    // WAL is a property of the file: a plain connection sees it.
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn a_record_over_the_size_limit_is_too_large_and_not_written() {
+    use session_core::{Changes, SessionStore, Timestamp};
+
+    let store = SqlStore::builder("sqlite::memory:")
+        .create_schema(true)
+        .record_size_limit(100)
+        .open()
+        .await
+        .unwrap();
+    let big = session_core::suite::record(&[("k", &[0u8; 200])]);
+    let err = store.create(&big).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::TooLarge {
+                size: 201,
+                limit: 100,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(store.load(&big.key).await.unwrap(), None);
+    let small = session_core::suite::record(&[("k", b"1")]);
+    store.create(&small).await.unwrap();
+    let mut changes = Changes::new();
+    changes.set("big", vec![0; 200]);
+    let later = Timestamp::now().saturating_add(std::time::Duration::from_secs(60));
+    assert!(matches!(
+        store.update(&small.key, &changes, later).await,
+        Err(StoreError::TooLarge { .. })
+    ));
+    assert!(
+        !store
+            .load(&small.key)
+            .await
+            .unwrap()
+            .unwrap()
+            .data
+            .contains_key("big")
+    );
+}
