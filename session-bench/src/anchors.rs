@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::{SessionStore as TsStore, cookie::time::OffsetDateTime};
 
-use crate::workload::{Cycle, value};
+use crate::workload::{Cycle, keys, value};
 
 /// The cycle through a tower-sessions `SessionStore` (`store`, cloneable) over the sessions
 /// `ids`: load, change one key, save the whole record. A macro, not a generic function:
@@ -26,9 +26,10 @@ macro_rules! ts_cycle {
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?
                     .context("a session vanished")?;
-                record
-                    .data
-                    .insert(format!("k{}", r % 5), serde_json::Value::String(value(r)));
+                record.data.insert(
+                    format!("k{}", r % keys()),
+                    serde_json::Value::String(value(r)),
+                );
                 store
                     .save(&record)
                     .await
@@ -42,11 +43,11 @@ macro_rules! ts_cycle {
 
 /// Session `i`'s data as tower-sessions keeps it (values as JSON strings).
 fn ts_data(i: usize) -> std::collections::HashMap<String, serde_json::Value> {
-    (0..5)
+    (0..keys())
         .map(|k| {
             (
                 format!("k{k}"),
-                serde_json::Value::String(value((i * 5 + k) as u64)),
+                serde_json::Value::String(value(i as u64 * keys() + k)),
             )
         })
         .collect()
@@ -60,7 +61,10 @@ fn ts_record(i: usize) -> Record {
     }
 }
 
-async fn tower_sessions_cycle<S: TsStore + Clone>(store: S, sessions: usize) -> Result<Cycle> {
+pub(crate) async fn tower_sessions_cycle<S: TsStore + Clone>(
+    store: S,
+    sessions: usize,
+) -> Result<Cycle> {
     let mut ids = Vec::with_capacity(sessions);
     for i in 0..sessions {
         let mut record = ts_record(i);
@@ -113,7 +117,8 @@ pub(crate) async fn tower_sessions_mongo(url: &str, sessions: usize) -> Result<C
     Ok(ts_cycle!(store, ids))
 }
 
-fn payload(r: u64) -> Vec<u8> {
+/// The raw limits' 250-byte value for `r`.
+pub(crate) fn payload(r: u64) -> Vec<u8> {
     let mut v = format!("{r:020}").into_bytes();
     v.resize(250, b'x');
     v

@@ -5,12 +5,16 @@
 //! Prints `RESULT cycle store=… tasks=… cycles_per_sec=…`.
 //!
 //! Ours: `memory`, `disk-always:<dir>`, `disk-never:<dir>`, `redis:<url>`,
-//! `memcache:<host:port,…>`, `mongo:<url>`.
+//! `memcache:<host:port,…>`, `mongo:<url>`, `sql:<url>` (`sql:sqlite://<dir>` for a file of
+//! the run's own in `dir`).
 //! tower-sessions, same workload through its store API: `ts-memory`, `ts-redis:<url>`,
-//! `ts-mongo:<url>`.
+//! `ts-mongo:<url>`, `ts-sqlx:<url>` (tower-sessions-sqlx-store).
 //! The raw limit, the bare round trips a cycle needs with the same driver: `raw-redis:<url>`
 //! (GET + SET of 250 bytes), `raw-memcache:<host:port>` (get + a replying store of 250
-//! bytes), `raw-mongo:<url>` (find_one + update_one by `_id`).
+//! bytes), `raw-mongo:<url>` (find_one + update_one by `_id`), `raw-sql:<url>` (`SELECT` by
+//! primary key + one `UPDATE`).
+//! The layout not taken, for the decision between the two: `json-sql:<url>` (a JSON object per
+//! session, a cycle a `SELECT` and one merging `UPDATE`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +26,7 @@ use session_disk::{DiskStore, Fsync};
 use session_memory::MemoryStore;
 
 use crate::anchors;
-use crate::workload::{Cycle, value};
+use crate::workload::{Cycle, keys, value};
 
 /// xorshift64*: a fast per-task generator; quality is irrelevant here.
 fn next(state: &mut u64) -> u64 {
@@ -83,6 +87,10 @@ async fn ours(
             );
             (store.clone(), store)
         }
+        "sql" => {
+            let store = crate::sql::ours(arg).await?;
+            (store.clone(), store)
+        }
         _ => return Ok(None),
     }))
 }
@@ -95,8 +103,8 @@ async fn workload(spec: &str, sessions: usize) -> Result<Cycle> {
         let mut ids: Vec<SessionId> = Vec::with_capacity(sessions);
         for i in 0..sessions {
             let session = setup.create();
-            for k in 0..5 {
-                session.insert(format!("k{k}"), value(i as u64 * 5 + k))?;
+            for k in 0..keys() {
+                session.insert(format!("k{k}"), value(i as u64 * keys() + k))?;
             }
             setup.save(&session).await?;
             ids.push(session.id());
@@ -108,7 +116,7 @@ async fn workload(spec: &str, sessions: usize) -> Result<Cycle> {
             Box::pin(async move {
                 let id = &ids[(r % ids.len() as u64) as usize];
                 let session = manager.load(id).await?.context("a session vanished")?;
-                session.insert(format!("k{}", r % 5), value(r))?;
+                session.insert(format!("k{}", r % keys()), value(r))?;
                 manager.save(&session).await?;
                 Ok(())
             })
@@ -121,6 +129,9 @@ async fn workload(spec: &str, sessions: usize) -> Result<Cycle> {
         "raw-redis" => anchors::raw_redis(arg, sessions).await,
         "raw-memcache" => anchors::raw_memcache(arg, sessions).await,
         "raw-mongo" => anchors::raw_mongo(arg, sessions).await,
+        "ts-sqlx" => crate::sql::tower_sessions_sqlx(arg, sessions).await,
+        "raw-sql" => crate::sql::raw(arg, sessions).await,
+        "json-sql" => crate::sql::json_merge(arg, sessions).await,
         other => bail!("unknown store {other:?}"),
     }
 }

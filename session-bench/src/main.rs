@@ -20,6 +20,7 @@ use session_memory::MemoryStore;
 mod anchors;
 mod cycle;
 mod http;
+mod sql;
 mod workload;
 
 fn main() -> Result<()> {

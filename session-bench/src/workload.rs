@@ -11,7 +11,27 @@ pub(crate) type CycleFuture =
 /// One loop body of a workload: given a random number, do one cycle.
 pub(crate) type Cycle = Arc<dyn Fn(u64) -> CycleFuture + Send + Sync>;
 
-/// The 40-byte value a cycle writes for `n`.
+/// The shape of a session: `SESSION_BENCH_SHAPE=<keys>x<value bytes>` (default `5x40`, the
+/// figures in BENCHMARKS.md unless a table says otherwise).
+fn shape() -> (u64, usize) {
+    static SHAPE: std::sync::OnceLock<(u64, usize)> = std::sync::OnceLock::new();
+    *SHAPE.get_or_init(|| {
+        std::env::var("SESSION_BENCH_SHAPE")
+            .ok()
+            .and_then(|s| {
+                let (k, b) = s.split_once('x')?;
+                Some((k.parse().ok()?, b.parse().ok()?))
+            })
+            .unwrap_or((5, 40))
+    })
+}
+
+/// How many keys a session has.
+pub(crate) fn keys() -> u64 {
+    shape().0
+}
+
+/// The value a cycle writes for `n` (40 bytes by default).
 pub(crate) fn value(n: u64) -> String {
-    format!("{n:040}")
+    format!("{n:0width$}", width = shape().1)
 }

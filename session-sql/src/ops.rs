@@ -278,14 +278,47 @@ macro_rules! ops_for {
                 expires_at: i64,
                 now: i64,
             ) -> OpResult<bool> {
-                let mut tx = self.begin_with(s.begin_write).await?;
-                // The session row first: it is live, and it stays locked (a racing delete
-                // waits for this transaction, then takes every key row with it).
                 let owner = match changes.owner() {
                     OwnerChange::Set(owner) => Some(Some(owner.as_bytes())),
                     OwnerChange::Remove => Some(None),
                     _ => None,
                 };
+                let (removed, written) = (changes.removed(), changes.written());
+                let small = removed.len() <= ROWS_PER_INSERT
+                    && written.len() <= ROWS_PER_INSERT
+                    && written
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+                        <= BYTES_PER_INSERT;
+                let one = if small && !changes.is_cleared() {
+                    s.update_in_one(owner.is_some(), removed.len(), written.len())
+                } else {
+                    None
+                };
+                if let Some(stmt) = one {
+                    let mut query = sqlx::query(AssertSqlSafe(stmt))
+                        .bind(expires_at)
+                        .bind(key.as_bytes().as_slice())
+                        .bind(now);
+                    if let Some(owner) = owner {
+                        query = query.bind(owner);
+                    }
+                    for name in removed {
+                        query = query.bind(name_hash(name).to_vec());
+                    }
+                    for (name, value) in written {
+                        query = query
+                            .bind(name_hash(name).to_vec())
+                            .bind(name.as_bytes())
+                            .bind(value.as_slice());
+                    }
+                    let moved: i64 = query.fetch_one(self).await?.try_get(0)?;
+                    return Ok(moved > 0);
+                }
+                let mut tx = self.begin_with(s.begin_write).await?;
+                // The session row first: it is live, and it stays locked (a racing delete
+                // waits for this transaction, then takes every key row with it).
                 let bumped = match owner {
                     None => sqlx::query(sql(&s.bump)).bind(expires_at),
                     Some(owner) => sqlx::query(sql(&s.bump_owner)).bind(expires_at).bind(owner),
@@ -304,7 +337,7 @@ macro_rules! ops_for {
                         .execute(&mut *tx)
                         .await?;
                 }
-                let removed: Vec<&String> = changes.removed().iter().collect();
+                let removed: Vec<&String> = removed.iter().collect();
                 for chunk in removed.chunks(ROWS_PER_INSERT) {
                     let mut query = sqlx::query(AssertSqlSafe(s.delete_data(chunk.len())))
                         .bind(key.as_bytes().as_slice());

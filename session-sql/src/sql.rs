@@ -345,6 +345,67 @@ impl Statements {
         sql
     }
 
+    /// PostgreSQL only: an `update` in one statement, so one round trip. Its first
+    /// data-modifying step moves the expiry (and the owner when `owner`) of the session row
+    /// only if the session is live, which locks that row; the removed key rows
+    /// (`removed` name hashes) are deleted and the `written` ones (hash, name, value) upserted
+    /// only for the row that step returned, so a session that is gone, or that a racing
+    /// `delete` removes first, gets no key rows. It answers how many session rows it moved
+    /// (0 or 1). Parameters: expiry, id, now, [owner], the removed hashes, then the written
+    /// triples. `None` on the other databases, whose `UPDATE`s cannot feed an `INSERT`.
+    pub(crate) fn update_in_one(
+        &self,
+        owner: bool,
+        removed: usize,
+        written: usize,
+    ) -> Option<String> {
+        if self.dialect != Dialect::Postgres {
+            return None;
+        }
+        let (s, d) = (&self.tables.sessions, &self.tables.data);
+        let mut n = if owner { 4 } else { 3 };
+        let set_owner = if owner { ", owner = $4" } else { "" };
+        let mut sql = format!(
+            "WITH s AS (UPDATE {s} SET expires_at = $1{set_owner} \
+             WHERE id = $2 AND expires_at > $3 AND forward_to IS NULL RETURNING id)"
+        );
+        if removed > 0 {
+            let _ = write!(
+                sql,
+                ", r AS (DELETE FROM {d} WHERE session_id = (SELECT id FROM s) AND name_hash IN ("
+            );
+            for i in 0..removed {
+                n += 1;
+                let _ = write!(sql, "{}${n}", if i > 0 { ", " } else { "" });
+            }
+            sql.push_str("))");
+        }
+        if written > 0 {
+            let _ = write!(
+                sql,
+                ", w AS (INSERT INTO {d} (session_id, name_hash, name, value) \
+                 SELECT s.id, v.h, v.n, v.v FROM s, (VALUES "
+            );
+            for i in 0..written {
+                let _ = write!(
+                    sql,
+                    "{}(${}, ${}, ${})",
+                    if i > 0 { ", " } else { "" },
+                    n + 1,
+                    n + 2,
+                    n + 3
+                );
+                n += 3;
+            }
+            sql.push_str(
+                ") AS v (h, n, v) WHERE TRUE \
+                 ON CONFLICT (session_id, name_hash) DO UPDATE SET value = excluded.value)",
+            );
+        }
+        sql.push_str(" SELECT COUNT(*) FROM s");
+        Some(sql)
+    }
+
     /// `DELETE` of `n` keys of one session by name hash.
     pub(crate) fn delete_data(&self, n: usize) -> String {
         let mut sql = format!(
@@ -397,6 +458,20 @@ mod tests {
             Dialect::MySql,
             Tables::new(Dialect::MySql, "s", None).unwrap(),
         );
+        assert_eq!(
+            pg.update_in_one(true, 1, 2).as_deref(),
+            Some(
+                "WITH s AS (UPDATE \"app\".\"s\" SET expires_at = $1, owner = $4 \
+                 WHERE id = $2 AND expires_at > $3 AND forward_to IS NULL RETURNING id), \
+                 r AS (DELETE FROM \"app\".\"s_data\" WHERE session_id = (SELECT id FROM s) \
+                 AND name_hash IN ($5)), \
+                 w AS (INSERT INTO \"app\".\"s_data\" (session_id, name_hash, name, value) \
+                 SELECT s.id, v.h, v.n, v.v FROM s, (VALUES ($6, $7, $8), ($9, $10, $11)) \
+                 AS v (h, n, v) WHERE TRUE ON CONFLICT (session_id, name_hash) DO UPDATE SET value = excluded.value) \
+                 SELECT COUNT(*) FROM s"
+            )
+        );
+        assert!(my.update_in_one(false, 0, 1).is_none());
         assert!(my.insert_data(2, true).ends_with(
             "VALUES (?, ?, ?, ?), (?, ?, ?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)"
         ));

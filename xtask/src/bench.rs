@@ -4,7 +4,8 @@
 //! `target/bench-results.md`.
 //!
 //! `--only` takes a comma-separated list of workloads (`cycle`, `http`, `memory`, `micro`)
-//! and cycle backends (`memory`, `disk`, `redis`, `memcached`, `mongodb`), e.g.
+//! and cycle backends (`memory`, `disk`, `redis`, `memcached`, `mongodb`, `postgres`,
+//! `mariadb`, `sqlite`), e.g.
 //! `--only redis,http`, for measuring one thing while working on it (`memory` picks both the
 //! memory store's cycle and the memory-per-session workload).
 
@@ -73,7 +74,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         ),
         None => None,
     };
-    const KNOWN: [&str; 8] = [
+    const KNOWN: [&str; 11] = [
         "cycle",
         "http",
         "memory",
@@ -82,6 +83,9 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         "redis",
         "memcached",
         "mongodb",
+        "postgres",
+        "mariadb",
+        "sqlite",
     ];
     if let Some(bad) = only.iter().flatten().find(|w| !KNOWN.contains(&w.as_str())) {
         bail!(
@@ -105,6 +109,8 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let memcached = env("SESSION_TEST_MEMCACHED_SERVERS")?;
     let memcached_one = memcached.split(',').next().unwrap_or_default().to_owned();
     let mongo = env("SESSION_TEST_MONGO_URL")?;
+    let postgres = env("SESSION_TEST_POSTGRES_URL")?;
+    let mysql = env("SESSION_TEST_MYSQL_URL")?;
     let disk = std::env::temp_dir().join(format!("session-bench-disk-{}", std::process::id()));
 
     let mut report = String::new();
@@ -164,6 +170,26 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             if quick { &["16"] } else { &["1", "16"] },
         ),
     ];
+    let mut groups = groups;
+    for (name, url) in [
+        ("postgres", postgres),
+        ("mariadb", mysql),
+        (
+            "sqlite",
+            format!("sqlite://{}", disk.join("sqlite").display()),
+        ),
+    ] {
+        groups.push(Row(
+            name,
+            format!("sql:{url}"),
+            Some(("tower-sessions-sqlx-store", format!("ts-sqlx:{url}"))),
+            Some(format!("raw-sql:{url}")),
+            plan.concurrency,
+        ));
+    }
+    // The SQL rows also run the layout the SQL store did not take (a JSON object per session,
+    // merged in one UPDATE), for the table that records why.
+    let mut layout = String::new();
     for Row(name, ours, anchor, raw, concurrency) in &groups {
         if !backend_wanted(name) {
             continue;
@@ -172,6 +198,11 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             let mut contenders = vec![ours.clone()];
             contenders.extend(anchor.iter().map(|(_, s)| s.clone()));
             contenders.extend(raw.iter().cloned());
+            let json = ours
+                .strip_prefix("sql:")
+                .map(|url| format!("json-sql:{url}"));
+            contenders.extend(json.iter().cloned());
+            let raw_at = 1 + usize::from(anchor.is_some());
             let mut samples = vec![Vec::new(); contenders.len()];
             for round in 1..=plan.rounds {
                 for (spec, out) in contenders.iter().zip(&mut samples) {
@@ -206,7 +237,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             };
             let (raw_rate, raw_ratio) = match raw {
                 Some(_) => {
-                    let rate = median(samples.last().map(Vec::as_slice).unwrap_or_default());
+                    let rate = median(&samples[raw_at]);
                     (
                         format!("{rate:.0}"),
                         format!("{:.0} %", 100.0 * ours_rate / rate),
@@ -219,9 +250,35 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
                 "| {name} | {n} | {ours_rate:.0} | {anchor_name} | {anchor_rate} | {anchor_ratio} | {raw_rate} | {raw_ratio} | {} |",
                 spread(&samples[0])
             )?;
+            if json.is_some() {
+                let json_rate = median(&samples[raw_at + usize::from(raw.is_some())]);
+                writeln!(
+                    layout,
+                    "| {name} | {n} | {ours_rate:.0} | {json_rate:.0} | {:.2}× |",
+                    ours_rate / json_rate
+                )?;
+            }
         }
     }
     drop(servers);
+    if !layout.is_empty() {
+        writeln!(
+            report,
+            "\n## SQL layout: a row per key or a JSON object per session\n"
+        )?;
+        writeln!(
+            report,
+            "The same cycle on the layout the SQL store did not take: one row per session whose keys are a JSON \
+             object of base64 values, loaded with one SELECT and changed with one UPDATE merging the key in \
+             (`jsonb ||`, `JSON_MERGE_PATCH`, `json_patch`), same run, rounds alternating.\n"
+        )?;
+        writeln!(
+            report,
+            "| database | N | rows (ours) cycles/s | JSON merge cycles/s | rows ÷ JSON |"
+        )?;
+        writeln!(report, "|---|---:|---:|---:|---:|")?;
+        report.push_str(&layout);
+    }
 
     if wanted("http") {
         http(&exe, plan, &mut report)?;
