@@ -1,3 +1,3 @@
-CREATE TABLE IF NOT EXISTS `sessions` (id BINARY(32) NOT NULL PRIMARY KEY, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, owner VARBINARY(3072) NULL, forward_to BINARY(32) NULL, INDEX sessions_owner (owner), INDEX sessions_expires (expires_at)) ENGINE=InnoDB;
+CREATE TABLE IF NOT EXISTS `sessions` (id BINARY(32) NOT NULL PRIMARY KEY, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, sweep_at BIGINT NOT NULL, owner VARBINARY(3072) NULL, forward_to BINARY(32) NULL, INDEX sessions_owner (owner), INDEX sessions_sweep (sweep_at)) ENGINE=InnoDB;
 CREATE TABLE IF NOT EXISTS `sessions_data` (session_id BINARY(32) NOT NULL, name_hash BINARY(16) NOT NULL, name LONGBLOB NOT NULL, value LONGBLOB NOT NULL, PRIMARY KEY (session_id, name_hash), FOREIGN KEY (session_id) REFERENCES `sessions` (id) ON DELETE CASCADE) ENGINE=InnoDB;
 CREATE TABLE IF NOT EXISTS `sessions_schema` (version BIGINT NOT NULL);

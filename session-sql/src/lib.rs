@@ -27,18 +27,23 @@
 //!   creation and expiry in Unix milliseconds, owner, and the forward pointer of a cycled
 //!   id), `{table}_data` one row per session key (name and value as opaque bytes, filed under
 //!   a 16-byte hash of the name so names of any length fit an index).
-//! - **Per-key atomic updates, no read-modify-write, no retries.** An `update` is one
-//!   transaction: it moves the expiry of the session row only if the session is live (which
-//!   locks that row), then deletes the removed keys and upserts the written ones
-//!   (`INSERT … ON CONFLICT DO UPDATE`, on MySQL `ON DUPLICATE KEY UPDATE`). Two requests
-//!   changing different keys of one session both persist, under the database's default
-//!   isolation level.
+//! - **Per-key atomic updates, no read-modify-write, no retries.** An `update` is atomic: it
+//!   moves the expiry of the session row only if the session is live (which locks that row),
+//!   then deletes the removed keys and upserts the written ones (`INSERT … ON CONFLICT DO
+//!   UPDATE`, on MySQL `ON DUPLICATE KEY UPDATE`). On PostgreSQL that is one statement
+//!   (data-modifying `WITH` steps, one round trip); on SQLite and MySQL one transaction. Two
+//!   requests changing different keys of one session both persist, under the database's
+//!   default isolation level.
 //! - **Logout is final**: the key rows reference the session row `ON DELETE CASCADE`, and a
 //!   `delete` racing an `update` waits for the session row's lock, so neither the session nor
 //!   any key row is left behind.
-//! - **Expiry**: `expires_at` is indexed; [`SessionStore::delete_expired`] (and so
-//!   `session_core::spawn_sweeper`) deletes expired sessions in batches of 500 rows, each its
-//!   own short transaction.
+//! - **Expiry**: every read checks the exact `expires_at`. The sweeps find expired rows by
+//!   `sweep_at`, an indexed lower bound of it that an update moves only when it falls more
+//!   than a minute behind (or would be ahead): most updates then change no indexed column,
+//!   which PostgreSQL turns into an in-place (HOT) update and InnoDB and SQLite into a row
+//!   write that leaves the indexes alone. [`SessionStore::delete_expired`] (and so
+//!   `session_core::spawn_sweeper`) deletes expired sessions in batches of 500 rows, each
+//!   its own short transaction.
 //! - **Per-user index**: `owner` is indexed for `sessions_of` and `delete_sessions_of`.
 //! - **SQLite**: WAL, a busy timeout ([`SqlStoreBuilder::lock_timeout`]) and writes that take
 //!   the write lock up front (`BEGIN IMMEDIATE`), so concurrent writers wait their turn

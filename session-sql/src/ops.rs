@@ -193,6 +193,19 @@ macro_rules! ops_for {
             record_from_rows(*key, rows)
         }
 
+        /// A bump statement with its new expiry bound (four times: `expires_at` and the
+        /// `sweep_at` rule).
+        fn bump(
+            stmt: &std::sync::Arc<str>,
+            expires_at: i64,
+        ) -> sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments> {
+            sqlx::query(sql(stmt))
+                .bind(expires_at)
+                .bind(expires_at)
+                .bind(expires_at)
+                .bind(expires_at)
+        }
+
         async fn insert_rows(
             conn: &mut <$db as sqlx::Database>::Connection,
             s: &Statements,
@@ -257,6 +270,7 @@ macro_rules! ops_for {
                     .bind(record.key.as_bytes().as_slice())
                     .bind(record.created_at.as_unix_millis())
                     .bind(record.expires_at.as_unix_millis())
+                    .bind(record.expires_at.as_unix_millis())
                     .bind(record.owner.as_deref().map(str::as_bytes))
                     .execute(&mut *tx)
                     .await;
@@ -320,8 +334,8 @@ macro_rules! ops_for {
                 // The session row first: it is live, and it stays locked (a racing delete
                 // waits for this transaction, then takes every key row with it).
                 let bumped = match owner {
-                    None => sqlx::query(sql(&s.bump)).bind(expires_at),
-                    Some(owner) => sqlx::query(sql(&s.bump_owner)).bind(expires_at).bind(owner),
+                    None => bump(&s.bump, expires_at),
+                    Some(owner) => bump(&s.bump_owner, expires_at).bind(owner),
                 }
                 .bind(key.as_bytes().as_slice())
                 .bind(now)
@@ -358,8 +372,7 @@ macro_rules! ops_for {
                 expires_at: i64,
                 now: i64,
             ) -> OpResult<bool> {
-                let done = sqlx::query(sql(&s.bump))
-                    .bind(expires_at)
+                let done = bump(&s.bump, expires_at)
                     .bind(key.as_bytes().as_slice())
                     .bind(now)
                     .execute(self)
@@ -379,6 +392,7 @@ macro_rules! ops_for {
                 let mut total = 0;
                 loop {
                     let done = sqlx::query(sql(&s.delete_expired))
+                        .bind(now)
                         .bind(now)
                         .execute(self)
                         .await?;
@@ -408,6 +422,7 @@ macro_rules! ops_for {
                 };
                 sqlx::query(sql(&s.point))
                     .bind(to.as_bytes().as_slice())
+                    .bind(until)
                     .bind(until)
                     .bind(key.as_bytes().as_slice())
                     .execute(&mut *tx)

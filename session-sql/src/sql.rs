@@ -115,13 +115,14 @@ pub(crate) fn ddl(dialect: Dialect, t: &Tables) -> Vec<String> {
                  id BYTEA PRIMARY KEY, \
                  created_at BIGINT NOT NULL, \
                  expires_at BIGINT NOT NULL, \
+                 sweep_at BIGINT NOT NULL, \
                  owner BYTEA, \
                  forward_to BYTEA)"
             ),
             format!(
                 "CREATE INDEX IF NOT EXISTS {base}_owner ON {s} (owner) WHERE owner IS NOT NULL"
             ),
-            format!("CREATE INDEX IF NOT EXISTS {base}_expires ON {s} (expires_at)"),
+            format!("CREATE INDEX IF NOT EXISTS {base}_sweep ON {s} (sweep_at)"),
             format!(
                 "CREATE TABLE IF NOT EXISTS {d} (\
                  session_id BYTEA NOT NULL REFERENCES {s} (id) ON DELETE CASCADE, \
@@ -138,6 +139,7 @@ pub(crate) fn ddl(dialect: Dialect, t: &Tables) -> Vec<String> {
                  id BLOB PRIMARY KEY, \
                  created_at INTEGER NOT NULL, \
                  expires_at INTEGER NOT NULL, \
+                 sweep_at INTEGER NOT NULL, \
                  owner BLOB, \
                  forward_to BLOB) WITHOUT ROWID"
             ),
@@ -146,7 +148,7 @@ pub(crate) fn ddl(dialect: Dialect, t: &Tables) -> Vec<String> {
                 dialect.quote(base)
             ),
             format!(
-                "CREATE INDEX IF NOT EXISTS {base}_expires ON {} (expires_at)",
+                "CREATE INDEX IF NOT EXISTS {base}_sweep ON {} (sweep_at)",
                 dialect.quote(base)
             ),
             format!(
@@ -165,10 +167,11 @@ pub(crate) fn ddl(dialect: Dialect, t: &Tables) -> Vec<String> {
                  id BINARY(32) NOT NULL PRIMARY KEY, \
                  created_at BIGINT NOT NULL, \
                  expires_at BIGINT NOT NULL, \
+                 sweep_at BIGINT NOT NULL, \
                  owner VARBINARY(3072) NULL, \
                  forward_to BINARY(32) NULL, \
                  INDEX {base}_owner (owner), \
-                 INDEX {base}_expires (expires_at)) ENGINE=InnoDB"
+                 INDEX {base}_sweep (sweep_at)) ENGINE=InnoDB"
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {d} (\
@@ -183,6 +186,13 @@ pub(crate) fn ddl(dialect: Dialect, t: &Tables) -> Vec<String> {
         ],
     }
 }
+
+/// How far (in milliseconds) `sweep_at`, the indexed lower bound of `expires_at` the sweeps
+/// search by, may fall behind it before an update moves it. Between moves an update changes
+/// no indexed column: PostgreSQL updates the row in place (a HOT update, no index entries),
+/// InnoDB and SQLite leave the secondary index alone. A session's `expires_at` stays exact
+/// and is what every read checks; a sweep only looks at up to this much more of the index.
+pub(crate) const SWEEP_SLACK_MS: i64 = 60_000;
 
 /// How many session rows one `delete_expired` statement removes: each batch is its own
 /// short transaction, so a sweep of a million rows never holds a long lock.
@@ -214,6 +224,18 @@ pub(crate) struct Statements {
 impl Statements {
     pub(crate) fn new(dialect: Dialect, tables: Tables) -> Self {
         let p = |n| dialect.param(n);
+        // The new expiry, bound four times from placeholder `n` on: `expires_at` takes it,
+        // `sweep_at` only when it is behind by more than the slack or ahead of it.
+        let expiry = |n: usize| {
+            format!(
+                "expires_at = {}, sweep_at = CASE WHEN {} < sweep_at OR {} - sweep_at > {SWEEP_SLACK_MS} \
+                 THEN {} ELSE sweep_at END",
+                p(n),
+                p(n + 1),
+                p(n + 2),
+                p(n + 3)
+            )
+        };
         let (s, d) = (&tables.sessions, &tables.data);
         let load = format!(
             "SELECT s.created_at, s.expires_at, s.owner, d.name, d.value FROM {s} s \
@@ -228,14 +250,17 @@ impl Statements {
             Dialect::Sqlite => "",
         };
         let delete_expired = match dialect {
+            // `sweep_at <= expires_at` always: the index finds every expired row.
             Dialect::MySql => format!(
-                "DELETE FROM {s} WHERE expires_at <= {} LIMIT {EXPIRED_BATCH}",
-                p(1)
+                "DELETE FROM {s} WHERE sweep_at <= {} AND expires_at <= {} LIMIT {EXPIRED_BATCH}",
+                p(1),
+                p(2)
             ),
             _ => format!(
-                "DELETE FROM {s} WHERE id IN \
-                 (SELECT id FROM {s} WHERE expires_at <= {} LIMIT {EXPIRED_BATCH})",
-                p(1)
+                "DELETE FROM {s} WHERE id IN (SELECT id FROM {s} \
+                 WHERE sweep_at <= {} AND expires_at <= {} LIMIT {EXPIRED_BATCH})",
+                p(1),
+                p(2)
             ),
         };
         let m = &tables.meta;
@@ -258,37 +283,41 @@ impl Statements {
             .into(),
             load: load.into(),
             insert_session: format!(
-                "INSERT INTO {s} (id, created_at, expires_at, owner) VALUES ({}, {}, {}, {})",
+                "INSERT INTO {s} (id, created_at, expires_at, sweep_at, owner) \
+                 VALUES ({}, {}, {}, {}, {})",
                 p(1),
                 p(2),
                 p(3),
-                p(4)
+                p(4),
+                p(5)
             )
             .into(),
             bump: format!(
-                "UPDATE {s} SET expires_at = {} \
+                "UPDATE {s} SET {} \
                  WHERE id = {} AND expires_at > {} AND forward_to IS NULL",
-                p(1),
-                p(2),
-                p(3)
+                expiry(1),
+                p(5),
+                p(6)
             )
             .into(),
             bump_owner: format!(
-                "UPDATE {s} SET expires_at = {}, owner = {} \
+                "UPDATE {s} SET {}, owner = {} \
                  WHERE id = {} AND expires_at > {} AND forward_to IS NULL",
-                p(1),
-                p(2),
-                p(3),
-                p(4)
+                expiry(1),
+                p(5),
+                p(6),
+                p(7)
             )
             .into(),
             clear_data: format!("DELETE FROM {d} WHERE session_id = {}", p(1)).into(),
             delete: format!("DELETE FROM {s} WHERE id = {}", p(1)).into(),
             point: format!(
-                "UPDATE {s} SET forward_to = {}, expires_at = {}, owner = NULL WHERE id = {}",
+                "UPDATE {s} SET forward_to = {}, expires_at = {}, sweep_at = {}, owner = NULL \
+                 WHERE id = {}",
                 p(1),
                 p(2),
-                p(3)
+                p(3),
+                p(4)
             )
             .into(),
             forwarded: format!(
@@ -366,7 +395,8 @@ impl Statements {
         let mut n = if owner { 4 } else { 3 };
         let set_owner = if owner { ", owner = $4" } else { "" };
         let mut sql = format!(
-            "WITH s AS (UPDATE {s} SET expires_at = $1{set_owner} \
+            "WITH s AS (UPDATE {s} SET expires_at = $1, sweep_at = CASE WHEN $1 < sweep_at \
+             OR $1 - sweep_at > {SWEEP_SLACK_MS} THEN $1 ELSE sweep_at END{set_owner} \
              WHERE id = $2 AND expires_at > $3 AND forward_to IS NULL RETURNING id)"
         );
         if removed > 0 {
@@ -461,7 +491,8 @@ mod tests {
         assert_eq!(
             pg.update_in_one(true, 1, 2).as_deref(),
             Some(
-                "WITH s AS (UPDATE \"app\".\"s\" SET expires_at = $1, owner = $4 \
+                "WITH s AS (UPDATE \"app\".\"s\" SET expires_at = $1, sweep_at = CASE WHEN $1 < sweep_at \
+                 OR $1 - sweep_at > 60000 THEN $1 ELSE sweep_at END, owner = $4 \
                  WHERE id = $2 AND expires_at > $3 AND forward_to IS NULL RETURNING id), \
                  r AS (DELETE FROM \"app\".\"s_data\" WHERE session_id = (SELECT id FROM s) \
                  AND name_hash IN ($5)), \
