@@ -31,9 +31,11 @@
 //!   moves the expiry of the session row only if the session is live (which locks that row),
 //!   then deletes the removed keys and upserts the written ones (`INSERT … ON CONFLICT DO
 //!   UPDATE`, on MySQL `ON DUPLICATE KEY UPDATE`). On PostgreSQL that is one statement
-//!   (data-modifying `WITH` steps, one round trip); on SQLite and MySQL one transaction. Two
-//!   requests changing different keys of one session both persist, under the database's
-//!   default isolation level.
+//!   (data-modifying `WITH` steps, one round trip); on SQLite one transaction; on MySQL an
+//!   update that only writes keys is two statements, each atomic (the key rows, written only
+//!   while a locking read finds the session live, then the expiry), and any other update one
+//!   transaction. Two requests changing different keys of one session both persist, under
+//!   the database's default isolation level.
 //! - **Logout is final**: the key rows reference the session row `ON DELETE CASCADE`, and a
 //!   `delete` racing an `update` waits for the session row's lock, so neither the session nor
 //!   any key row is left behind.
@@ -109,7 +111,7 @@ use session_core::{
 
 use crate::ops::{OpError, Ops};
 pub use crate::sql::{Dialect, SCHEMA_VERSION};
-use crate::sql::{Statements, Tables};
+use crate::sql::{EXPIRED_BATCH, Statements, Tables};
 
 /// The name errors give before the dialect is known.
 const STORE: &str = "sql";
@@ -657,10 +659,21 @@ impl SessionStore for SqlStore {
             .await
     }
 
+    /// Batch after batch of 500 rows (`EXPIRED_BATCH`), each its own statement with its own
+    /// command timeout and (on SQLite) its own turn to write, so other writers get theirs
+    /// between batches and a backlog of any size is swept.
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         let now = millis(Timestamp::now());
-        self.write(|| self.inner.ops.delete_expired(&self.inner.sql, now))
-            .await
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .write(|| self.inner.ops.delete_expired_batch(&self.inner.sql, now))
+                .await?;
+            total += deleted;
+            if deleted < EXPIRED_BATCH as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     async fn retire(

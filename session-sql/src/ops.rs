@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use session_core::{Changes, OwnerChange, Record, SessionInfo, StorageKey, Timestamp};
 use sha2::{Digest as _, Sha256};
 
-use crate::sql::{EXPIRED_BATCH, Statements};
+use crate::sql::Statements;
 
 /// What the operations fail with: the driver's error, or a row this build cannot read.
 #[derive(Debug)]
@@ -105,7 +105,8 @@ pub(crate) trait Ops: Send + Sync + std::fmt::Debug + 'static {
         now: i64,
     ) -> OpResult<bool>;
     async fn delete(&self, s: &Statements, key: &StorageKey) -> OpResult<()>;
-    async fn delete_expired(&self, s: &Statements, now: i64) -> OpResult<u64>;
+    /// Deletes up to `EXPIRED_BATCH` expired sessions (their key rows by cascade); how many.
+    async fn delete_expired_batch(&self, s: &Statements, now: i64) -> OpResult<u64>;
     async fn retire(
         &self,
         s: &Statements,
@@ -330,6 +331,39 @@ macro_rules! ops_for {
                     let moved: i64 = query.fetch_one(self).await?.try_get(0)?;
                     return Ok(moved > 0);
                 }
+                // MySQL, an update that only writes keys: two statements, each atomic, with no
+                // transaction around them (two round trips, not four). The key rows first,
+                // written only while the session is live; then the expiry. A delete or id cycle
+                // between the two finds the rows written (and takes or carries them); one
+                // before the first leaves nothing written, and the answer is `false`.
+                let only_writes =
+                    small && !changes.is_cleared() && removed.is_empty() && owner.is_none();
+                if let Some(stmt) = only_writes
+                    .then(|| s.upsert_if_live(written.len()))
+                    .flatten()
+                {
+                    let mut query = sqlx::query(AssertSqlSafe(stmt));
+                    for (name, value) in written {
+                        query = query
+                            .bind(name_hash(name).to_vec())
+                            .bind(name.as_bytes())
+                            .bind(value.as_slice());
+                    }
+                    let wrote = query
+                        .bind(key.as_bytes().as_slice())
+                        .bind(now)
+                        .execute(self)
+                        .await?;
+                    if wrote.rows_affected() == 0 {
+                        return Ok(false);
+                    }
+                    bump(&s.bump, expires_at)
+                        .bind(key.as_bytes().as_slice())
+                        .bind(now)
+                        .execute(self)
+                        .await?;
+                    return Ok(true);
+                }
                 let mut tx = self.begin_with(s.begin_write).await?;
                 // The session row first: it is live, and it stays locked (a racing delete
                 // waits for this transaction, then takes every key row with it).
@@ -388,19 +422,13 @@ macro_rules! ops_for {
                 Ok(())
             }
 
-            async fn delete_expired(&self, s: &Statements, now: i64) -> OpResult<u64> {
-                let mut total = 0;
-                loop {
-                    let done = sqlx::query(sql(&s.delete_expired))
-                        .bind(now)
-                        .bind(now)
-                        .execute(self)
-                        .await?;
-                    total += done.rows_affected();
-                    if done.rows_affected() < EXPIRED_BATCH as u64 {
-                        return Ok(total);
-                    }
-                }
+            async fn delete_expired_batch(&self, s: &Statements, now: i64) -> OpResult<u64> {
+                let done = sqlx::query(sql(&s.delete_expired))
+                    .bind(now)
+                    .bind(now)
+                    .execute(self)
+                    .await?;
+                Ok(done.rows_affected())
             }
 
             async fn retire(

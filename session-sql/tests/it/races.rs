@@ -196,3 +196,121 @@ async fn a_sweep_deletes_every_expired_row_in_batches() {
         .unwrap();
     assert_eq!(keys, 1, "only the live session's key row is left");
 }
+
+/// Fills `table` (and its key table) with `n` expired sessions of one key each, in bulk on
+/// the server (a recursive `WITH` on SQLite, `generate_series` on PostgreSQL).
+async fn expired_rows(url: &str, table: &str, n: i64) {
+    use sqlx::AssertSqlSafe;
+    let past = Timestamp::now()
+        .saturating_sub(Duration::from_secs(60))
+        .as_unix_millis();
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        for sql in [
+            format!(
+                "INSERT INTO {table} (id, created_at, expires_at, sweep_at) \
+                 SELECT decode(lpad(i::text, 64, '0'), 'hex'), $1, $1, $1 \
+                 FROM generate_series(1, $2) AS i"
+            ),
+            format!(
+                "INSERT INTO {table}_data (session_id, name_hash, name, value) \
+                 SELECT decode(lpad(i::text, 64, '0'), 'hex'), '\\x00'::bytea, 'a'::bytea, 'x'::bytea \
+                 FROM generate_series(1, $2) AS i WHERE $1 = $1"
+            ),
+        ] {
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(past)
+                .bind(n)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query(AssertSqlSafe(format!("ANALYZE {table}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        for sql in [
+            format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2) \
+                 INSERT INTO {table} (id, created_at, expires_at, sweep_at) \
+                 SELECT CAST(printf('%032d', i) AS BLOB), ?1, ?1, ?1 FROM n"
+            ),
+            format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2) \
+                 INSERT INTO {table}_data (session_id, name_hash, name, value) \
+                 SELECT CAST(printf('%032d', i) AS BLOB), zeroblob(16), X'61', X'78' FROM n \
+                 WHERE ?1 = ?1"
+            ),
+        ] {
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(past)
+                .bind(n)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A sweep of a million expired sessions (each with a key row) deletes them all, counts them,
+/// and never holds a long lock: a request writing to a live session meanwhile is served
+/// throughout, each write in a small fraction of the sweep's time.
+async fn a_million_row_sweep(store: SqlStore, url: &str, table: &str) {
+    const N: i64 = 1_000_000;
+    expired_rows(url, table, N).await;
+    let store = Arc::new(store);
+    let live = record(&[("n", b"0")]);
+    store.create(&live).await.unwrap();
+    let later = Timestamp::now().saturating_add(Duration::from_secs(600));
+    let started = std::time::Instant::now();
+    let sweeper = {
+        let store = store.clone();
+        tokio::spawn(async move { store.delete_expired().await.unwrap() })
+    };
+    let (mut writes, mut slowest) = (0u32, Duration::ZERO);
+    while !sweeper.is_finished() {
+        let mut changes = Changes::new();
+        changes.set("n", writes.to_be_bytes().to_vec());
+        let t = std::time::Instant::now();
+        assert!(store.update(&live.key, &changes, later).await.unwrap());
+        slowest = slowest.max(t.elapsed());
+        writes += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let swept = sweeper.await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(swept, N as u64, "the sweep's count");
+    assert!(store.load(&live.key).await.unwrap().is_some());
+    assert_eq!(orphans(url, table).await, 0, "key rows outlived the sweep");
+    // Batches of 500: a writer waits for one batch at most, never for the sweep.
+    assert!(writes >= 20, "{writes} writes in a {took:?} sweep");
+    assert!(
+        slowest < Duration::from_secs(1) && slowest * 10 < took,
+        "a write waited {slowest:?} during a {took:?} sweep"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_row_sweep_on_sqlite_never_holds_a_long_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let store = SqlStore::open(&url).await.unwrap();
+    a_million_row_sweep(store, &url, "sessions").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_row_sweep_on_postgres_never_holds_a_long_lock() {
+    let Some(url) = server_url("SESSION_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let table = crate::table();
+    let store = SqlStore::builder(&url)
+        .table(&table)
+        .create_schema(true)
+        .open()
+        .await
+        .unwrap();
+    a_million_row_sweep(store, &url, &table).await;
+}
