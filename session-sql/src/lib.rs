@@ -31,11 +31,9 @@
 //!   moves the expiry of the session row only if the session is live (which locks that row),
 //!   then deletes the removed keys and upserts the written ones (`INSERT … ON CONFLICT DO
 //!   UPDATE`, on MySQL `ON DUPLICATE KEY UPDATE`). On PostgreSQL that is one statement
-//!   (data-modifying `WITH` steps, one round trip); on SQLite one transaction; on MySQL an
-//!   update that only writes keys is two statements, each atomic (the key rows, written only
-//!   while a locking read finds the session live, then the expiry), and any other update one
-//!   transaction. Two requests changing different keys of one session both persist, under
-//!   the database's default isolation level.
+//!   (data-modifying `WITH` steps, one round trip); on SQLite and MySQL one transaction. Two
+//!   requests changing different keys of one session both persist, under the database's
+//!   default isolation level (and, as tested on MariaDB, at READ COMMITTED).
 //! - **Logout is final**: the key rows reference the session row `ON DELETE CASCADE`, and a
 //!   `delete` racing an `update` waits for the session row's lock, so neither the session nor
 //!   any key row is left behind.

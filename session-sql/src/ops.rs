@@ -331,39 +331,6 @@ macro_rules! ops_for {
                     let moved: i64 = query.fetch_one(self).await?.try_get(0)?;
                     return Ok(moved > 0);
                 }
-                // MySQL, an update that only writes keys: two statements, each atomic, with no
-                // transaction around them (two round trips, not four). The key rows first,
-                // written only while the session is live; then the expiry. A delete or id cycle
-                // between the two finds the rows written (and takes or carries them); one
-                // before the first leaves nothing written, and the answer is `false`.
-                let only_writes =
-                    small && !changes.is_cleared() && removed.is_empty() && owner.is_none();
-                if let Some(stmt) = only_writes
-                    .then(|| s.upsert_if_live(written.len()))
-                    .flatten()
-                {
-                    let mut query = sqlx::query(AssertSqlSafe(stmt));
-                    for (name, value) in written {
-                        query = query
-                            .bind(name_hash(name).to_vec())
-                            .bind(name.as_bytes())
-                            .bind(value.as_slice());
-                    }
-                    let wrote = query
-                        .bind(key.as_bytes().as_slice())
-                        .bind(now)
-                        .execute(self)
-                        .await?;
-                    if wrote.rows_affected() == 0 {
-                        return Ok(false);
-                    }
-                    bump(&s.bump, expires_at)
-                        .bind(key.as_bytes().as_slice())
-                        .bind(now)
-                        .execute(self)
-                        .await?;
-                    return Ok(true);
-                }
                 let mut tx = self.begin_with(s.begin_write).await?;
                 // The session row first: it is live, and it stays locked (a racing delete
                 // waits for this transaction, then takes every key row with it).

@@ -374,36 +374,6 @@ impl Statements {
         sql
     }
 
-    /// MySQL and MariaDB only: the upsert of `rows` key rows (hash, name, value) that writes
-    /// them only while the session row (id, now: the last two parameters) is live. Its read of
-    /// the session row takes a shared lock on it, so it is ordered with a racing `delete` or
-    /// id cycle: either it writes first (and the delete takes the rows with it, the cycle
-    /// carries them over), or it finds the session gone and writes nothing. It answers rows
-    /// affected, 0 only when nothing was written (the server is asked for found rows, not
-    /// changed ones). `None` on the other databases.
-    pub(crate) fn upsert_if_live(&self, rows: usize) -> Option<String> {
-        if self.dialect != Dialect::MySql || rows == 0 {
-            return None;
-        }
-        let (s, d) = (&self.tables.sessions, &self.tables.data);
-        let mut sql = format!(
-            "INSERT INTO {d} (session_id, name_hash, name, value) \
-             SELECT s.id, v.h, v.n, v.v FROM {s} s CROSS JOIN ("
-        );
-        for row in 0..rows {
-            sql.push_str(if row == 0 {
-                "SELECT ? AS h, ? AS n, ? AS v"
-            } else {
-                " UNION ALL SELECT ?, ?, ?"
-            });
-        }
-        sql.push_str(
-            ") v WHERE s.id = ? AND s.expires_at > ? AND s.forward_to IS NULL \
-             ON DUPLICATE KEY UPDATE value = VALUES(value)",
-        );
-        Some(sql)
-    }
-
     /// PostgreSQL only: an `update` in one statement, so one round trip. Its first
     /// data-modifying step moves the expiry (and the owner when `owner`) of the session row
     /// only if the session is live, which locks that row; the removed key rows
@@ -533,16 +503,6 @@ mod tests {
             )
         );
         assert!(my.update_in_one(false, 0, 1).is_none());
-        assert_eq!(
-            my.upsert_if_live(2).as_deref(),
-            Some(
-                "INSERT INTO `s_data` (session_id, name_hash, name, value) \
-                 SELECT s.id, v.h, v.n, v.v FROM `s` s CROSS JOIN (SELECT ? AS h, ? AS n, ? AS v \
-                 UNION ALL SELECT ?, ?, ?) v WHERE s.id = ? AND s.expires_at > ? AND s.forward_to IS NULL \
-                 ON DUPLICATE KEY UPDATE value = VALUES(value)"
-            )
-        );
-        assert!(pg.upsert_if_live(1).is_none());
         assert!(my.insert_data(2, true).ends_with(
             "VALUES (?, ?, ?, ?), (?, ?, ?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)"
         ));

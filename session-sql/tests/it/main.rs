@@ -55,6 +55,32 @@ pub(crate) async fn mysql() -> Option<SqlStore> {
     on_server("SESSION_TEST_MYSQL_URL").await
 }
 
+/// A store on the MySQL server through a pool whose connections run at READ COMMITTED (a
+/// common server setting; MariaDB's and MySQL's default is REPEATABLE READ).
+pub(crate) async fn mysql_read_committed(table: &str) -> Option<SqlStore> {
+    let url = server_url("SESSION_TEST_MYSQL_URL")?;
+    let pool = sqlx::mysql::MySqlPoolOptions::new()
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Executor as _;
+                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .unwrap();
+    Some(
+        SqlStore::from_pool(pool)
+            .table(table)
+            .create_schema(true)
+            .open()
+            .await
+            .unwrap(),
+    )
+}
+
 mod sqlite_file {
     session_core::conformance_tests!(|| async { Some(crate::sqlite_file().await) });
 }
@@ -74,4 +100,10 @@ mod postgres {
 
 mod mysql {
     session_core::conformance_tests!(|| crate::mysql());
+}
+
+mod mysql_read_committed {
+    session_core::conformance_tests!(|| async {
+        crate::mysql_read_committed(&crate::table()).await
+    });
 }

@@ -101,6 +101,16 @@ async fn logout_leaves_no_key_rows_on_mysql() {
     logout_races_on("SESSION_TEST_MYSQL_URL").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logout_leaves_no_key_rows_on_mysql_at_read_committed() {
+    let table = crate::table();
+    let Some(store) = crate::mysql_read_committed(&table).await else {
+        return;
+    };
+    let url = server_url("SESSION_TEST_MYSQL_URL").unwrap_or_default();
+    logout_races(store, &url, &table).await;
+}
+
 /// 64 tasks creating and updating sessions at once on one SQLite file: every call succeeds
 /// (writers wait for the lock instead of failing with "database is locked").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
