@@ -148,7 +148,7 @@ pub(crate) async fn raw(url: &str, sessions: usize) -> Result<Cycle> {
     macro_rules! raw_with {
         ($db:ty, $pool:expr, $sql:expr) => {{
             let pool: sqlx::Pool<$db> = $pool;
-            let sql: RawSql = $sql;
+            let sql: BenchSql = $sql;
             sqlx::query("DROP TABLE IF EXISTS rawbench")
                 .execute(&pool)
                 .await?;
@@ -183,55 +183,53 @@ pub(crate) async fn raw(url: &str, sessions: usize) -> Result<Cycle> {
             Ok(cycle)
         }};
     }
-    match url.split(':').next().unwrap_or_default() {
-        "sqlite" => {
-            let connect: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
-            let connect = connect
-                .create_if_missing(true)
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .busy_timeout(BUSY);
-            raw_with!(
-                sqlx::Sqlite,
-                options().connect_with(connect).await?,
-                RawSql::new("BLOB", "BLOB", "?", "?", "?")
-            )
-        }
-        "postgres" | "postgresql" => {
-            raw_with!(
-                sqlx::Postgres,
-                options().connect(&url).await?,
-                RawSql::new("BYTEA", "BYTEA", "$1", "$2", "$3")
-            )
-        }
-        _ => {
-            let url = url.replacen("mariadb://", "mysql://", 1);
-            raw_with!(
-                sqlx::MySql,
-                options().connect(&url).await?,
-                RawSql::new("BINARY(32)", "BLOB", "?", "?", "?")
-            )
-        }
+    match connect(&url).await? {
+        Pool::Sqlite(pool) => raw_with!(
+            sqlx::Sqlite,
+            pool,
+            RawSql::new("BLOB", "BLOB", "?", "?", "?")
+        ),
+        Pool::Postgres(pool) => raw_with!(
+            sqlx::Postgres,
+            pool,
+            RawSql::new("BYTEA", "BYTEA", "$1", "$2", "$3")
+        ),
+        Pool::MySql(pool) => raw_with!(
+            sqlx::MySql,
+            pool,
+            RawSql::new("BINARY(32)", "BLOB", "?", "?", "?")
+        ),
     }
 }
 
-/// The raw limit's statements in one dialect.
+/// The statements of the raw limit or of the JSON layout in one dialect, leaked once per run
+/// so that the cycles can share them as `&'static str`.
 #[derive(Clone, Copy)]
-struct RawSql {
+struct BenchSql {
     create: &'static str,
+    /// The index on the expiry a store needs for its sweeps (the JSON layout, as ours has).
+    index: Option<&'static str>,
     insert: &'static str,
     select: &'static str,
     update: &'static str,
 }
 
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// The raw limit's statements.
+struct RawSql;
+
 impl RawSql {
-    /// Statements with the dialect's key and blob types and its three placeholders; leaked
-    /// once per run, so that the cycles can share them as `&'static str`.
-    fn new(key: &str, blob: &str, p1: &str, p2: &str, p3: &str) -> Self {
-        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-        Self {
+    /// With the dialect's key and blob types and its three placeholders.
+    #[allow(clippy::new_ret_no_self)]
+    fn new(key: &str, blob: &str, p1: &str, p2: &str, p3: &str) -> BenchSql {
+        BenchSql {
             create: leak(format!(
                 "CREATE TABLE rawbench (id {key} PRIMARY KEY, data {blob} NOT NULL, expires_at BIGINT NOT NULL)"
             )),
+            index: None,
             insert: leak(format!(
                 "INSERT INTO rawbench (id, data, expires_at) VALUES ({p1}, {p2}, {p3})"
             )),
@@ -249,6 +247,31 @@ fn options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
     sqlx::pool::PoolOptions::new().max_connections(POOL)
 }
 
+/// A sqlx 0.9 pool on the URL's database, with the settings every contender gets.
+enum Pool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+    MySql(sqlx::MySqlPool),
+}
+
+async fn connect(url: &str) -> Result<Pool> {
+    Ok(match url.split(':').next().unwrap_or_default() {
+        "sqlite" => {
+            let connect: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+            let connect = connect
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(BUSY);
+            Pool::Sqlite(options().connect_with(connect).await?)
+        }
+        "postgres" | "postgresql" => Pool::Postgres(options().connect(url).await?),
+        _ => {
+            let url = url.replacen("mariadb://", "mysql://", 1);
+            Pool::MySql(options().connect(&url).await?)
+        }
+    })
+}
+
 /// The JSON-merge layout: one row per session, its keys a JSON object of base64 values, its
 /// expiry indexed (as a store's sweeps need); a
 /// cycle loads the row (decoding every value, as a store must) and merges the one changed key
@@ -263,12 +286,14 @@ pub(crate) async fn json_merge(url: &str, sessions: usize) -> Result<Cycle> {
     macro_rules! json_with {
         ($db:ty, $pool:expr, $sql:expr) => {{
             let pool: sqlx::Pool<$db> = $pool;
-            let sql: JsonSql = $sql;
+            let sql: BenchSql = $sql;
             sqlx::query("DROP TABLE IF EXISTS jsonbench")
                 .execute(&pool)
                 .await?;
             sqlx::query(sql.create).execute(&pool).await?;
-            sqlx::query(sql.index).execute(&pool).await?;
+            if let Some(index) = sql.index {
+                sqlx::query(index).execute(&pool).await?;
+            }
             for i in 0..sessions as u64 {
                 let keys = crate::workload::keys();
                 let pairs: Vec<(String, String)> = (0..keys)
@@ -312,22 +337,15 @@ pub(crate) async fn json_merge(url: &str, sessions: usize) -> Result<Cycle> {
             Ok(cycle)
         }};
     }
-    match url.split(':').next().unwrap_or_default() {
-        "sqlite" => {
-            let connect: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
-            let connect = connect
-                .create_if_missing(true)
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .busy_timeout(BUSY);
-            json_with!(
-                sqlx::Sqlite,
-                options().connect_with(connect).await?,
-                JsonSql::new("BLOB", "TEXT", "?", "json_patch(data, ?)", ["?"; 3])
-            )
-        }
-        "postgres" | "postgresql" => json_with!(
+    match connect(&url).await? {
+        Pool::Sqlite(pool) => json_with!(
+            sqlx::Sqlite,
+            pool,
+            JsonSql::new("BLOB", "TEXT", "?", "json_patch(data, ?)", ["?"; 3])
+        ),
+        Pool::Postgres(pool) => json_with!(
             sqlx::Postgres,
-            options().connect(&url).await?,
+            pool,
             JsonSql::new(
                 "BYTEA",
                 "JSONB",
@@ -336,51 +354,40 @@ pub(crate) async fn json_merge(url: &str, sessions: usize) -> Result<Cycle> {
                 ["$2", "$3", "$4"]
             )
         ),
-        _ => {
-            let url = url.replacen("mariadb://", "mysql://", 1);
-            json_with!(
-                sqlx::MySql,
-                options().connect(&url).await?,
-                JsonSql::new(
-                    "BINARY(32)",
-                    "JSON",
-                    "?",
-                    "JSON_MERGE_PATCH(data, ?)",
-                    ["?"; 3]
-                )
+        Pool::MySql(pool) => json_with!(
+            sqlx::MySql,
+            pool,
+            JsonSql::new(
+                "BINARY(32)",
+                "JSON",
+                "?",
+                "JSON_MERGE_PATCH(data, ?)",
+                ["?"; 3]
             )
-        }
+        ),
     }
 }
 
-/// The JSON-merge layout's statements in one dialect.
-#[derive(Clone, Copy)]
-struct JsonSql {
-    create: &'static str,
-    /// The index on the expiry a store needs for its sweeps (as ours has).
-    index: &'static str,
-    insert: &'static str,
-    select: &'static str,
-    update: &'static str,
-}
+/// The JSON-merge layout's statements.
+struct JsonSql;
 
 impl JsonSql {
     /// `insert_data` is the placeholder of the inserted object (with a cast where needed),
     /// `merge` the expression merging the first parameter into `data`, `rest` the update's
     /// other three placeholders (expiry, id, now).
-    fn new(key: &str, json: &str, insert_data: &str, merge: &str, rest: [&str; 3]) -> Self {
-        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    #[allow(clippy::new_ret_no_self)]
+    fn new(key: &str, json: &str, insert_data: &str, merge: &str, rest: [&str; 3]) -> BenchSql {
         let (p1, p2, p3) = if rest[0] == "?" {
             ("?", "?", "?")
         } else {
             ("$1", "$2", "$3")
         };
         let [expiry, id, now] = rest;
-        Self {
+        BenchSql {
             create: leak(format!(
                 "CREATE TABLE jsonbench (id {key} PRIMARY KEY, data {json} NOT NULL, expires_at BIGINT NOT NULL)"
             )),
-            index: "CREATE INDEX jsonbench_expires ON jsonbench (expires_at)",
+            index: Some("CREATE INDEX jsonbench_expires ON jsonbench (expires_at)"),
             insert: leak(format!(
                 "INSERT INTO jsonbench (id, data, expires_at) VALUES ({p1}, {insert_data}, {p3})"
             )),

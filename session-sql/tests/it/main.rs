@@ -34,17 +34,22 @@ pub(crate) async fn sqlite_file() -> (Arc<dyn SessionStore>, tempfile::TempDir) 
     (Arc::new(store), dir)
 }
 
+/// A store on the server `var` names in a table of its own, its URL, and the table.
+pub(crate) async fn server_store(var: &str) -> Option<(SqlStore, String, String)> {
+    let url = server_url(var)?;
+    let table = table();
+    let store = SqlStore::builder(&url)
+        .table(&table)
+        .create_schema(true)
+        .open()
+        .await
+        .unwrap_or_else(|e| panic!("open the store on {var}: {e}"));
+    Some((store, url, table))
+}
+
 /// A store on the server `var` names, in a table of its own.
 async fn on_server(var: &str) -> Option<SqlStore> {
-    let url = server_url(var)?;
-    Some(
-        SqlStore::builder(url)
-            .table(table())
-            .create_schema(true)
-            .open()
-            .await
-            .unwrap_or_else(|e| panic!("open the store on {var}: {e}")),
-    )
+    Some(server_store(var).await?.0)
 }
 
 pub(crate) async fn postgres() -> Option<SqlStore> {

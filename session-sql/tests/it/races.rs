@@ -8,6 +8,14 @@ use session_core::suite::{record, server_url};
 use session_core::{Changes, SessionStore, StorageKey, Timestamp};
 use session_sql::SqlStore;
 
+/// A store on a fresh SQLite file (tables `sessions…`), its URL, and the directory.
+async fn sqlite_store() -> (SqlStore, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let store = SqlStore::open(&url).await.unwrap();
+    (store, url, dir)
+}
+
 /// Counts key rows whose session row is gone.
 async fn orphans(url: &str, table: &str) -> i64 {
     let sql = format!(
@@ -70,24 +78,15 @@ async fn logout_races(store: SqlStore, url: &str, table: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logout_leaves_no_key_rows_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("s.db").display());
-    let store = SqlStore::open(&url).await.unwrap();
+    let (store, url, _dir) = sqlite_store().await;
     logout_races(store, &url, "sessions").await;
 }
 
 /// The logout races on the server `var` names, in a table of their own.
 async fn logout_races_on(var: &str) {
-    let Some(url) = server_url(var) else {
+    let Some((store, url, table)) = crate::server_store(var).await else {
         return;
     };
-    let table = crate::table();
-    let store = SqlStore::builder(&url)
-        .table(&table)
-        .create_schema(true)
-        .open()
-        .await
-        .unwrap();
     logout_races(store, &url, &table).await;
 }
 
@@ -183,9 +182,7 @@ async fn two_processes_on_one_sqlite_file_lose_nothing() {
 /// 500), with their key rows, and counts them; live ones stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_deletes_every_expired_row_in_batches() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("s.db").display());
-    let store = SqlStore::open(&url).await.unwrap();
+    let (store, url, _dir) = sqlite_store().await;
     let past = Timestamp::now().saturating_sub(Duration::from_secs(60));
     for _ in 0..1234 {
         let r = session_core::Record {
@@ -304,23 +301,14 @@ async fn a_million_row_sweep(store: SqlStore, url: &str, table: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_row_sweep_on_sqlite_never_holds_a_long_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("s.db").display());
-    let store = SqlStore::open(&url).await.unwrap();
+    let (store, url, _dir) = sqlite_store().await;
     a_million_row_sweep(store, &url, "sessions").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_row_sweep_on_postgres_never_holds_a_long_lock() {
-    let Some(url) = server_url("SESSION_TEST_POSTGRES_URL") else {
+    let Some((store, url, table)) = crate::server_store("SESSION_TEST_POSTGRES_URL").await else {
         return;
     };
-    let table = crate::table();
-    let store = SqlStore::builder(&url)
-        .table(&table)
-        .create_schema(true)
-        .open()
-        .await
-        .unwrap();
     a_million_row_sweep(store, &url, &table).await;
 }
