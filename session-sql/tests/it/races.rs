@@ -312,3 +312,48 @@ async fn a_million_row_sweep_on_postgres_never_holds_a_long_lock() {
     };
     a_million_row_sweep(store, &url, &table).await;
 }
+
+/// `session_core::spawn_sweeper` on the SQL store removes expired sessions (and their key rows)
+/// by itself, leaves live ones, and stops when cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_task_clears_expired_rows_by_itself() {
+    let (store, url, _dir) = sqlite_store().await;
+    let store: Arc<dyn SessionStore> = Arc::new(store);
+    let past = Timestamp::now().saturating_sub(Duration::from_secs(1));
+    for _ in 0..3 {
+        let r = session_core::Record {
+            expires_at: past,
+            ..record(&[("a", b"1")])
+        };
+        store.create(&r).await.unwrap();
+    }
+    let live = record(&[("keep", b"1")]);
+    store.create(&live).await.unwrap();
+    let cancel = session_core::CancellationToken::new();
+    let sweeper =
+        session_core::spawn_sweeper(store.clone(), Duration::from_millis(50), cancel.clone());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+            n
+        }
+    };
+    let mut left = i64::MAX;
+    for _ in 0..100 {
+        left = count("SELECT COUNT(*) FROM sessions").await;
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 1, "the sweeper did not clear the expired sessions");
+    assert_eq!(count("SELECT COUNT(*) FROM sessions_data").await, 1);
+    assert!(store.load(&live.key).await.unwrap().is_some());
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), sweeper)
+        .await
+        .expect("the sweeper stops when cancelled")
+        .unwrap();
+}
