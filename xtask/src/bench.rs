@@ -126,7 +126,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         "| backend | N | ours cycles/s | anchor | anchor cycles/s | ours ÷ anchor | raw limit cycles/s | ours ÷ raw | ours min–max |"
     )?;
     writeln!(report, "|---|---:|---:|---|---:|---:|---:|---:|---|")?;
-    let groups: Vec<Row> = vec![
+    let mut groups: Vec<Row> = vec![
         Row(
             "memory",
             "memory".into(),
@@ -170,7 +170,6 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             if quick { &["16"] } else { &["1", "16"] },
         ),
     ];
-    let mut groups = groups;
     for (name, url) in [
         ("postgres", postgres),
         ("mariadb", mysql),

@@ -750,9 +750,9 @@ fn sql_peek(url: String, table: String) -> Peek {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_example_walks_on_postgres() {
-    let Some(server) = server_url("SESSION_TEST_POSTGRES_URL") else {
+/// The walk on the SQL server `var` names, in a table of its own.
+async fn walk_on_sql_server(var: &str) {
+    let Some(server) = server_url(var) else {
         return;
     };
     let table = unique("e2e").to_ascii_lowercase();
@@ -762,14 +762,13 @@ async fn the_example_walks_on_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_walks_on_postgres() {
+    walk_on_sql_server("SESSION_TEST_POSTGRES_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_walks_on_mysql() {
-    let Some(server) = server_url("SESSION_TEST_MYSQL_URL") else {
-        return;
-    };
-    let table = unique("e2e").to_ascii_lowercase();
-    let mut app = App::start(Some(&format!("{server}?table={table}"))).await;
-    walk(&app, Some(&sql_peek(server, table))).await;
-    app.child.kill().await.unwrap();
+    walk_on_sql_server("SESSION_TEST_MYSQL_URL").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
