@@ -1,7 +1,8 @@
 //! HTTP sessions for tower and axum, on `session-core`.
 //!
 //! [`SessionLayer`] wraps any tower service. The browser's cookie holds only the session id
-//! and the cookie's expiry, signed with HMAC-SHA256 ([`CookieSigner`]). The session is loaded from the store only when a
+//! and the cookie's expiry, signed with HMAC-SHA256 ([`CookieSigner`], shared with
+//! `session-actix` through `session-http`: the two accept each other's cookies under one key). The session is loaded from the store only when a
 //! handler asks for it, saved after the handler when it changed, and the cookie is set,
 //! refreshed or cleared to match:
 //!
@@ -53,14 +54,12 @@
 //! - `axum` (default): [`Session`] is an axum extractor.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod cookies;
 #[cfg(feature = "axum")]
 mod extract;
 mod layer;
 
-pub use cookie::{Key, SameSite};
-pub use cookies::CookieSigner;
-pub use layer::{CorruptPolicy, LazySession, SessionLayer, SessionRejection, SessionService};
+pub use layer::{LazySession, SessionLayer, SessionRejection, SessionService};
+pub use session_http::{CookieSigner, CorruptPolicy, Key, SameSite};
 
 /// The request's session: a [`session_core::Session`] (it derefs to one), extracted in axum
 /// handlers.

@@ -7,7 +7,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cookie::{Key, SameSite};
 use hmac::{Hmac, Mac as _};
-use http::header::{COOKIE, HeaderMap, HeaderValue};
 use session_core::{SessionId, Timestamp};
 use sha2::Sha256;
 
@@ -32,7 +31,7 @@ const MAX_VALUE_LEN: usize = session_core::MAX_ID_LEN + 1 + 20 + 1 + TAG_LEN;
 ///
 /// ```
 /// use session_core::{IdGenerator, Timestamp, UuidV4Generator};
-/// use session_tower::{CookieSigner, Key};
+/// use session_http::{CookieSigner, Key};
 ///
 /// let signer = CookieSigner::new(&Key::generate());
 /// let id = UuidV4Generator.generate();
@@ -158,23 +157,24 @@ impl CookieConfig {
     /// correctly signed and a valid id, with the expiry the cookie carries and whether it was
     /// signed by the current key (an old key's cookie is signed again on the response).
     /// Anything else is `None`: a fresh session, with no store lookup.
-    pub(crate) fn read_id(
+    ///
+    /// `headers` are the bytes of each of the request's `Cookie` headers.
+    pub(crate) fn read_id<'a>(
         &self,
-        headers: &HeaderMap,
+        headers: impl IntoIterator<Item = &'a [u8]>,
         signer: &CookieSigner,
     ) -> Option<(SessionId, Timestamp, bool)> {
         // Other cookies in the header are not ours: however long they are, and whatever
         // bytes they hold, only our own pair is looked at (and its value bounded by
         // `verify_with`).
-        for header in headers.get_all(COOKIE) {
-            let found = match header.to_str() {
-                // The common case, visible ASCII: split with the `str` searches.
+        for header in headers {
+            let found = match std::str::from_utf8(header) {
+                // The common case, text: split with the `str` searches.
                 Ok(text) => text
                     .split(';')
                     .find_map(|pair| self.verify_pair(pair, signer)),
                 // Another cookie holds other bytes: split the bytes, read only our pair.
                 Err(_) => header
-                    .as_bytes()
                     .split(|b| *b == b';')
                     .filter_map(|pair| std::str::from_utf8(pair).ok())
                     .find_map(|pair| self.verify_pair(pair, signer)),
@@ -207,7 +207,7 @@ impl CookieConfig {
         signer: &CookieSigner,
         expires_at: Timestamp,
         now: Timestamp,
-    ) -> Option<HeaderValue> {
+    ) -> Option<String> {
         let mut header = String::with_capacity(160);
         let _ = write!(
             header,
@@ -222,7 +222,7 @@ impl CookieConfig {
             let _ = write!(header, "; Max-Age={}", max_age.as_millis().div_ceil(1000));
         }
         self.attributes(&mut header);
-        HeaderValue::from_str(&header).ok()
+        header_value(header)
     }
 
     fn attributes(&self, header: &mut String) {
@@ -241,7 +241,7 @@ impl CookieConfig {
 
     /// `Set-Cookie` that makes the browser forget the cookie: built like `set_cookie`, with
     /// an empty value, `Max-Age=0` and an `Expires` in the past for old browsers.
-    pub(crate) fn removal(&self) -> Option<HeaderValue> {
+    pub(crate) fn removal(&self) -> Option<String> {
         let mut header = String::with_capacity(128);
         let _ = write!(
             header,
@@ -249,7 +249,25 @@ impl CookieConfig {
             self.name
         );
         self.attributes(&mut header);
-        HeaderValue::from_str(&header).ok()
+        header_value(header)
+    }
+}
+
+/// `header` when every byte may stand in a header value (visible ASCII, space and tab): a
+/// cookie name, path or domain set to anything else gives no cookie, and an error in the log,
+/// rather than a header the HTTP library would refuse (or panic on).
+fn header_value(header: String) -> Option<String> {
+    if header
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        Some(header)
+    } else {
+        tracing::error!(
+            header = %header.escape_debug(),
+            "the session cookie's settings make an invalid Set-Cookie header: no cookie sent"
+        );
+        None
     }
 }
 
@@ -267,7 +285,7 @@ mod tests {
             ..CookieConfig::default()
         };
         let removal = config.removal().unwrap();
-        let parsed = Cookie::parse(removal.to_str().unwrap()).unwrap();
+        let parsed = Cookie::parse(removal.as_str()).unwrap();
         assert_eq!(parsed.name(), "id");
         assert_eq!(parsed.value(), "");
         assert_eq!(parsed.max_age(), Some(cookie::time::Duration::ZERO));
@@ -279,17 +297,17 @@ mod tests {
         assert_eq!(parsed.same_site(), Some(SameSite::Lax));
     }
 
-    fn header_for(value: &HeaderValue) -> HeaderMap {
-        let pair = value
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
-        let mut headers = HeaderMap::new();
-        headers.insert(COOKIE, HeaderValue::from_str(&pair).unwrap());
-        headers
+    /// The `Cookie` header a browser sends back for `set_cookie`.
+    fn header_for(set_cookie: &str) -> Vec<u8> {
+        set_cookie.split(';').next().unwrap().as_bytes().to_vec()
+    }
+
+    fn read(
+        config: &CookieConfig,
+        header: &[u8],
+        signer: &CookieSigner,
+    ) -> Option<(SessionId, Timestamp, bool)> {
+        config.read_id([header], signer)
     }
 
     fn at(secs: i64) -> Timestamp {
@@ -305,7 +323,7 @@ mod tests {
         let set = config
             .set_cookie(&id, &signer, at(1_000_060), at(1_000_000))
             .unwrap();
-        let text = set.to_str().unwrap();
+        let text = set.as_str();
         for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Max-Age=60"] {
             assert!(text.contains(attr), "{text} lacks {attr}");
         }
@@ -313,7 +331,7 @@ mod tests {
         assert_eq!(parsed.max_age(), Some(cookie::time::Duration::seconds(60)));
         assert_eq!(parsed.same_site(), Some(SameSite::Lax));
         assert_eq!(
-            config.read_id(&header_for(&set), &signer),
+            read(&config, &header_for(&set), &signer),
             Some((id.clone(), at(1_000_060), true))
         );
 
@@ -322,26 +340,21 @@ mod tests {
         for i in "id=".len()..pair.len() {
             let mut bytes = pair.as_bytes().to_vec();
             bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
-            let mut headers = HeaderMap::new();
-            headers.insert(COOKIE, HeaderValue::from_bytes(&bytes).unwrap());
-            assert_eq!(config.read_id(&headers, &signer), None, "changed at {i}");
+            assert_eq!(read(&config, &bytes, &signer), None, "changed at {i}");
         }
 
         // Another key's signature is rejected; rotation accepts an old key.
         let other = CookieSigner::new(&Key::generate());
-        assert_eq!(config.read_id(&header_for(&set), &other), None);
+        assert_eq!(read(&config, &header_for(&set), &other), None);
         // Rotation accepts an old key, and says so (the cookie is re-signed).
         let mut rotated = CookieSigner::new(&Key::generate());
         rotated.accept(&key);
         assert_eq!(
-            config.read_id(&header_for(&set), &rotated),
+            read(&config, &header_for(&set), &rotated),
             Some((id.clone(), at(1_000_060), false))
         );
         assert_eq!(
-            rotated.verify(
-                "id",
-                set.to_str().unwrap().split(['=', ';']).nth(1).unwrap()
-            ),
+            rotated.verify("id", set.split(['=', ';']).nth(1).unwrap()),
             Some((id, at(1_000_060)))
         );
     }
@@ -355,12 +368,8 @@ mod tests {
             name: "other".into(),
             ..CookieConfig::default()
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            COOKIE,
-            HeaderValue::from_str(&format!("other={value}")).unwrap(),
-        );
-        assert_eq!(config.read_id(&headers, &signer), None);
+        let header = format!("other={value}");
+        assert_eq!(read(&config, header.as_bytes(), &signer), None);
     }
 
     #[test]
@@ -369,13 +378,9 @@ mod tests {
         let signer = CookieSigner::new(&Key::generate());
         let id = UuidV4Generator.generate();
         let value = signer.sign("id", &id, at(5));
-        let mut headers = HeaderMap::new();
-        headers.append(COOKIE, HeaderValue::from_static("theme=dark; lang=en"));
-        headers.append(
-            COOKIE,
-            HeaderValue::from_str(&format!("idx=1; id=forged; id = {value} ;x=y")).unwrap(),
-        );
-        assert_eq!(config.read_id(&headers, &signer), Some((id, at(5), true)));
+        let second = format!("idx=1; id=forged; id = {value} ;x=y");
+        let headers: [&[u8]; 2] = [b"theme=dark; lang=en", second.as_bytes()];
+        assert_eq!(config.read_id(headers, &signer), Some((id, at(5), true)));
     }
 
     #[test]
@@ -396,11 +401,7 @@ mod tests {
             b"id=AAAAAAAAAAAAAAAAAAAAAA".to_vec(),
         ];
         for bytes in cases {
-            let mut headers = HeaderMap::new();
-            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
-                headers.insert(COOKIE, value);
-            }
-            assert_eq!(config.read_id(&headers, &signer), None, "{bytes:?}");
+            assert_eq!(read(&config, &bytes, &signer), None, "{bytes:?}");
         }
     }
 
@@ -420,5 +421,26 @@ mod tests {
             let value = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag));
             assert_eq!(signer.verify("id", &value), None, "{value}");
         }
+    }
+
+    #[test]
+    fn settings_that_cannot_stand_in_a_header_give_no_cookie() {
+        let signer = CookieSigner::new(&Key::generate());
+        let id = UuidV4Generator.generate();
+        for config in [
+            CookieConfig {
+                domain: Some("example.com\r\nX-Injected: 1".into()),
+                ..CookieConfig::default()
+            },
+            CookieConfig {
+                path: "/caf\u{e9}".into(),
+                ..CookieConfig::default()
+            },
+        ] {
+            assert_eq!(config.set_cookie(&id, &signer, at(60), at(0)), None);
+            assert_eq!(config.removal(), None);
+        }
+        let fine = CookieConfig::default().set_cookie(&id, &signer, at(60), at(0));
+        assert!(fine.is_some_and(|header| header.starts_with("id=")));
     }
 }

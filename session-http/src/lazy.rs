@@ -1,0 +1,424 @@
+//! The session a request carries: read from the cookie, loaded on first use, and after the
+//! handler saved with the cookie to send decided.
+
+use std::sync::Arc;
+
+use cookie::Key;
+use session_core::{
+    SaveOutcome, Session, SessionError, SessionId, SessionManager, StoreError, Timestamp,
+};
+use tokio::sync::OnceCell;
+use tracing::Instrument as _;
+
+use crate::cookies::{CookieConfig, CookieSigner};
+
+/// What to do when a session's stored record is damaged or foreign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CorruptPolicy {
+    /// Log a warning, delete the damaged record, and start a fresh session (default): the
+    /// client gets a new cookie, so a bad record never causes an error on every request.
+    #[default]
+    StartFresh,
+    /// Treat it like an outage (503, or fail-open).
+    Reject,
+}
+
+/// Everything an HTTP integration needs to run sessions: the manager, the cookie's signer and
+/// attributes, and the failure policies. `session-tower`'s `SessionLayer` and
+/// `session-actix`'s `SessionMiddleware` each hold one and set it with the same builder
+/// methods (see [`settings_methods!`](crate::settings_methods)).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub(crate) manager: SessionManager,
+    pub(crate) signer: CookieSigner,
+    pub(crate) cookie: CookieConfig,
+    pub(crate) fail_open: bool,
+    pub(crate) on_corrupt: CorruptPolicy,
+}
+
+impl SessionConfig {
+    /// Sessions of `manager`, their cookie signed with `key`, with the defaults: cookie `id`,
+    /// `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, persistent; an outage answers 503; a
+    /// damaged record starts a fresh session.
+    pub fn new(manager: SessionManager, key: &Key) -> Self {
+        Self {
+            manager,
+            signer: CookieSigner::new(key),
+            cookie: CookieConfig::default(),
+            fail_open: false,
+            on_corrupt: CorruptPolicy::default(),
+        }
+    }
+
+    /// The session manager.
+    pub fn manager(&self) -> &SessionManager {
+        &self.manager
+    }
+
+    /// Also accepts cookies signed with `key` (rotation).
+    pub fn accept_key(&mut self, key: &Key) {
+        self.signer.accept(key);
+    }
+
+    /// The cookie's name.
+    pub fn set_cookie_name(&mut self, name: String) {
+        self.cookie.name = name;
+    }
+
+    /// The cookie's `Path`.
+    pub fn set_cookie_path(&mut self, path: String) {
+        self.cookie.path = path;
+    }
+
+    /// The cookie's `Domain`.
+    pub fn set_cookie_domain(&mut self, domain: String) {
+        self.cookie.domain = Some(domain);
+    }
+
+    /// The `Secure` attribute.
+    pub fn set_secure(&mut self, secure: bool) {
+        self.cookie.secure = secure;
+    }
+
+    /// The `HttpOnly` attribute.
+    pub fn set_http_only(&mut self, http_only: bool) {
+        self.cookie.http_only = http_only;
+    }
+
+    /// The `SameSite` attribute.
+    pub fn set_same_site(&mut self, same_site: cookie::SameSite) {
+        self.cookie.same_site = same_site;
+    }
+
+    /// Persistent (`Max-Age`) or browser-session cookie.
+    pub fn set_persistent(&mut self, persistent: bool) {
+        self.cookie.persistent = persistent;
+    }
+
+    /// Serve an unsaved empty session during an outage instead of failing the request.
+    pub fn set_fail_open(&mut self, fail_open: bool) {
+        self.fail_open = fail_open;
+    }
+
+    /// What to do with a damaged stored record.
+    pub fn set_on_corrupt(&mut self, policy: CorruptPolicy) {
+        self.on_corrupt = policy;
+    }
+}
+
+/// The builder methods every HTTP integration offers, with the same names and docs: expanded
+/// inside `impl` blocks of a type that has `fn with(self, f: impl FnOnce(&mut SessionConfig))
+/// -> Self`. The name of the type goes in the docs (`SessionLayer`, `SessionMiddleware`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! settings_methods {
+    ($name:literal) => {
+        #[doc = concat!("Also accepts cookies signed with `key` (an old key, during rotation). New cookies are always signed with the key given to `", $name, "::new`, and a cookie signed with an old key is signed again with it on the next response that sends the session's cookie, or on the first response when the handler does not write.")]
+        #[must_use]
+        pub fn accept_key(self, key: $crate::Key) -> Self {
+            self.with(|c| c.accept_key(&key))
+        }
+
+        /// The cookie's name (default `id`).
+        #[must_use]
+        pub fn cookie_name(self, name: impl Into<String>) -> Self {
+            let name = name.into();
+            self.with(|c| c.set_cookie_name(name))
+        }
+
+        /// The cookie's `Path` (default `/`).
+        #[must_use]
+        pub fn cookie_path(self, path: impl Into<String>) -> Self {
+            let path = path.into();
+            self.with(|c| c.set_cookie_path(path))
+        }
+
+        /// The cookie's `Domain` (default none: this host only).
+        #[must_use]
+        pub fn cookie_domain(self, domain: impl Into<String>) -> Self {
+            let domain = domain.into();
+            self.with(|c| c.set_cookie_domain(domain))
+        }
+
+        /// The `Secure` attribute (default on). Turn it off only for plain HTTP in development.
+        #[must_use]
+        pub fn secure(self, secure: bool) -> Self {
+            self.with(|c| c.set_secure(secure))
+        }
+
+        /// The `HttpOnly` attribute (default on).
+        #[must_use]
+        pub fn http_only(self, http_only: bool) -> Self {
+            self.with(|c| c.set_http_only(http_only))
+        }
+
+        /// The `SameSite` attribute (default `Lax`).
+        #[must_use]
+        pub fn same_site(self, same_site: $crate::SameSite) -> Self {
+            self.with(|c| c.set_same_site(same_site))
+        }
+
+        /// Persistent cookie with `Max-Age` following the session's expiry (default), or a
+        /// browser-session cookie (`false`) that the browser drops when it closes.
+        ///
+        /// A persistent cookie is sent again only when the session's expiry has moved past the
+        /// cookie's own by the manager's `touch_after` (default a tenth of the idle timeout) —
+        /// the same rule that spares the store a `touch` — rather than re-signed on every
+        /// response. The browser may therefore drop the cookie up to that long before the idle
+        /// timeout would end the session.
+        #[must_use]
+        pub fn persistent(self, persistent: bool) -> Self {
+            self.with(|c| c.set_persistent(persistent))
+        }
+
+        /// On a store outage, run the handler with an empty session that is never saved
+        /// instead of answering 503 (default off).
+        #[must_use]
+        pub fn fail_open(self, fail_open: bool) -> Self {
+            self.with(|c| c.set_fail_open(fail_open))
+        }
+
+        /// What to do with a damaged stored record (default `CorruptPolicy::StartFresh`).
+        #[must_use]
+        pub fn on_corrupt(self, policy: $crate::CorruptPolicy) -> Self {
+            self.with(|c| c.set_on_corrupt(policy))
+        }
+    };
+}
+
+/// `make()`'s span when a subscriber records debug spans, else none. A disabled span is not
+/// free: when any crate in the build turns on tracing's `log` feature and no subscriber is
+/// set, each one still goes through the `log` fallback on creation, enter and exit (about 400
+/// instructions a request, measured).
+fn debug_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// The store could not be reached: the request answers 503. The store's error is kept for
+/// the application (to log it, or to build its own error page), never shown to the client.
+#[derive(Debug, Clone)]
+pub struct Unavailable(pub Arc<SessionError>);
+
+/// What the response needs once the handler is done ([`LazySession::finish`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Finish {
+    /// Nothing to add.
+    Nothing,
+    /// Append this `Set-Cookie` header value (already checked to be a valid header value).
+    SetCookie(String),
+    /// Saving failed: replace the response with an empty 503.
+    Unavailable,
+}
+
+/// The request's session, loaded from the store the first time it is asked for.
+#[derive(Debug, Clone)]
+pub struct LazySession {
+    inner: Arc<LazyInner>,
+}
+
+#[derive(Debug)]
+struct LazyInner {
+    config: Arc<SessionConfig>,
+    /// The verified id from the cookie.
+    id: Option<SessionId>,
+    /// When the browser was told the cookie expires (signed, in the cookie); `None` when
+    /// the cookie must be signed again (no cookie, or one signed by an old key).
+    cookie_expires: Option<Timestamp>,
+    /// The expiry of a cookie signed by an old key (rotation): the response signs it again
+    /// under the current key, even when the session is not written.
+    old_key_expires: Option<Timestamp>,
+    cell: OnceCell<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    session: Session,
+    /// False for the empty stand-in a fail-open layer hands out during an outage.
+    persist: bool,
+}
+
+impl LazySession {
+    /// The session of a request whose `Cookie` headers are `cookie_headers` (their bytes): the
+    /// cookie is verified here, and nothing is loaded until [`LazySession::get`].
+    pub fn from_cookie_headers<'a>(
+        config: Arc<SessionConfig>,
+        cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Self {
+        let cookie = config.cookie.read_id(cookie_headers, &config.signer);
+        let (id, cookie_expires, old_key_expires) = match cookie {
+            Some((id, expires, true)) => (Some(id), Some(expires), None),
+            Some((id, expires, false)) => (Some(id), None, Some(expires)),
+            None => (None, None, None),
+        };
+        Self {
+            inner: Arc::new(LazyInner {
+                config,
+                id,
+                cookie_expires,
+                old_key_expires,
+                cell: OnceCell::new(),
+            }),
+        }
+    }
+
+    /// The session: loaded on the first call, the same handle afterwards.
+    ///
+    /// # Errors
+    /// [`Unavailable`], with the store's error, when the store fails (unless the
+    /// configuration fails open).
+    pub async fn get(&self) -> Result<Session, Unavailable> {
+        self.inner
+            .cell
+            .get_or_try_init(|| {
+                self.load()
+                    .instrument(debug_span(|| tracing::debug_span!("session.load")))
+            })
+            .await
+            .map(|loaded| loaded.session.clone())
+    }
+
+    /// Whether a handler asked for the session.
+    pub fn is_loaded(&self) -> bool {
+        self.inner.cell.initialized()
+    }
+
+    async fn load(&self) -> Result<Loaded, Unavailable> {
+        let config = &self.inner.config;
+        let manager = &config.manager;
+        let fresh = |persist| Loaded {
+            session: manager.create(),
+            persist,
+        };
+        let Some(id) = &self.inner.id else {
+            tracing::debug!(outcome = "new", "no valid session cookie");
+            return Ok(fresh(true));
+        };
+        match manager.load(id).await {
+            Ok(Some(session)) => {
+                tracing::debug!(outcome = "loaded");
+                Ok(Loaded {
+                    session,
+                    persist: true,
+                })
+            }
+            Ok(None) => {
+                tracing::debug!(
+                    outcome = "unknown",
+                    "unknown or expired session id: a fresh session"
+                );
+                Ok(fresh(true))
+            }
+            Err(SessionError::Store(error @ StoreError::Corrupt { .. }))
+                if config.on_corrupt == CorruptPolicy::StartFresh =>
+            {
+                tracing::warn!(%error, key = %id.storage_key(), "damaged session record: starting a fresh session");
+                if let Err(error) = manager.store().delete(&id.storage_key()).await {
+                    tracing::warn!(%error, "could not delete the damaged session record");
+                }
+                Ok(fresh(true))
+            }
+            Err(error) if config.fail_open => {
+                tracing::warn!(%error, "session store failed: failing open with an unsaved empty session");
+                Ok(fresh(false))
+            }
+            Err(error) => {
+                tracing::error!(%error, "session store failed: answering 503");
+                Err(Unavailable(Arc::new(error)))
+            }
+        }
+    }
+
+    /// After the handler: saves the session if it was loaded, and says which cookie to send
+    /// (or that the response must become a 503).
+    pub async fn finish(&self) -> Finish {
+        let Some(loaded) = self.inner.cell.get() else {
+            // Not asked for: nothing to save, but a cookie signed by an old key is signed
+            // again under the current one, with the same id and expiry (no store call).
+            return self.resigned().map_or(Finish::Nothing, Finish::SetCookie);
+        };
+        if !loaded.persist {
+            return Finish::Nothing;
+        }
+        let config = &self.inner.config;
+        let span = debug_span(|| tracing::debug_span!("session.save"));
+        let saved = config
+            .manager
+            .save(&loaded.session)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        let outcome = match saved {
+            Ok(outcome) => outcome,
+            Err(error) if config.fail_open => {
+                tracing::warn!(%error, "saving the session failed: failing open");
+                return Finish::Nothing;
+            }
+            Err(error) => {
+                tracing::error!(%error, "saving the session failed: answering 503");
+                return Finish::Unavailable;
+            }
+        };
+        tracing::debug!(?outcome, "session saved");
+        let header = match outcome {
+            SaveOutcome::Created | SaveOutcome::Cycled => self.cookie_for(&loaded.session),
+            SaveOutcome::Updated | SaveOutcome::Touched
+                if config.cookie.persistent && self.cookie_behind(&loaded.session) =>
+            {
+                self.cookie_for(&loaded.session)
+            }
+            // Read, not written: a cookie signed by an old key is signed again.
+            SaveOutcome::Unchanged
+                if self.inner.old_key_expires.is_some()
+                    && self.inner.id.as_ref() == Some(&loaded.session.id()) =>
+            {
+                self.cookie_for(&loaded.session)
+            }
+            SaveOutcome::Destroyed => config.cookie.removal(),
+            // The record vanished under this request: another request cycled its id (login)
+            // or destroyed it (logout), and that response carries the cookie the browser must
+            // keep — a newer session's, or its own removal. Sending a removal here could
+            // delete a cookie set after it, logging the user out right after login.
+            SaveOutcome::Gone => None,
+            _ => None,
+        };
+        header.map_or(Finish::Nothing, Finish::SetCookie)
+    }
+
+    /// Whether the session's expiry has moved far enough past the one the browser's cookie
+    /// carries to send the cookie again.
+    fn cookie_behind(&self, session: &Session) -> bool {
+        self.inner.cookie_expires.is_none_or(|cookie_expires| {
+            self.inner
+                .config
+                .manager
+                .refresh_due(cookie_expires, session.expires_at())
+        })
+    }
+
+    /// The request's old-key cookie signed under the current key, while it has not expired.
+    fn resigned(&self) -> Option<String> {
+        let (id, expires) = (self.inner.id.as_ref()?, self.inner.old_key_expires?);
+        let config = &self.inner.config;
+        let now = config.manager.now();
+        if expires <= now {
+            return None;
+        }
+        config.cookie.set_cookie(id, &config.signer, expires, now)
+    }
+
+    fn cookie_for(&self, session: &Session) -> Option<String> {
+        let config = &self.inner.config;
+        config.cookie.set_cookie(
+            &session.id(),
+            &config.signer,
+            session.expires_at(),
+            config.manager.now(),
+        )
+    }
+}
