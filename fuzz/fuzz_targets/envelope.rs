@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         0 => changes.set("k", pick.to_vec()),
         1 => changes.remove("k"),
         2 => changes.clear(),
-        _ => changes.owner = Some(Some("u".to_owned())),
+        _ => changes.set_owner(Some("u")),
     }
     let at = Timestamp::from_unix_millis(i64::from(pick.last().copied().unwrap_or(0)));
     let mut patched = Vec::new();

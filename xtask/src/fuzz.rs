@@ -45,7 +45,9 @@ pub(crate) fn fuzz(args: &[String]) -> Result<()> {
             .context("could not run cargo fuzz")?;
         let log = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
-            if log.contains("error[E") || log.contains("-Z") || log.contains("nightly") {
+            // Only a toolchain that cannot build cargo-fuzz targets is a skip; a target that
+            // does not compile (an `error[E…]` from rustc) is a failure like a crash.
+            if !log.contains("error[E") && (log.contains("-Z") || log.contains("nightly")) {
                 eprintln!("{log}");
                 println!(
                     "fuzz: SKIPPED {target} — this toolchain cannot build cargo-fuzz targets (a nightly toolchain is needed here)"
@@ -54,7 +56,7 @@ pub(crate) fn fuzz(args: &[String]) -> Result<()> {
             }
             eprintln!("{log}");
             anyhow::bail!(
-                "fuzz target {target} failed: a crash or an assertion (see the artifact above)"
+                "fuzz target {target} failed: it does not build, or a crash or an assertion (see the log above)"
             );
         }
         // libFuzzer's last status line: `#12345 DONE cov: 456 ft: 789 corp: 12/345b ... exec/s: 678`.
