@@ -27,7 +27,9 @@
 // An app: it prints its address for the user (and the tests).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::sync::Arc;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Duration;
 
 use axum::Router;
@@ -35,52 +37,11 @@ use axum::extract::Form;
 use axum::response::{Html, Redirect};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use session_core::{CancellationToken, SessionManager, SessionStore, spawn_sweeper};
-use session_tower::{Key, Session, SessionLayer};
-
-/// The store named by `SESSION_STORE`: the one place that changes to swap backends.
-async fn store_from_env() -> Result<(Arc<dyn SessionStore>, String), String> {
-    let url = std::env::var("SESSION_STORE").unwrap_or_else(|_| "memory://".into());
-    match session_any::open(&url).await {
-        Ok(store) => Ok((store, session_any::redact(&url))),
-        Err(e) => Err(format!("SESSION_STORE: {e}")),
-    }
-}
-
-fn escape(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '&' => "&amp;".into(),
-            '<' => "&lt;".into(),
-            '>' => "&gt;".into(),
-            '"' => "&quot;".into(),
-            '\'' => "&#39;".into(),
-            c => c.to_string(),
-        })
-        .collect()
-}
+use session_core::{CancellationToken, spawn_sweeper};
+use session_tower::{Session, SessionLayer};
 
 async fn index(session: Session) -> Html<String> {
-    let visits = session.get::<u64>("visits").ok().flatten().unwrap_or(0) + 1;
-    let _ = session.insert("visits", visits);
-    let user = session.get::<String>("user").ok().flatten();
-    let flash = session.take_flash::<String>("notice").ok().flatten();
-    let notice = flash
-        .map(|m| format!("<p class=\"flash\">{}</p>", escape(&m)))
-        .unwrap_or_default();
-    let account = match user {
-        Some(user) => format!(
-            "<p>Signed in as <b>{}</b>.</p>\
-             <form method=\"post\" action=\"/logout\"><button>Log out</button></form>",
-            escape(&user)
-        ),
-        None => "<form method=\"post\" action=\"/login\">\
-                 <input name=\"username\" placeholder=\"name\" required> <button>Log in</button></form>"
-            .to_owned(),
-    };
-    Html(format!(
-        "<!doctype html><title>Sessions</title>{notice}<p>Visits: <b id=\"visits\">{visits}</b></p>{account}"
-    ))
+    Html(common::index_page(&session))
 }
 
 #[derive(Deserialize)]
@@ -89,36 +50,18 @@ struct Login {
 }
 
 async fn login(session: Session, Form(form): Form<Login>) -> Redirect {
-    let name: String = form.username.trim().chars().take(64).collect();
-    if name.is_empty() {
-        let _ = session.flash("notice", "Please enter a name to log in.");
-        return Redirect::to("/");
-    }
-    // A new id at login: an id planted before login (session fixation) becomes worthless.
-    session.cycle_id();
-    let _ = session.insert("user", &name);
-    let _ = session.flash("notice", format!("Welcome, {name}!"));
+    common::login(&session, &form.username);
     Redirect::to("/")
 }
 
 async fn logout(session: Session) -> Redirect {
-    session.destroy();
-    // Written after `destroy`: it lands in a fresh session with a new id, so the message
-    // shows on the next page while the logged-out session stays gone.
-    let _ = session.flash("notice", "You have been logged out.");
+    common::logout(&session);
     Redirect::to("/")
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let level = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_logging();
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -129,21 +72,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let (store, shown) = store_from_env().await?;
+    let (store, shown) = common::store_from_env().await?;
     println!("session store: {shown}");
-    let manager = SessionManager::builder_arc(store)
-        .idle_timeout(Some(Duration::from_secs(30 * 60)))
-        .absolute_lifetime(Some(Duration::from_secs(12 * 3600)))
-        .build();
-    let key = match std::env::var("SESSION_KEY") {
-        Ok(secret) if secret.len() >= 32 => Key::derive_from(secret.as_bytes()),
-        Ok(_) => return Err("SESSION_KEY must be at least 32 bytes".into()),
-        Err(_) => Key::generate(),
-    };
-    let secure = std::env::var("SESSION_COOKIE_SECURE").is_ok_and(|v| v == "1");
-    // Plain HTTP on loopback here, so the cookie is not `Secure` unless asked; the library's
-    // default is `Secure`.
-    let layer = SessionLayer::new(manager.clone(), key).secure(secure);
+    let manager = common::manager(store);
+    let layer = SessionLayer::new(manager.clone(), common::key_from_env()?)
+        .secure(common::secure_from_env());
 
     let app = Router::new()
         .route("/", get(index))
@@ -159,8 +92,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         cancel.clone(),
     );
 
-    let addr = std::env::var("SESSION_EXAMPLE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener = tokio::net::TcpListener::bind(common::addr_from_env()).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

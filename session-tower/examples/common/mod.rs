@@ -1,0 +1,118 @@
+//! What the axum and the actix-web counter examples share: the store from `SESSION_STORE`,
+//! the key and cookie settings from the environment, the page, and the login rules. Each
+//! example includes this file; only the routing differs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::{Session, SessionManager, SessionStore};
+use session_http::Key;
+
+/// The store named by `SESSION_STORE` (default `memory://`): the one place that changes to
+/// swap backends. The error is one line, with any password in the URL redacted.
+pub(crate) async fn store_from_env() -> Result<(Arc<dyn SessionStore>, String), String> {
+    let url = std::env::var("SESSION_STORE").unwrap_or_else(|_| "memory://".into());
+    match session_any::open(&url).await {
+        Ok(store) => Ok((store, session_any::redact(&url))),
+        Err(e) => Err(format!("SESSION_STORE: {e}")),
+    }
+}
+
+/// Sessions idle out after 30 minutes and end 12 hours after login at the latest.
+pub(crate) fn manager(store: Arc<dyn SessionStore>) -> SessionManager {
+    SessionManager::builder_arc(store)
+        .idle_timeout(Some(Duration::from_secs(30 * 60)))
+        .absolute_lifetime(Some(Duration::from_secs(12 * 3600)))
+        .build()
+}
+
+/// The signing key from `SESSION_KEY` (at least 32 bytes), or a random one.
+pub(crate) fn key_from_env() -> Result<Key, String> {
+    match std::env::var("SESSION_KEY") {
+        Ok(secret) if secret.len() >= 32 => Ok(Key::derive_from(secret.as_bytes())),
+        Ok(_) => Err("SESSION_KEY must be at least 32 bytes".into()),
+        Err(_) => Ok(Key::generate()),
+    }
+}
+
+/// `SESSION_COOKIE_SECURE=1`. Plain HTTP on loopback here, so the cookie is not `Secure`
+/// unless asked; the library's default is `Secure`.
+pub(crate) fn secure_from_env() -> bool {
+    std::env::var("SESSION_COOKIE_SECURE").is_ok_and(|v| v == "1")
+}
+
+/// `SESSION_EXAMPLE_ADDR` (default `127.0.0.1:3000`).
+pub(crate) fn addr_from_env() -> String {
+    std::env::var("SESSION_EXAMPLE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into())
+}
+
+/// Logs to stderr at `RUST_LOG`'s level (default `info`).
+pub(crate) fn init_logging() {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".into(),
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '"' => "&quot;".into(),
+            '\'' => "&#39;".into(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// `GET /`: counts the visit, shows (and consumes) the flash message, and the login or logout
+/// form.
+pub(crate) fn index_page(session: &Session) -> String {
+    let visits = session.get::<u64>("visits").ok().flatten().unwrap_or(0) + 1;
+    let _ = session.insert("visits", visits);
+    let user = session.get::<String>("user").ok().flatten();
+    let flash = session.take_flash::<String>("notice").ok().flatten();
+    let notice = flash
+        .map(|m| format!("<p class=\"flash\">{}</p>", escape(&m)))
+        .unwrap_or_default();
+    let account = match user {
+        Some(user) => format!(
+            "<p>Signed in as <b>{}</b>.</p>\
+             <form method=\"post\" action=\"/logout\"><button>Log out</button></form>",
+            escape(&user)
+        ),
+        None => "<form method=\"post\" action=\"/login\">\
+                 <input name=\"username\" placeholder=\"name\" required> <button>Log in</button></form>"
+            .to_owned(),
+    };
+    format!(
+        "<!doctype html><title>Sessions</title>{notice}<p>Visits: <b id=\"visits\">{visits}</b></p>{account}"
+    )
+}
+
+/// `POST /login` with the form's `username`; the response redirects to `/`.
+pub(crate) fn login(session: &Session, username: &str) {
+    let name: String = username.trim().chars().take(64).collect();
+    if name.is_empty() {
+        let _ = session.flash("notice", "Please enter a name to log in.");
+        return;
+    }
+    // A new id at login: an id planted before login (session fixation) becomes worthless.
+    session.cycle_id();
+    let _ = session.insert("user", &name);
+    let _ = session.flash("notice", format!("Welcome, {name}!"));
+}
+
+/// `POST /logout`; the response redirects to `/`.
+pub(crate) fn logout(session: &Session) {
+    session.destroy();
+    // Written after `destroy`: it lands in a fresh session with a new id, so the message
+    // shows on the next page while the logged-out session stays gone.
+    let _ = session.flash("notice", "You have been logged out.");
+}
