@@ -65,4 +65,4 @@
 mod middleware;
 
 pub use middleware::{Session, SessionMiddleware, SessionMiddlewareService, SessionRejection};
-pub use session_http::{CookieSigner, CorruptPolicy, Key, SameSite};
+pub use session_http::{CookieSigner, CorruptPolicy, Key, SameSite, SessionConfig};

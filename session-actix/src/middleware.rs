@@ -38,6 +38,14 @@ impl SessionMiddleware {
         }
     }
 
+    /// A middleware with the settings of `config`: the same `SessionConfig` serves
+    /// session-tower and session-actix alike.
+    pub fn from_config(config: SessionConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
     fn with(mut self, f: impl FnOnce(&mut SessionConfig)) -> Self {
         f(Arc::make_mut(&mut self.config));
         self

@@ -6,6 +6,8 @@
 //!   test-backends` starts the shared servers with it; tests that kill and restart a server
 //!   of their own use [`OwnedServer`] (feature `tokio`).
 //! - `http` (feature `http`): drives an axum app with the session layer in process.
+//! - `scenarios` (feature `scenarios`): the HTTP behaviour both integrations must have, one
+//!   list that session-tower and session-actix each run through their own test client.
 //! - Its own tests are the cross-backend ones: every backend through the HTTP layer, the
 //!   outage drills, and the end-to-end walks of the compiled example app.
 //!
@@ -16,6 +18,8 @@
 pub mod http;
 #[cfg(feature = "tokio")]
 mod owned;
+#[cfg(feature = "scenarios")]
+pub mod scenarios;
 pub mod servers;
 
 #[cfg(feature = "tokio")]
