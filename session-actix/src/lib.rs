@@ -29,6 +29,35 @@
 //! # }
 //! ```
 //!
+//! In a server (the block README.md shows, kept equal to it by a test):
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer, web};
+//! use session_actix::{Key, Session, SessionMiddleware};
+//! use session_core::SessionManager;
+//! use session_memory::MemoryStore;
+//!
+//! async fn counter(session: Session) -> String {
+//!     let n = session.get::<u64>("n").ok().flatten().unwrap_or(0) + 1;
+//!     session.insert("n", n).expect("a u64 encodes");
+//!     format!("visit {n}")
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let store = MemoryStore::default(); // the one line to swap
+//!     let middleware = SessionMiddleware::new(SessionManager::new(store), Key::generate());
+//!     HttpServer::new(move || {
+//!         App::new()
+//!             .wrap(middleware.clone())
+//!             .route("/", web::get().to(counter))
+//!     })
+//!     .bind("127.0.0.1:8080")?
+//!     .run()
+//!     .await
+//! }
+//! ```
+//!
 //! [`SessionMiddleware`] wraps an actix-web `App` or `Scope`; the [`Session`] extractor
 //! hands the request's session to a handler. It behaves exactly as `session-tower`'s layer
 //! does (both are adapters over `session-http`), with the same settings, and a cookie

@@ -14,31 +14,59 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-/// session-tower's `counter` example, the file users run.
-fn example_source() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../session-tower/examples/counter.rs")
+/// The example apps users run: session-tower's `counter` (axum) and session-actix's
+/// `actix_counter` (actix-web), the same app on two frameworks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Example {
+    Axum,
+    Actix,
 }
 
-/// `target/<profile>/examples/counter`: session-tower's example, built by `cargo test
-/// --workspace` (and so by `cargo xtask test-backends`) with these tests. A binary older
-/// than the example's source fails the test rather than walking stale code.
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = profile_dir.join("examples").join("counter");
-    let build = "build it with `cargo test --workspace --no-run` or `cargo build -p session-tower --example counter`";
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} is missing: {build}", path.display()));
-    let source = std::fs::metadata(example_source())
-        .and_then(|m| m.modified())
-        .expect("the example's source");
-    assert!(
-        built >= source,
-        "{} is older than its source: {build}",
-        path.display()
-    );
-    path
+impl Example {
+    const ALL: [Example; 2] = [Example::Axum, Example::Actix];
+
+    fn crate_and_name(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Axum => ("session-tower", "counter"),
+            Self::Actix => ("session-actix", "actix_counter"),
+        }
+    }
+
+    /// The example's source, the file users run.
+    fn source(self) -> PathBuf {
+        let (krate, name) = self.crate_and_name();
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../{krate}/examples/{name}.rs"))
+    }
+
+    /// `target/<profile>/examples/<name>`, built by `cargo test --workspace` (and so by
+    /// `cargo xtask test-backends`) with these tests. A binary older than the example's
+    /// source fails the test rather than walking stale code.
+    fn binary(self) -> PathBuf {
+        let (krate, name) = self.crate_and_name();
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+        let path = profile_dir.join("examples").join(name);
+        let build = format!(
+            "build it with `cargo test --workspace --no-run` or `cargo build -p {krate} --example {name}`"
+        );
+        let built = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| panic!("{} is missing: {build}", path.display()));
+        let source = std::fs::metadata(self.source())
+            .and_then(|m| m.modified())
+            .expect("the example's source");
+        assert!(
+            built >= source,
+            "{} is older than its source: {build}",
+            path.display()
+        );
+        path
+    }
+}
+
+/// session-tower's `counter` example: the one whose header lists every store URL.
+fn example_source() -> PathBuf {
+    Example::Axum.source()
 }
 
 pub(crate) struct Reply {
@@ -122,11 +150,18 @@ struct App {
     child: Child,
     addr: String,
     stderr: Arc<Mutex<Vec<String>>>,
+    example: Example,
+    store: Option<String>,
 }
 
 impl App {
+    /// The axum example on `store`.
     async fn start(store: Option<&str>) -> App {
-        let mut cmd = Command::new(example_binary());
+        Self::start_example(Example::Axum, store).await
+    }
+
+    async fn start_example(example: Example, store: Option<&str>) -> App {
+        let mut cmd = Command::new(example.binary());
         cmd.env("SESSION_EXAMPLE_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -165,6 +200,8 @@ impl App {
             child,
             addr,
             stderr,
+            example,
+            store: store.map(str::to_owned),
         }
     }
 
@@ -192,8 +229,18 @@ struct Stored {
 }
 
 /// The browser's walk through the example app: count, login with flash, logout. With a
-/// `peek`, the store is looked into at each step.
+/// `peek`, the store is looked into at each step. Every walk of the axum example is followed
+/// by the same walk of the actix-web example on the same store.
 async fn walk(app: &App, peek: Option<&Peek>) {
+    walk_one(app, peek).await;
+    if app.example == Example::Axum {
+        let mut actix = App::start_example(Example::Actix, app.store.as_deref()).await;
+        walk_one(&actix, peek).await;
+        actix.child.kill().await.unwrap();
+    }
+}
+
+async fn walk_one(app: &App, peek: Option<&Peek>) {
     let addr = app.addr.as_str();
     let first = request(addr, "GET", "/", None, None).await;
     assert_eq!(first.status, 200);
@@ -785,7 +832,7 @@ async fn the_example_walks_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_store_url_prints_one_line_and_exits_non_zero() {
     let closed = session_testing::free_port();
-    for (url, says) in [
+    let urls = [
         ("bogus://somewhere", "unknown scheme \"bogus\""),
         ("redis://:hunter2@127.0.0.1:1/x", "not a database number"),
         ("memory://?shards=lots", "option shards=\"lots\""),
@@ -795,11 +842,15 @@ async fn a_wrong_store_url_prints_one_line_and_exits_non_zero() {
             "unavailable",
         ),
         (&*format!("memcache://127.0.0.1:{closed}"), "unavailable"),
-    ] {
+    ];
+    for (example, (url, says)) in Example::ALL
+        .into_iter()
+        .flat_map(|example| urls.iter().map(move |case| (example, *case)))
+    {
         let started = std::time::Instant::now();
         let out = tokio::time::timeout(
             Duration::from_secs(20),
-            Command::new(example_binary())
+            Command::new(example.binary())
                 .env("SESSION_STORE", url)
                 .env("SESSION_EXAMPLE_ADDR", "127.0.0.1:0")
                 .stdin(Stdio::null())
@@ -808,6 +859,7 @@ async fn a_wrong_store_url_prints_one_line_and_exits_non_zero() {
         .await
         .unwrap_or_else(|_| panic!("{url}: the example hung"))
         .unwrap();
+        let url = format!("{example:?}: {url}");
         assert_eq!(out.status.code(), Some(1), "{url}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = stderr.lines().collect();

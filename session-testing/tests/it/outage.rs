@@ -111,6 +111,58 @@ impl Kind {
     }
 }
 
+/// Which integration serves the drill's counter.
+#[derive(Clone, Copy, Debug)]
+enum Framework {
+    Axum,
+    Actix,
+}
+
+/// The counter on 127.0.0.1 through `framework`, and what stops its server (actix-web runs
+/// its own system on a thread of its own; axum's task ends with the test's runtime).
+async fn serve_with(
+    framework: Framework,
+    store: Arc<dyn SessionStore>,
+) -> (String, Option<actix_web::dev::ServerHandle>) {
+    match framework {
+        Framework::Axum => (serve(store).await, None),
+        Framework::Actix => {
+            let (addr, handle) = serve_actix(store);
+            (addr, Some(handle))
+        }
+    }
+}
+
+fn serve_actix(store: Arc<dyn SessionStore>) -> (String, actix_web::dev::ServerHandle) {
+    use actix_web::{App, HttpServer, web};
+    async fn counter(session: session_actix::Session) -> String {
+        let n = session.get::<u64>("n").unwrap().unwrap_or(0) + 1;
+        session.insert("n", n).unwrap();
+        n.to_string()
+    }
+    let manager = SessionManager::builder_arc(store).build();
+    let middleware = session_actix::SessionMiddleware::new(manager, Key::generate()).secure(false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = HttpServer::new(move || {
+                App::new()
+                    .wrap(middleware.clone())
+                    .route("/", web::get().to(counter))
+            })
+            .workers(2)
+            .disable_signals()
+            .bind("127.0.0.1:0")
+            .unwrap();
+            let addr = server.addrs()[0].to_string();
+            let server = server.run();
+            tx.send((addr, server.handle())).unwrap();
+            server.await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
 async fn serve(store: Arc<dyn SessionStore>) -> String {
     let manager = SessionManager::builder_arc(store).build();
     let app = Router::new()
@@ -197,9 +249,13 @@ async fn wait_for(counter: &AtomicU64, above: u64, what: &str) {
 
 /// Kill the server mid-run, restart it on the same port, and check the app rides it out.
 async fn drill(kind: Kind) {
+    drill_through(kind, Framework::Axum).await;
+}
+
+async fn drill_through(kind: Kind, framework: Framework) {
     let port = free_port();
     let mut server = kind.start(port).await;
-    let addr = serve(kind.store(port).await).await;
+    let (addr, handle) = serve_with(framework, kind.store(port).await).await;
     let (counts, stop) = (
         Arc::new(Counts::default()),
         Arc::new(AtomicBool::new(false)),
@@ -231,10 +287,13 @@ async fn drill(kind: Kind) {
     for w in workers {
         w.await.expect("a client panicked");
     }
+    if let Some(handle) = handle {
+        handle.stop(true).await;
+    }
 
     let c = |a: &AtomicU64| a.load(Ordering::SeqCst);
     eprintln!(
-        "{} outage drill: {} served, {} answered 503, {} errors, {} inconsistent, slowest {} ms",
+        "{} outage drill through {framework:?}: {} served, {} answered 503, {} errors, {} inconsistent, slowest {} ms",
         kind.name(),
         c(&counts.served),
         c(&counts.unavailable),
@@ -265,6 +324,20 @@ async fn drill(kind: Kind) {
         "{}: a request hung",
         kind.name()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_through_the_actix_middleware() {
+    if Kind::Redis.available() {
+        drill_through(Kind::Redis, Framework::Actix).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_through_the_actix_middleware() {
+    if Kind::Postgres.available() {
+        drill_through(Kind::Postgres, Framework::Actix).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
