@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use session_core::{IdGenerator, Record, SessionStore, Timestamp, UuidV4Generator};
 use session_memory::MemoryStore;
 
+mod actix;
 mod anchors;
 mod cycle;
 mod http;
@@ -50,7 +51,14 @@ fn main() -> Result<()> {
             let addr = args.get(2).map_or("127.0.0.1:0", String::as_str);
             http::serve(variant, addr)
         }
-        _ => bail!("usage: session-bench cycle … | memory … | serve …"),
+        Some("serve-actix") => {
+            let variant = args
+                .get(1)
+                .context("serve-actix <variant> <addr> [redis-url]")?;
+            let addr = args.get(2).map_or("127.0.0.1:0", String::as_str);
+            actix::serve(variant, addr, args.get(3).map(String::as_str))
+        }
+        _ => bail!("usage: session-bench cycle … | memory … | serve … | serve-actix …"),
     }
 }
 

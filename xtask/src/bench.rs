@@ -3,7 +3,7 @@
 //! fresh processes with rounds alternating between the contenders, and prints and writes
 //! `target/bench-results.md`.
 //!
-//! `--only` takes a comma-separated list of workloads (`cycle`, `http`, `memory`, `micro`)
+//! `--only` takes a comma-separated list of workloads (`cycle`, `http`, `actix`, `memory`, `micro`)
 //! and cycle backends (`memory`, `disk`, `redis`, `memcached`, `mongodb`, `postgres`,
 //! `mariadb`, `sqlite`), e.g.
 //! `--only redis,http`, for measuring one thing while working on it (`memory` picks both the
@@ -67,16 +67,17 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let only: Option<Vec<String>> = match args.iter().position(|a| a == "--only") {
         Some(i) => Some(
             args.get(i + 1)
-                .context("--only cycle,http,memory,micro,<backend>")?
+                .context("--only cycle,http,actix,memory,micro,<backend>")?
                 .split(',')
                 .map(str::to_owned)
                 .collect(),
         ),
         None => None,
     };
-    const KNOWN: [&str; 11] = [
+    const KNOWN: [&str; 12] = [
         "cycle",
         "http",
+        "actix",
         "memory",
         "micro",
         "disk",
@@ -259,6 +260,9 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             }
         }
     }
+    if wanted("actix") {
+        actix(&exe, plan, &redis, &mut report)?;
+    }
     drop(servers);
     if !layout.is_empty() {
         writeln!(
@@ -343,21 +347,85 @@ fn memory(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
 /// The counter route: bare axum, with our layer (memory store), with tower-sessions' layer
 /// (its MemoryStore), under wrk, alternating rounds in one run.
 fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
+    http_table(
+        exe,
+        plan,
+        report,
+        &HttpTable {
+            title: "HTTP: the counter route",
+            serve: &["serve"],
+            bare: "bare axum",
+            variants: &[
+                ("bare", "bare axum (no sessions)"),
+                ("sessions", "session-tower + memory store"),
+                ("tower-sessions", "tower-sessions + its MemoryStore"),
+            ],
+            redis: None,
+        },
+    )
+}
+
+/// The counter route on actix-web: bare, ours (memory store), actix-session's
+/// `CookieSessionStore`, then ours and actix-session's `RedisSessionStore` on the same Redis.
+fn actix(exe: &Path, plan: &Plan, redis: &str, report: &mut String) -> Result<()> {
+    http_table(
+        exe,
+        plan,
+        report,
+        &HttpTable {
+            title: "HTTP on actix-web: the counter route",
+            serve: &["serve-actix"],
+            bare: "bare actix-web",
+            variants: &[
+                ("bare", "bare actix-web (no sessions)"),
+                ("sessions", "session-actix + memory store"),
+                (
+                    "actix-session-cookie",
+                    "actix-session + CookieSessionStore (state in the cookie)",
+                ),
+                ("sessions-redis", "session-actix + RedisStore"),
+                ("actix-session-redis", "actix-session + RedisSessionStore"),
+            ],
+            redis: Some(redis),
+        },
+    )
+}
+
+/// One wrk table: the variants of one server, alternating in rounds.
+struct HttpTable<'a> {
+    title: &'a str,
+    /// The bench binary's subcommand.
+    serve: &'a [&'a str],
+    /// What the first variant is called in the ratio column.
+    bare: &'a str,
+    /// (variant, label); the first is the bare app.
+    variants: &'a [(&'a str, &'a str)],
+    /// Passed to every server; variants named `*redis*` start from an empty Redis.
+    redis: Option<&'a str>,
+}
+
+fn http_table(exe: &Path, plan: &Plan, report: &mut String, table: &HttpTable<'_>) -> Result<()> {
     crate::servers::ensure_packages(&[("wrk", "wrk")])?;
     let connections = 64;
-    let variants = ["bare", "sessions", "tower-sessions"];
+    let variants = table.variants;
     // Per variant: requests/s and server CPU µs per request, one sample a round.
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for round in 1..=plan.http_rounds {
-        for (i, variant) in variants.iter().enumerate() {
+        for (i, (variant, _)) in variants.iter().enumerate() {
             phase(&format!(
-                "http: {variant}, round {round}/{}, wrk -c{connections} -d{}s",
-                plan.http_rounds, plan.http_secs
+                "{}: {variant}, round {round}/{}, wrk -c{connections} -d{}s",
+                table.serve[0], plan.http_rounds, plan.http_secs
             ));
+            if let Some(redis) = table.redis.filter(|_| variant.contains("redis")) {
+                reset_redis(&format!("redis:{redis}"))?;
+            }
+            let mut cmd = Command::new(exe);
+            cmd.args(table.serve).args([variant, "127.0.0.1:0"]);
+            cmd.args(table.redis);
             let (server, addr) = spawn_listening(
-                &format!("session-bench serve {variant}"),
-                Command::new(exe).args(["serve", variant, "127.0.0.1:0"]),
+                &format!("session-bench {} {variant}", table.serve[0]),
+                &mut cmd,
             )?;
             let cookies = prime_cookies(&addr, variant, 1000)?;
             let pid = server.child.id();
@@ -374,25 +442,21 @@ fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
         }
     }
     let (bare_rps, bare_cpu) = (median(&rps[0]), median(&cpu[0]));
-    writeln!(report, "\n## HTTP: the counter route\n")?;
+    writeln!(report, "\n## {}\n", table.title)?;
     writeln!(
         report,
-        "wrk, 1 thread, {connections} connections, {} s a round; 1000 visitors' cookies picked at random per request (the bare app gets same-length stand-ins). \
+        "wrk, 1 thread, {connections} connections, {} s a round, {} rounds alternating; 1000 visitors' cookies picked at random per request (the bare app gets same-length stand-ins). \
          Server CPU is the server process's user + system time over the round (`/proc/<pid>/stat`) divided by the requests wrk completed: \
-         what a request costs the application, free of the CPU the load generator takes from it on a shared machine.\n",
-        plan.http_secs
+         what a request costs the application, free of the CPU the load generator takes from it on a shared machine (a Redis server's own CPU is not in it).\n",
+        plan.http_secs, plan.http_rounds
     )?;
     writeln!(
         report,
-        "| app | requests/s (median) | rounds min–max | ratio to bare axum | server CPU µs/request (median) | bare's CPU ÷ this |"
+        "| app | requests/s (median) | rounds min–max | ratio to {} | server CPU µs/request (median) | bare's CPU ÷ this |",
+        table.bare
     )?;
     writeln!(report, "|---|---:|---|---:|---:|---:|")?;
-    for (i, variant) in variants.iter().enumerate() {
-        let label = match *variant {
-            "bare" => "bare axum (no sessions)",
-            "sessions" => "session-tower + memory store",
-            _ => "tower-sessions + its MemoryStore",
-        };
+    for (i, (_, label)) in variants.iter().enumerate() {
         let (r, c) = (median(&rps[i]), median(&cpu[i]));
         writeln!(
             report,
