@@ -10,8 +10,8 @@ use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transfor
 use actix_web::http::StatusCode;
 use actix_web::http::header::{COOKIE, HeaderValue, SET_COOKIE};
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, HttpResponse, ResponseError};
-use session_core::{SessionError, SessionManager};
-use session_http::{Finish, Key, LazySession, SessionConfig};
+use session_core::SessionError;
+use session_http::{Finish, LazySession, SessionConfig};
 
 /// Adds sessions to an actix-web `App` or `Scope` (`.wrap(..)`): reads the signed cookie,
 /// loads the session lazily when a handler asks for it, saves it after the handler and sets
@@ -31,26 +31,6 @@ pub struct SessionMiddleware {
 }
 
 impl SessionMiddleware {
-    /// A middleware over `manager` signing cookies with `key`.
-    pub fn new(manager: SessionManager, key: Key) -> Self {
-        Self {
-            config: Arc::new(SessionConfig::new(manager, &key)),
-        }
-    }
-
-    /// A middleware with the settings of `config`: the same `SessionConfig` serves
-    /// session-tower and session-actix alike.
-    pub fn from_config(config: SessionConfig) -> Self {
-        Self {
-            config: Arc::new(config),
-        }
-    }
-
-    fn with(mut self, f: impl FnOnce(&mut SessionConfig)) -> Self {
-        f(Arc::make_mut(&mut self.config));
-        self
-    }
-
     session_http::settings_methods!("SessionMiddleware");
 }
 

@@ -107,13 +107,31 @@ impl SessionConfig {
     }
 }
 
-/// The builder methods every HTTP integration offers, with the same names and docs: expanded
-/// inside `impl` blocks of a type that has `fn with(self, f: impl FnOnce(&mut SessionConfig))
-/// -> Self`. The name of the type goes in the docs (`SessionLayer`, `SessionMiddleware`).
+/// The constructors and builder methods every HTTP integration offers, with the same names
+/// and docs: expanded inside the `impl` block of a type whose one field is
+/// `config: Arc<SessionConfig>`. The type's name goes in the docs (`"SessionLayer"`,
+/// `"SessionMiddleware"`).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! settings_methods {
     ($name:literal) => {
+        #[doc = concat!("A ", $name, " over `manager` signing cookies with `key`.")]
+        pub fn new(manager: $crate::__private::SessionManager, key: $crate::Key) -> Self {
+            Self::from_config($crate::SessionConfig::new(manager, &key))
+        }
+
+        #[doc = concat!("A ", $name, " with the settings of `config`: one `SessionConfig` serves session-tower and session-actix alike.")]
+        pub fn from_config(config: $crate::SessionConfig) -> Self {
+            Self {
+                config: ::std::sync::Arc::new(config),
+            }
+        }
+
+        fn with(mut self, f: impl FnOnce(&mut $crate::SessionConfig)) -> Self {
+            f(::std::sync::Arc::make_mut(&mut self.config));
+            self
+        }
+
         #[doc = concat!("Also accepts cookies signed with `key` (an old key, during rotation). New cookies are always signed with the key given to `", $name, "::new`, and a cookie signed with an old key is signed again with it on the next response that sends the session's cookie, or on the first response when the handler does not write.")]
         #[must_use]
         pub fn accept_key(self, key: $crate::Key) -> Self {

@@ -56,3 +56,9 @@ mod lazy;
 pub use cookie::{Key, SameSite};
 pub use cookies::CookieSigner;
 pub use lazy::{CorruptPolicy, Finish, LazySession, SessionConfig, Unavailable};
+
+/// What [`settings_methods!`] names, for the crates that expand it.
+#[doc(hidden)]
+pub mod __private {
+    pub use session_core::SessionManager;
+}

@@ -601,24 +601,30 @@ pub async fn a_missing_middleware_is_a_clear_500<F: Framework>(f: &F) {
     assert!(reply.body.contains("no Session"), "{}", reply.body);
 }
 
-/// A store whose records all read as damaged, and that records deletes.
+/// A memory store with two quirks a scenario turns on: every stored record reads as damaged
+/// (and deletes are recorded), or a create takes `latency` of a manual clock's time.
 #[derive(Debug, Default)]
-pub struct Damaged {
+pub struct Quirky {
     inner: MemoryStore,
+    damaged: bool,
+    slow_create: Option<(Arc<ManualClock>, Duration)>,
     /// The keys deleted.
     pub deleted: std::sync::Mutex<Vec<StorageKey>>,
 }
 
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
-impl SessionStore for Damaged {
+impl SessionStore for Quirky {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         match self.inner.load(key).await? {
-            Some(_) => Err(StoreError::corrupt("damaged", "garbage in the record")),
-            None => Ok(None),
+            Some(_) if self.damaged => Err(StoreError::corrupt("damaged", "garbage in the record")),
+            found => Ok(found),
         }
     }
     async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        if let Some((clock, latency)) = &self.slow_create {
+            clock.advance(*latency);
+        }
         self.inner.create(record).await
     }
     async fn update(
@@ -663,7 +669,10 @@ impl SessionStore for Damaged {
 
 /// A damaged record starts a fresh session (and is deleted); with `Reject`, it is a 503.
 pub async fn a_damaged_record_starts_a_fresh_session_by_default<F: Framework>(f: &F) {
-    let store = Arc::new(Damaged::default());
+    let store = Arc::new(Quirky {
+        damaged: true,
+        ..Quirky::default()
+    });
     let manager = SessionManager::builder_arc(store.clone()).build();
     let fresh = app(&manager, &Key::generate(), None, |_| {});
     let cookie = get(f, &fresh, "/", None).await.cookie();
@@ -735,73 +744,15 @@ pub async fn a_write_racing_a_login_sends_no_removal_cookie<F: Framework>(f: &F)
     );
 }
 
-/// A store that takes `latency` of the manual clock's time to create a record.
-#[derive(Debug)]
-struct SlowCreate {
-    inner: MemoryStore,
-    clock: Arc<ManualClock>,
-    latency: Duration,
-}
-
-#[async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl SessionStore for SlowCreate {
-    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
-        self.inner.load(key).await
-    }
-    async fn create(&self, record: &Record) -> Result<(), StoreError> {
-        self.clock.advance(self.latency);
-        self.inner.create(record).await
-    }
-    async fn update(
-        &self,
-        key: &StorageKey,
-        changes: &Changes,
-        at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.inner.update(key, changes, at).await
-    }
-    async fn touch(&self, key: &StorageKey, at: Timestamp) -> Result<bool, StoreError> {
-        self.inner.touch(key, at).await
-    }
-    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn delete_expired(&self) -> Result<u64, StoreError> {
-        self.inner.delete_expired().await
-    }
-    async fn retire(
-        &self,
-        key: &StorageKey,
-        to: &StorageKey,
-        until: Timestamp,
-    ) -> Result<Option<Record>, StoreError> {
-        self.inner.retire(key, to, until).await
-    }
-    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
-        self.inner.forwarded(key).await
-    }
-    fn expires_natively(&self) -> bool {
-        self.inner.expires_natively()
-    }
-    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        self.inner.sessions_of(owner).await
-    }
-    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
-        self.inner.delete_sessions_of(owner).await
-    }
-}
-
 /// Max-Age counts from the instant the expiry was set, rounded up: a store that takes
 /// 300 ms does not turn a 1 s idle timeout into `Max-Age=0` (the browser would drop the
 /// cookie at once), nor 1800 s into 1799.
 pub async fn max_age_is_never_rounded_down_to_a_dead_cookie<F: Framework>(f: &F) {
     for (idle, want) in [(1, "Max-Age=1;"), (1800, "Max-Age=1800;")] {
         let clock = Arc::new(ManualClock::new());
-        let store = SlowCreate {
-            inner: MemoryStore::default(),
-            clock: clock.clone(),
-            latency: Duration::from_millis(300),
+        let store = Quirky {
+            slow_create: Some((clock.clone(), Duration::from_millis(300))),
+            ..Quirky::default()
         };
         let manager = SessionManager::builder(store)
             .idle_timeout(Some(Duration::from_secs(idle)))

@@ -5,9 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use cookie::Key;
 use http::{HeaderValue, Request, Response, StatusCode, header::COOKIE, header::SET_COOKIE};
-use session_core::{Session, SessionError, SessionManager};
+use session_core::{Session, SessionError};
 use session_http::{Finish, SessionConfig};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -27,26 +26,6 @@ pub struct SessionLayer {
 }
 
 impl SessionLayer {
-    /// A layer over `manager` signing cookies with `key`.
-    pub fn new(manager: SessionManager, key: Key) -> Self {
-        Self {
-            config: Arc::new(SessionConfig::new(manager, &key)),
-        }
-    }
-
-    /// A layer with the settings of `config`: the same `SessionConfig` serves
-    /// session-tower and session-actix alike.
-    pub fn from_config(config: SessionConfig) -> Self {
-        Self {
-            config: Arc::new(config),
-        }
-    }
-
-    fn with(mut self, f: impl FnOnce(&mut SessionConfig)) -> Self {
-        f(Arc::make_mut(&mut self.config));
-        self
-    }
-
     session_http::settings_methods!("SessionLayer");
 }
 
