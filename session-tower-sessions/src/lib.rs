@@ -300,7 +300,13 @@ impl TowerSessionsStore {
             Some(base) => diff(base, &data),
             None => whole(&data),
         };
-        if self.store.update(&key, &changes, expires_at).await? {
+        let written = if changes.is_empty() {
+            // Saved unchanged (tower-sessions' `always_save`): only the expiry moves.
+            self.store.touch(&key, expires_at).await?
+        } else {
+            self.store.update(&key, &changes, expires_at).await?
+        };
+        if written {
             return Ok(());
         }
         if loaded {

@@ -141,3 +141,16 @@ async fn the_expiry_date_round_trips_to_the_second() {
     let drift = (loaded.expiry_date - fresh.expiry_date).abs();
     assert!(drift < time::Duration::milliseconds(1), "{drift}");
 }
+
+/// An unchanged save (tower-sessions' `always_save`) moves the expiry and keeps the data.
+#[tokio::test]
+async fn an_unchanged_save_moves_only_the_expiry() {
+    let store = TowerSessionsStore::new(Arc::new(MemoryStore::default()));
+    let base = created(&store, &[("n", 1)]).await;
+    let mut loaded = store.load(&base.id).await.unwrap().unwrap();
+    loaded.expiry_date += time::Duration::minutes(10);
+    store.save(&loaded).await.unwrap();
+    let after = store.load(&base.id).await.unwrap().unwrap();
+    assert_eq!(after.data, base.data);
+    assert!((after.expiry_date - loaded.expiry_date).abs() < time::Duration::milliseconds(1));
+}
