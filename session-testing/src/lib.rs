@@ -24,4 +24,41 @@ pub mod servers;
 
 #[cfg(feature = "tokio")]
 pub use owned::OwnedServer;
+
+mod readme;
+pub use readme::{doc_block, readme_block};
+
+/// A response, read whole: what the HTTP tests of every framework compare.
+#[derive(Debug)]
+pub struct Reply {
+    /// Its status code.
+    pub status: u16,
+    /// Every `Set-Cookie` value.
+    pub set_cookies: Vec<String>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl Reply {
+    /// The `name=value` pair of the one Set-Cookie, to send back.
+    ///
+    /// # Panics
+    /// When there is not exactly one `Set-Cookie`.
+    pub fn cookie(&self) -> String {
+        assert_eq!(
+            self.set_cookies.len(),
+            1,
+            "expected one Set-Cookie: {:?}",
+            self.set_cookies
+        );
+        self.first_cookie().unwrap()
+    }
+
+    /// The `name=value` pair of the first Set-Cookie, if any.
+    pub fn first_cookie(&self) -> Option<String> {
+        self.set_cookies
+            .first()
+            .map(|set| set.split(';').next().unwrap_or_default().to_owned())
+    }
+}
 pub use servers::{ServerKind, free_port};

@@ -23,32 +23,7 @@ use session_http::{CorruptPolicy, Key, SessionConfig};
 use session_memory::MemoryStore;
 use tokio::sync::Notify;
 
-/// A response, read whole.
-#[derive(Debug)]
-pub struct Reply {
-    /// Its status code.
-    pub status: u16,
-    /// Every `Set-Cookie` value.
-    pub set_cookies: Vec<String>,
-    /// The body as text.
-    pub body: String,
-}
-
-impl Reply {
-    /// The `name=value` pair of the one Set-Cookie, to send back.
-    ///
-    /// # Panics
-    /// When there is not exactly one `Set-Cookie`.
-    pub fn cookie(&self) -> String {
-        assert_eq!(
-            self.set_cookies.len(),
-            1,
-            "expected one Set-Cookie: {:?}",
-            self.set_cookies
-        );
-        self.set_cookies[0].split(';').next().unwrap().to_owned()
-    }
-}
+pub use crate::Reply;
 
 /// What a scenario's handlers share with the test: gates for the racing requests, and the
 /// probe to fail from inside a handler.

@@ -4,13 +4,11 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::routing::get;
 use axum_login::{AuthManagerLayerBuilder, AuthSession, AuthUser, AuthnBackend, UserId};
 use session_core::{SessionId, SessionStore};
 use session_memory::MemoryStore;
 use session_tower_sessions::TowerSessionsStore;
-use tower::ServiceExt as _;
 use tower_sessions::SessionManagerLayer;
 
 #[derive(Debug, Clone)]
@@ -63,24 +61,9 @@ impl AuthnBackend for Users {
 }
 
 async fn send(app: &Router, path: &str, cookie: Option<&str>) -> (u16, Option<String>, String) {
-    let mut req = http::Request::builder().uri(path);
-    if let Some(cookie) = cookie {
-        req = req.header(http::header::COOKIE, cookie);
-    }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let cookie = res
-        .headers()
-        .get(http::header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    (status, cookie, String::from_utf8(body.to_vec()).unwrap())
+    let reply = session_testing::http::send(app, "GET", path, cookie).await;
+    let cookie = reply.first_cookie();
+    (reply.status, cookie, reply.body)
 }
 
 #[tokio::test]

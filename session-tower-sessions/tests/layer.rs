@@ -8,44 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::routing::get;
 use session_core::suite::server_url;
 use session_core::{IdGenerator, SessionId, SessionStore, UuidV4Generator};
 use session_memory::MemoryStore;
+use session_testing::Reply;
 use session_tower_sessions::TowerSessionsStore;
-use tower::ServiceExt as _;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
-struct Reply {
-    status: u16,
-    cookie: Option<String>,
-    body: String,
-}
-
 async fn send(app: &Router, path: &str, cookie: Option<&str>) -> Reply {
-    let mut req = http::Request::builder().uri(path);
-    if let Some(cookie) = cookie {
-        req = req.header(http::header::COOKIE, cookie);
-    }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let cookie = res
-        .headers()
-        .get(http::header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    Reply {
-        status,
-        cookie,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
+    session_testing::http::send(app, "GET", path, cookie).await
 }
 
 /// The routes: `/` adds one to `n`; `/n` reads it; `/cycle` cycles the id; `/flush` ends
@@ -124,7 +96,7 @@ async fn scenarios(store: Arc<dyn SessionStore>) {
     // Insert, read back.
     let first = send(&app, "/", None).await;
     assert_eq!(first.body, "1");
-    let cookie = first.cookie.expect("a new session sets its cookie");
+    let cookie = first.first_cookie().expect("a new session sets its cookie");
     assert_eq!(send(&app, "/", Some(&cookie)).await.body, "2");
     assert_eq!(send(&app, "/n", Some(&cookie)).await.body, "2");
     // Ids hashed at rest: the record is under our storage key of tower-sessions' id.
@@ -136,7 +108,7 @@ async fn scenarios(store: Arc<dyn SessionStore>) {
 
     // Cycle id: a new cookie, the data kept, the old id dead.
     let cycled = send(&app, "/cycle", Some(&cookie)).await;
-    let new_cookie = cycled.cookie.expect("cycle_id sets a new cookie");
+    let new_cookie = cycled.first_cookie().expect("cycle_id sets a new cookie");
     assert_ne!(new_cookie, cookie);
     assert_eq!(send(&app, "/n", Some(&new_cookie)).await.body, "2");
     assert_eq!(send(&app, "/n", Some(&cookie)).await.body, "0");
@@ -146,7 +118,7 @@ async fn scenarios(store: Arc<dyn SessionStore>) {
     let flushed = send(&app, "/flush", Some(&new_cookie)).await;
     assert_eq!(flushed.status, 200);
     assert!(
-        flushed.cookie.is_some_and(|c| c.ends_with('=')),
+        flushed.first_cookie().is_some_and(|c| c.ends_with('=')),
         "the cookie was not removed"
     );
     assert_eq!(send(&app, "/n", Some(&new_cookie)).await.body, "0");
@@ -159,7 +131,7 @@ async fn scenarios(store: Arc<dyn SessionStore>) {
     );
 
     // Two concurrent requests change different keys of one session: both writes are kept.
-    let cookie = send(&app, "/", None).await.cookie.unwrap();
+    let cookie = send(&app, "/", None).await.cookie();
     let (a, b) = tokio::join!(
         send(&app, "/slow/a", Some(&cookie)),
         send(&app, "/slow/b", Some(&cookie))
@@ -178,7 +150,7 @@ async fn scenarios(store: Arc<dyn SessionStore>) {
         Expiry::OnInactivity(time::Duration::seconds(1)),
         Arc::new(tokio::sync::Barrier::new(2)),
     );
-    let cookie = send(&short, "/", None).await.cookie.unwrap();
+    let cookie = send(&short, "/", None).await.cookie();
     assert_eq!(send(&short, "/n", Some(&cookie)).await.body, "1");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(

@@ -1,43 +1,21 @@
 //! An axum service and an actix-web one with the same key and store: a user moves between
 //! them (a migration, or both behind one domain) without being logged out.
 
-use axum::body::Body;
 use axum::routing::get;
 use session_core::SessionManager;
 use session_memory::MemoryStore;
 use session_testing::scenarios;
 use session_tower::SessionLayer;
-use tower::ServiceExt as _;
 
 use crate::scenarios::call;
 
 async fn axum_visit(layer: SessionLayer, cookie: Option<&str>) -> (String, Option<String>) {
     let router = axum::Router::new()
-        .route(
-            "/",
-            get(|session: session_tower::Session| async move {
-                let n = session.get::<u64>("n").unwrap().unwrap_or(0) + 1;
-                session.insert("n", n).unwrap();
-                n.to_string()
-            }),
-        )
+        .route("/", get(session_testing::http::counter))
         .layer(layer);
-    let mut req = http::Request::builder().uri("/");
-    if let Some(cookie) = cookie {
-        req = req.header(http::header::COOKIE, cookie);
-    }
-    let res = router
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let set = res
-        .headers()
-        .get(http::header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    (String::from_utf8(body.to_vec()).unwrap(), set)
+    let reply = session_testing::http::call(router, "GET", "/", cookie.map(str::as_bytes)).await;
+    let cookie = reply.first_cookie();
+    (reply.body, cookie)
 }
 
 #[actix_web::test]
