@@ -80,7 +80,7 @@ where
         let service = self.service.clone();
         Box::pin(async move {
             let mut response = service.call(req).await?;
-            match lazy.finish().await {
+            match lazy.finish(response.status().as_u16()).await {
                 Finish::SetCookie(header) => {
                     // Checked by session-http to be a valid header value.
                     if let Ok(header) = HeaderValue::try_from(header) {

@@ -136,6 +136,7 @@ pub(crate) struct CookieConfig {
     pub(crate) http_only: bool,
     pub(crate) same_site: SameSite,
     pub(crate) persistent: bool,
+    pub(crate) partitioned: bool,
 }
 
 impl Default for CookieConfig {
@@ -148,6 +149,7 @@ impl Default for CookieConfig {
             http_only: true,
             same_site: SameSite::Lax,
             persistent: true,
+            partitioned: false,
         }
     }
 }
@@ -222,6 +224,16 @@ impl CookieConfig {
             let _ = write!(header, "; Max-Age={}", max_age.as_millis().div_ceil(1000));
         }
         self.attributes(&mut header);
+        self.checked(header)
+    }
+
+    /// `header` when browsers would take it (see [`CookieConfig::refused_because`]) and it is
+    /// a valid header value; else none, and an error in the log.
+    fn checked(&self, header: String) -> Option<String> {
+        if let Some(reason) = self.refused_because() {
+            tracing::error!(cookie = %self.name, "{reason}: no session cookie sent");
+            return None;
+        }
         header_value(header)
     }
 
@@ -237,6 +249,24 @@ impl CookieConfig {
         if let Some(domain) = &self.domain {
             let _ = write!(header, "; Domain={domain}");
         }
+        if self.partitioned {
+            header.push_str("; Partitioned");
+        }
+    }
+
+    /// Why a browser would refuse this cookie, if it would: the `__Host-` and `__Secure-`
+    /// name prefixes' rules, and `Partitioned` without `Secure`.
+    pub(crate) fn refused_because(&self) -> Option<&'static str> {
+        let host = self.name.starts_with("__Host-");
+        if (host || self.name.starts_with("__Secure-")) && !self.secure {
+            Some("a __Host- or __Secure- cookie must be Secure")
+        } else if host && (self.path != "/" || self.domain.is_some()) {
+            Some("a __Host- cookie must have Path=/ and no Domain")
+        } else if self.partitioned && !self.secure {
+            Some("a Partitioned cookie must be Secure")
+        } else {
+            None
+        }
     }
 
     /// `Set-Cookie` that makes the browser forget the cookie: built like `set_cookie`, with
@@ -249,7 +279,7 @@ impl CookieConfig {
             self.name
         );
         self.attributes(&mut header);
-        header_value(header)
+        self.checked(header)
     }
 }
 
@@ -442,5 +472,50 @@ mod tests {
         }
         let fine = CookieConfig::default().set_cookie(&id, &signer, at(60), at(0));
         assert!(fine.is_some_and(|header| header.starts_with("id=")));
+    }
+
+    #[test]
+    fn prefixed_and_partitioned_cookies_follow_the_browsers_rules() {
+        let signer = CookieSigner::new(&Key::generate());
+        let id = UuidV4Generator.generate();
+        let config = |name: &str, f: fn(&mut CookieConfig)| {
+            let mut config = CookieConfig {
+                name: name.into(),
+                ..CookieConfig::default()
+            };
+            f(&mut config);
+            config
+        };
+        let refused = [
+            config("__Host-id", |c| c.secure = false),
+            config("__Host-id", |c| c.path = "/app".into()),
+            config("__Host-id", |c| c.domain = Some("example.com".into())),
+            config("__Secure-id", |c| c.secure = false),
+            config("id", |c| {
+                c.partitioned = true;
+                c.secure = false;
+            }),
+        ];
+        for config in refused {
+            assert!(config.refused_because().is_some(), "{config:?}");
+            assert_eq!(config.set_cookie(&id, &signer, at(60), at(0)), None);
+            assert_eq!(config.removal(), None);
+        }
+        let host = config("__Host-id", |_| {}).set_cookie(&id, &signer, at(60), at(0));
+        assert!(
+            host.is_some_and(|h| h.starts_with("__Host-id=") && h.contains("; Secure; Path=/"))
+        );
+        let secure = config("__Secure-id", |c| c.path = "/app".into());
+        assert!(secure.set_cookie(&id, &signer, at(60), at(0)).is_some());
+        let partitioned = config("id", |c| c.partitioned = true);
+        let set = partitioned.set_cookie(&id, &signer, at(60), at(0)).unwrap();
+        assert!(set.ends_with("; Partitioned"), "{set}");
+        assert!(partitioned.removal().unwrap().ends_with("; Partitioned"));
+        assert!(
+            !CookieConfig::default()
+                .removal()
+                .unwrap()
+                .contains("Partitioned")
+        );
     }
 }

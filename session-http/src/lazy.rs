@@ -35,6 +35,7 @@ pub struct SessionConfig {
     pub(crate) cookie: CookieConfig,
     pub(crate) fail_open: bool,
     pub(crate) on_corrupt: CorruptPolicy,
+    pub(crate) save_on_server_error: bool,
 }
 
 impl SessionConfig {
@@ -48,6 +49,7 @@ impl SessionConfig {
             cookie: CookieConfig::default(),
             fail_open: false,
             on_corrupt: CorruptPolicy::default(),
+            save_on_server_error: false,
         }
     }
 
@@ -104,6 +106,16 @@ impl SessionConfig {
     /// What to do with a damaged stored record.
     pub fn set_on_corrupt(&mut self, policy: CorruptPolicy) {
         self.on_corrupt = policy;
+    }
+
+    /// The `Partitioned` attribute (CHIPS).
+    pub fn set_partitioned(&mut self, partitioned: bool) {
+        self.cookie.partitioned = partitioned;
+    }
+
+    /// Save the session after a handler that answered 5xx.
+    pub fn set_save_on_server_error(&mut self, save: bool) {
+        self.save_on_server_error = save;
     }
 }
 
@@ -201,6 +213,24 @@ macro_rules! settings_methods {
         #[must_use]
         pub fn on_corrupt(self, policy: $crate::CorruptPolicy) -> Self {
             self.with(|c| c.set_on_corrupt(policy))
+        }
+
+        /// The `Partitioned` attribute (CHIPS: a cookie kept per top-level site, for an app
+        /// embedded in other sites' pages), default off. It needs `Secure`; so does a cookie
+        /// named `__Secure-…`, and one named `__Host-…` also needs `Path=/` and no `Domain`.
+        /// A cookie that breaks these rules, which browsers would drop, is never sent: each
+        /// response logs an error instead.
+        #[must_use]
+        pub fn partitioned(self, partitioned: bool) -> Self {
+            self.with(|c| c.set_partitioned(partitioned))
+        }
+
+        /// Save the session after a handler that answered with a 5xx status (default off,
+        /// as tower-sessions does): by default a failed request leaves the stored session as
+        /// it was — its writes, `cycle_id` and `destroy` are dropped, and no cookie is sent.
+        #[must_use]
+        pub fn save_on_server_error(self, save: bool) -> Self {
+            self.with(|c| c.set_save_on_server_error(save))
         }
     };
 }
@@ -352,9 +382,17 @@ impl LazySession {
         }
     }
 
-    /// After the handler: saves the session if it was loaded, and says which cookie to send
-    /// (or that the response must become a 503).
-    pub async fn finish(&self) -> Finish {
+    /// After the handler answered with `status`: saves the session if it was loaded, and
+    /// says which cookie to send (or that the response must become a 503). A 5xx status
+    /// saves nothing and sends no cookie, unless the configuration saves on server errors.
+    pub async fn finish(&self, status: u16) -> Finish {
+        let config = &self.inner.config;
+        if status >= 500 && !config.save_on_server_error {
+            if self.is_loaded() {
+                tracing::debug!(status, "the handler failed: the session is not saved");
+            }
+            return Finish::Nothing;
+        }
         let Some(loaded) = self.inner.cell.get() else {
             // Not asked for: nothing to save, but a cookie signed by an old key is signed
             // again under the current one, with the same id and expiry (no store call).
@@ -363,7 +401,6 @@ impl LazySession {
         if !loaded.persist {
             return Finish::Nothing;
         }
-        let config = &self.inner.config;
         let span = debug_span(|| tracing::debug_span!("session.save"));
         let saved = config
             .manager

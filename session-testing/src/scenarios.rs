@@ -74,10 +74,27 @@ pub fn explain(status: u16, rejection: &dyn std::error::Error) -> String {
 ///   `/cart`: answers `cart`.
 /// - `/fail-mid`: writes `n = 100`, then makes the probe fail.
 /// - `/spawned`: adds one to `n` in a spawned task, across awaits, and answers it.
+/// - `/fail-500`: writes `n = 100` and answers 500; `/logout-500`: `destroy`, then 500.
+///
+/// Every other path answers 200.
 ///
 /// # Panics
 /// On an unknown path, or a value that does not decode.
-pub async fn respond(path: &str, session: &Session, hooks: &Hooks) -> String {
+pub async fn respond(path: &str, session: &Session, hooks: &Hooks) -> (u16, String) {
+    match path {
+        "/fail-500" => {
+            session.insert("n", 100u64).unwrap();
+            (500, "failed".into())
+        }
+        "/logout-500" => {
+            session.destroy();
+            (500, "failed".into())
+        }
+        _ => (200, respond_ok(path, session, hooks).await),
+    }
+}
+
+async fn respond_ok(path: &str, session: &Session, hooks: &Hooks) -> String {
     let n = || session.get::<u64>("n").unwrap().unwrap_or(0);
     match path {
         "/" => {
@@ -239,6 +256,8 @@ macro_rules! http_scenarios {
             a_read_only_request_re_signs_an_old_key_cookie_without_a_write,
             a_flash_after_logout_reaches_the_next_page,
             the_session_works_across_awaits_and_in_spawned_tasks,
+            a_server_error_leaves_the_stored_session_as_it_was,
+            a_partitioned_cookie_and_a_broken_host_prefix,
         );
     };
 }
@@ -799,5 +818,71 @@ pub async fn the_session_works_across_awaits_and_in_spawned_tasks<F: Framework>(
         get(f, &fx.app, "/peek", Some(&cookie)).await.body,
         "2",
         "the task's write was lost"
+    );
+}
+
+/// A handler that answers 5xx: its writes and its logout are not saved and no cookie is
+/// sent; with `save_on_server_error`, they are.
+pub async fn a_server_error_leaves_the_stored_session_as_it_was<F: Framework>(f: &F) {
+    let fx = Fixture::new();
+    let cookie = get(f, &fx.app, "/", None).await.cookie();
+    let failed = get(f, &fx.app, "/fail-500", Some(&cookie)).await;
+    assert_eq!(failed.status, 500);
+    assert!(failed.set_cookies.is_empty(), "{:?}", failed.set_cookies);
+    assert_eq!(
+        get(f, &fx.app, "/peek", Some(&cookie)).await.body,
+        "1",
+        "a failed request's write was saved"
+    );
+    let failed = get(f, &fx.app, "/logout-500", Some(&cookie)).await;
+    assert!(failed.set_cookies.is_empty(), "{:?}", failed.set_cookies);
+    assert_eq!(
+        get(f, &fx.app, "/peek", Some(&cookie)).await.body,
+        "1",
+        "a failed request's logout was saved"
+    );
+    // A new visitor whose first request fails gets no session at all.
+    let fresh = get(f, &fx.app, "/fail-500", None).await;
+    assert!(fresh.set_cookies.is_empty(), "{:?}", fresh.set_cookies);
+
+    let saving = fx.app_with(&fx.key, |c| c.set_save_on_server_error(true));
+    let failed = get(f, &saving, "/fail-500", Some(&cookie)).await;
+    assert_eq!(failed.status, 500);
+    assert_eq!(get(f, &fx.app, "/peek", Some(&cookie)).await.body, "100");
+}
+
+/// `Partitioned` reaches the cookie; a `__Host-` cookie with a `Domain` (which browsers drop)
+/// is never sent, and the request still succeeds.
+pub async fn a_partitioned_cookie_and_a_broken_host_prefix<F: Framework>(f: &F) {
+    let fx = Fixture::with(|c| c.set_partitioned(true));
+    let reply = get(f, &fx.app, "/", None).await;
+    assert!(
+        reply.set_cookies[0].contains("; Partitioned"),
+        "{:?}",
+        reply.set_cookies
+    );
+    assert!(
+        reply.set_cookies[0].contains("; Secure"),
+        "{:?}",
+        reply.set_cookies
+    );
+
+    let host = Fixture::with(|c| c.set_cookie_name("__Host-id".into()));
+    let reply = get(f, &host.app, "/", None).await;
+    assert!(
+        reply.set_cookies[0].starts_with("__Host-id="),
+        "{:?}",
+        reply.set_cookies
+    );
+    let broken = Fixture::with(|c| {
+        c.set_cookie_name("__Host-id".into());
+        c.set_cookie_domain("example.com".into());
+    });
+    let reply = get(f, &broken.app, "/", None).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.set_cookies.is_empty(),
+        "a cookie browsers drop was sent: {:?}",
+        reply.set_cookies
     );
 }

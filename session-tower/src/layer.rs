@@ -76,7 +76,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let mut response = inner.call(req).await?;
-            match lazy.0.finish().await {
+            match lazy.0.finish(response.status().as_u16()).await {
                 Finish::Nothing => {}
                 Finish::SetCookie(header) => {
                     // Checked by session-http to be a valid header value.

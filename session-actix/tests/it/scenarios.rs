@@ -26,7 +26,11 @@ pub(crate) async fn call(
     }
     let any = move |req: HttpRequest, session: Session| {
         let hooks = hooks.clone();
-        async move { scenarios::respond(req.path(), &session, &hooks).await }
+        async move {
+            let (status, body) = scenarios::respond(req.path(), &session, &hooks).await;
+            let status = actix_web::http::StatusCode::from_u16(status).unwrap();
+            actix_web::HttpResponse::build(status).body(body)
+        }
     };
     let app = ActixApp::new()
         .wrap(actix_web::middleware::Condition::new(

@@ -24,7 +24,8 @@ fn routes(hooks: Arc<Hooks>) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/explain", get(explain))
         .fallback(move |uri: Uri, session: Session| async move {
-            scenarios::respond(uri.path(), &session, &hooks).await
+            let (status, body) = scenarios::respond(uri.path(), &session, &hooks).await;
+            (http::StatusCode::from_u16(status).unwrap(), body)
         })
 }
 
