@@ -341,6 +341,27 @@ async fn postgres_outage_through_the_actix_middleware() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_outage_through_the_actix_middleware() {
+    if Kind::Memcached.available() {
+        drill_through(Kind::Memcached, Framework::Actix).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_outage_through_the_actix_middleware() {
+    if Kind::MariaDb.available() {
+        drill_through(Kind::MariaDb, Framework::Actix).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_outage_through_the_actix_middleware() {
+    if Kind::Mongo.available() {
+        drill_through(Kind::Mongo, Framework::Actix).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_through_the_layer() {
     if Kind::Redis.available() {
         drill(Kind::Redis).await;
