@@ -94,4 +94,4 @@
 mod middleware;
 
 pub use middleware::{Session, SessionMiddleware, SessionMiddlewareService, SessionRejection};
-pub use session_http::{CookieSigner, CorruptPolicy, Key, SameSite, SessionConfig};
+pub use session_http::{CookieSigner, CorruptPolicy, Key, SameSite, SessionConfig, Transport};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{COOKIE, HeaderValue, SET_COOKIE};
+use actix_web::http::header::{HeaderName, HeaderValue, SET_COOKIE};
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, HttpResponse, ResponseError};
 use session_core::SessionError;
 use session_http::{Finish, LazySession, SessionConfig};
@@ -72,19 +72,25 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let lazy = LazySession::from_cookie_headers(
+        let lazy = LazySession::from_headers(
             self.config.clone(),
-            req.headers().get_all(COOKIE).map(HeaderValue::as_bytes),
+            req.headers()
+                .get_all(self.config.request_header())
+                .map(HeaderValue::as_bytes),
         );
         req.extensions_mut().insert(lazy.clone());
         let service = self.service.clone();
         Box::pin(async move {
             let mut response = service.call(req).await?;
             match lazy.finish(response.status().as_u16()).await {
-                Finish::SetCookie(header) => {
-                    // Checked by session-http to be a valid header value.
-                    if let Ok(header) = HeaderValue::try_from(header) {
-                        response.headers_mut().append(SET_COOKIE, header);
+                Finish::Set(value) => {
+                    let name = match lazy.config().response_header() {
+                        None => Some(SET_COOKIE),
+                        Some(name) => HeaderName::try_from(name).ok(),
+                    };
+                    // The value is checked by session-http to be a valid header value.
+                    if let (Some(name), Ok(value)) = (name, HeaderValue::try_from(value)) {
+                        response.headers_mut().append(name, value);
                     }
                 }
                 Finish::Unavailable => {

@@ -102,7 +102,11 @@ impl CookieSigner {
     }
 
     /// [`CookieSigner::verify`], and whether the signing key was the current (first) one.
-    fn verify_with(&self, name: &str, value: &str) -> Option<(SessionId, Timestamp, bool)> {
+    pub(crate) fn verify_with(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> Option<(SessionId, Timestamp, bool)> {
         if value.len() > MAX_VALUE_LEN {
             return None;
         }

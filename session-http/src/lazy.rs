@@ -24,6 +24,23 @@ pub enum CorruptPolicy {
     Reject,
 }
 
+/// Where the session's signed token travels (the same value a cookie would hold, under the
+/// same signing and rotation).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// The cookie (default).
+    #[default]
+    Cookie,
+    /// A header of this name, both ways: requests send the token in it, and responses carry
+    /// a new token in it on create, on `cycle_id` and when it is refreshed, and an empty value
+    /// on `destroy`. No cookie is read or sent.
+    Header(String),
+    /// Requests send `Authorization: Bearer <token>`; responses carry new tokens (and an
+    /// empty value on `destroy`) in the header named here. No cookie is read or sent.
+    Bearer(String),
+}
+
 /// Everything an HTTP integration needs to run sessions: the manager, the cookie's signer and
 /// attributes, and the failure policies. `session-tower`'s `SessionLayer` and
 /// `session-actix`'s `SessionMiddleware` each hold one and set it with the same builder
@@ -36,6 +53,7 @@ pub struct SessionConfig {
     pub(crate) fail_open: bool,
     pub(crate) on_corrupt: CorruptPolicy,
     pub(crate) save_on_server_error: bool,
+    pub(crate) transport: Transport,
 }
 
 impl SessionConfig {
@@ -50,6 +68,26 @@ impl SessionConfig {
             fail_open: false,
             on_corrupt: CorruptPolicy::default(),
             save_on_server_error: false,
+            transport: Transport::Cookie,
+        }
+    }
+
+    /// The request header the token is read from: `cookie`, the transport's header, or
+    /// `authorization`. An adapter hands its values to [`LazySession::from_headers`].
+    pub fn request_header(&self) -> &str {
+        match &self.transport {
+            Transport::Cookie => "cookie",
+            Transport::Header(name) => name,
+            Transport::Bearer(_) => "authorization",
+        }
+    }
+
+    /// The response header [`Finish::Set`] is for: `None` for `Set-Cookie`, else the
+    /// transport's header name.
+    pub fn response_header(&self) -> Option<&str> {
+        match &self.transport {
+            Transport::Cookie => None,
+            Transport::Header(name) | Transport::Bearer(name) => Some(name),
         }
     }
 
@@ -116,6 +154,11 @@ impl SessionConfig {
     /// Save the session after a handler that answered 5xx.
     pub fn set_save_on_server_error(&mut self, save: bool) {
         self.save_on_server_error = save;
+    }
+
+    /// Where the token travels (default the cookie).
+    pub fn set_transport(&mut self, transport: Transport) {
+        self.transport = transport;
     }
 }
 
@@ -225,6 +268,23 @@ macro_rules! settings_methods {
             self.with(|c| c.set_partitioned(partitioned))
         }
 
+        /// Sessions for API clients: the signed token travels in the header `name` both
+        /// ways instead of a cookie (`Transport::Header`); same signing, rotation and
+        /// refresh rules. The name is lowercase (`x-session-token`).
+        #[must_use]
+        pub fn token_header(self, name: impl Into<String>) -> Self {
+            let name = name.into().to_ascii_lowercase();
+            self.with(|c| c.set_transport($crate::Transport::Header(name)))
+        }
+
+        /// Sessions for API clients: requests send `Authorization: Bearer <token>`, and new
+        /// tokens come back in the response header `response_header` (`Transport::Bearer`).
+        #[must_use]
+        pub fn bearer_token(self, response_header: impl Into<String>) -> Self {
+            let name = response_header.into().to_ascii_lowercase();
+            self.with(|c| c.set_transport($crate::Transport::Bearer(name)))
+        }
+
         /// Save the session after a handler that answered with a 5xx status (default off,
         /// as tower-sessions does): by default a failed request leaves the stored session as
         /// it was — its writes, `cycle_id` and `destroy` are dropped, and no cookie is sent.
@@ -258,8 +318,9 @@ pub struct Unavailable(pub Arc<SessionError>);
 pub enum Finish {
     /// Nothing to add.
     Nothing,
-    /// Append this `Set-Cookie` header value (already checked to be a valid header value).
-    SetCookie(String),
+    /// Append this value (already checked to be a valid header value) to the response header
+    /// [`SessionConfig::response_header`] names: `Set-Cookie` by default.
+    Set(String),
     /// Saving failed: replace the response with an empty 503.
     Unavailable,
 }
@@ -292,13 +353,30 @@ struct Loaded {
 }
 
 impl LazySession {
-    /// The session of a request whose `Cookie` headers are `cookie_headers` (their bytes): the
-    /// cookie is verified here, and nothing is loaded until [`LazySession::get`].
-    pub fn from_cookie_headers<'a>(
+    /// The session of a request whose [`SessionConfig::request_header`] headers (`Cookie` by
+    /// default) hold `values` (their bytes): the token is verified here, and nothing is
+    /// loaded until [`LazySession::get`].
+    pub fn from_headers<'a>(
         config: Arc<SessionConfig>,
-        cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+        values: impl IntoIterator<Item = &'a [u8]>,
     ) -> Self {
-        let cookie = config.cookie.read_id(cookie_headers, &config.signer);
+        let cookie = match &config.transport {
+            Transport::Cookie => config.cookie.read_id(values, &config.signer),
+            Transport::Header(_) => values
+                .into_iter()
+                .next()
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|token| config.signer.verify_with(&config.cookie.name, token.trim())),
+            Transport::Bearer(_) => values
+                .into_iter()
+                .filter_map(|v| std::str::from_utf8(v).ok())
+                .find_map(|value| {
+                    let (scheme, token) = value.trim().split_once(' ')?;
+                    scheme
+                        .eq_ignore_ascii_case("bearer")
+                        .then(|| config.signer.verify_with(&config.cookie.name, token.trim()))?
+                }),
+        };
         let (id, cookie_expires, old_key_expires) = match cookie {
             Some((id, expires, true)) => (Some(id), Some(expires), None),
             Some((id, expires, false)) => (Some(id), None, Some(expires)),
@@ -329,6 +407,11 @@ impl LazySession {
             })
             .await
             .map(|loaded| loaded.session.clone())
+    }
+
+    /// The configuration this session runs under.
+    pub fn config(&self) -> &SessionConfig {
+        &self.inner.config
     }
 
     /// Whether a handler asked for the session.
@@ -396,7 +479,7 @@ impl LazySession {
         let Some(loaded) = self.inner.cell.get() else {
             // Not asked for: nothing to save, but a cookie signed by an old key is signed
             // again under the current one, with the same id and expiry (no store call).
-            return self.resigned().map_or(Finish::Nothing, Finish::SetCookie);
+            return self.resigned().map_or(Finish::Nothing, Finish::Set);
         };
         if !loaded.persist {
             return Finish::Nothing;
@@ -423,7 +506,8 @@ impl LazySession {
         let header = match outcome {
             SaveOutcome::Created | SaveOutcome::Cycled => self.cookie_for(&loaded.session),
             SaveOutcome::Updated | SaveOutcome::Touched
-                if config.cookie.persistent && self.cookie_behind(&loaded.session) =>
+                if (config.cookie.persistent || config.transport != Transport::Cookie)
+                    && self.cookie_behind(&loaded.session) =>
             {
                 self.cookie_for(&loaded.session)
             }
@@ -434,7 +518,11 @@ impl LazySession {
             {
                 self.cookie_for(&loaded.session)
             }
-            SaveOutcome::Destroyed => config.cookie.removal(),
+            SaveOutcome::Destroyed => match config.transport {
+                Transport::Cookie => config.cookie.removal(),
+                // An empty token: the client drops the one it holds.
+                _ => Some(String::new()),
+            },
             // The record vanished under this request: another request cycled its id (login)
             // or destroyed it (logout), and that response carries the cookie the browser must
             // keep — a newer session's, or its own removal. Sending a removal here could
@@ -442,7 +530,7 @@ impl LazySession {
             SaveOutcome::Gone => None,
             _ => None,
         };
-        header.map_or(Finish::Nothing, Finish::SetCookie)
+        header.map_or(Finish::Nothing, Finish::Set)
     }
 
     /// Whether the session's expiry has moved far enough past the one the browser's cookie
@@ -464,16 +552,21 @@ impl LazySession {
         if expires <= now {
             return None;
         }
-        config.cookie.set_cookie(id, &config.signer, expires, now)
+        self.header_value(id, expires, now)
     }
 
     fn cookie_for(&self, session: &Session) -> Option<String> {
+        let now = self.inner.config.manager.now();
+        self.header_value(&session.id(), session.expires_at(), now)
+    }
+
+    /// The response header's value carrying `id`: a `Set-Cookie`, or the bare token.
+    fn header_value(&self, id: &SessionId, expires: Timestamp, now: Timestamp) -> Option<String> {
         let config = &self.inner.config;
-        config.cookie.set_cookie(
-            &session.id(),
-            &config.signer,
-            session.expires_at(),
-            config.manager.now(),
-        )
+        match config.transport {
+            Transport::Cookie => config.cookie.set_cookie(id, &config.signer, expires, now),
+            // base64url, digits and dots: always a valid header value.
+            _ => Some(config.signer.sign(&config.cookie.name, id, expires)),
+        }
     }
 }

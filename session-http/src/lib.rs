@@ -20,14 +20,14 @@
 //! let config = Arc::new(config);
 //!
 //! // A first request: no cookie. The handler writes; the response sets the cookie.
-//! let lazy = LazySession::from_cookie_headers(config.clone(), []);
+//! let lazy = LazySession::from_headers(config.clone(), []);
 //! lazy.get().await.unwrap().insert("n", 1u64).unwrap();
-//! let Finish::SetCookie(set_cookie) = lazy.finish(200).await else { panic!("a new session sets its cookie") };
+//! let Finish::Set(set_cookie) = lazy.finish(200).await else { panic!("a new session sets its cookie") };
 //! assert!(set_cookie.starts_with("id=") && set_cookie.contains("HttpOnly"));
 //!
 //! // The browser sends it back: the same session.
 //! let cookie = set_cookie.split(';').next().unwrap();
-//! let lazy = LazySession::from_cookie_headers(config.clone(), [cookie.as_bytes()]);
+//! let lazy = LazySession::from_headers(config.clone(), [cookie.as_bytes()]);
 //! assert_eq!(lazy.get().await.unwrap().get::<u64>("n").unwrap(), Some(1));
 //! assert_eq!(lazy.finish(200).await, Finish::Nothing); // read only: no write, no cookie
 //! # }
@@ -55,7 +55,7 @@ mod lazy;
 
 pub use cookie::{Key, SameSite};
 pub use cookies::CookieSigner;
-pub use lazy::{CorruptPolicy, Finish, LazySession, SessionConfig, Unavailable};
+pub use lazy::{CorruptPolicy, Finish, LazySession, SessionConfig, Transport, Unavailable};
 
 /// What [`settings_methods!`] names, for the crates that expand it.
 #[doc(hidden)]

@@ -14,12 +14,26 @@ use crate::Reply;
 /// # Panics
 /// When the app fails or answers with a body that is not UTF-8 text.
 pub async fn call(router: Router, method: &str, path: &str, cookie: Option<&[u8]>) -> Reply {
+    match cookie {
+        Some(cookie) => call_with(router, method, path, &[("cookie", cookie)]).await,
+        None => call_with(router, method, path, &[]).await,
+    }
+}
+
+/// Sends `method path` with `headers` (names and raw values) to `router` and reads the
+/// response.
+///
+/// # Panics
+/// As [`call`].
+pub async fn call_with(
+    router: Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &[u8])],
+) -> Reply {
     let mut req = Request::builder().method(method).uri(path);
-    if let Some(cookie) = cookie {
-        req = req.header(
-            header::COOKIE,
-            http::HeaderValue::from_bytes(cookie).unwrap(),
-        );
+    for (name, value) in headers {
+        req = req.header(*name, http::HeaderValue::from_bytes(value).unwrap());
     }
     let res = router
         .oneshot(req.body(Body::empty()).unwrap())
@@ -32,6 +46,16 @@ pub async fn call(router: Router, method: &str, path: &str, cookie: Option<&[u8]
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
         .collect();
+    let headers = res
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or("<bytes>").to_owned(),
+            )
+        })
+        .collect();
     let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
         .await
         .unwrap();
@@ -39,6 +63,7 @@ pub async fn call(router: Router, method: &str, path: &str, cookie: Option<&[u8]
         status,
         set_cookies,
         body: String::from_utf8(bytes.to_vec()).unwrap(),
+        headers,
     }
 }
 

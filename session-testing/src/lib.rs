@@ -37,9 +37,20 @@ pub struct Reply {
     pub set_cookies: Vec<String>,
     /// The body as text.
     pub body: String,
+    /// Every response header, name (lowercase) and value.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
+    /// The values of the response header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// The `name=value` pair of the one Set-Cookie, to send back.
     ///
     /// # Panics

@@ -19,7 +19,7 @@ use session_core::{
     Changes, ManualClock, Record, Session, SessionInfo, SessionManager, SessionStore, StorageKey,
     StoreError, Timestamp, async_trait,
 };
-use session_http::{CorruptPolicy, Key, SessionConfig};
+use session_http::{CorruptPolicy, Key, SessionConfig, Transport};
 use session_memory::MemoryStore;
 use tokio::sync::Notify;
 
@@ -48,9 +48,24 @@ pub struct App {
 
 /// An HTTP integration, driven through its own test client.
 pub trait Framework {
-    /// `GET path` with the raw `Cookie` header `cookie`, to an app with the standard routes
+    /// `GET path` with `headers` (names and raw values), to an app with the standard routes
     /// wrapped in the integration configured by `app.config`.
-    fn send(&self, app: &App, path: &str, cookie: Option<&[u8]>) -> impl Future<Output = Reply>;
+    fn send_headers(
+        &self,
+        app: &App,
+        path: &str,
+        headers: &[(&str, &[u8])],
+    ) -> impl Future<Output = Reply>;
+
+    /// `GET path` with the raw `Cookie` header `cookie`.
+    fn send(&self, app: &App, path: &str, cookie: Option<&[u8]>) -> impl Future<Output = Reply> {
+        async move {
+            match cookie {
+                Some(cookie) => self.send_headers(app, path, &[("cookie", cookie)]).await,
+                None => self.send_headers(app, path, &[]).await,
+            }
+        }
+    }
     /// `GET path` to the standard routes with no session middleware at all.
     fn send_unwrapped(&self, path: &str) -> impl Future<Output = Reply>;
 }
@@ -258,6 +273,8 @@ macro_rules! http_scenarios {
             the_session_works_across_awaits_and_in_spawned_tasks,
             a_server_error_leaves_the_stored_session_as_it_was,
             a_partitioned_cookie_and_a_broken_host_prefix,
+            api_clients_carry_the_token_in_a_named_header,
+            api_clients_carry_a_bearer_token,
         );
     };
 }
@@ -885,4 +902,94 @@ pub async fn a_partitioned_cookie_and_a_broken_host_prefix<F: Framework>(f: &F) 
         "a cookie browsers drop was sent: {:?}",
         reply.set_cookies
     );
+}
+
+/// `Transport::Header`: the token travels in `x-session-token` both ways, with the cookie's
+/// signing; no cookie is read or sent; login gives a new token, logout an empty one.
+pub async fn api_clients_carry_the_token_in_a_named_header<F: Framework>(f: &F) {
+    let fx = Fixture::with(|c| c.set_transport(Transport::Header("x-session-token".into())));
+    let send = |path: &'static str, token: Option<String>| {
+        let app = &fx.app;
+        async move {
+            match &token {
+                Some(token) => {
+                    f.send_headers(app, path, &[("x-session-token", token.as_bytes())])
+                        .await
+                }
+                None => f.send_headers(app, path, &[]).await,
+            }
+        }
+    };
+    let first = send("/", None).await;
+    assert_eq!(first.body, "1");
+    assert!(first.set_cookies.is_empty(), "{:?}", first.set_cookies);
+    let token = first.header("x-session-token")[0].to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let second = send("/", Some(token.clone())).await;
+    assert_eq!(second.body, "2");
+    assert!(
+        second.header("x-session-token").is_empty(),
+        "a token re-sent on every response"
+    );
+    // The same value as a cookie is not read.
+    let cookie = format!("id={token}");
+    assert_eq!(
+        f.send(&fx.app, "/peek", Some(cookie.as_bytes())).await.body,
+        "0"
+    );
+    // Tampered: a fresh session.
+    let tampered = format!("{}A", &token[..token.len() - 1]);
+    assert_eq!(send("/peek", Some(tampered)).await.body, "0");
+
+    let login = send("/login", Some(token.clone())).await;
+    let signed_in = login.header("x-session-token")[0].to_owned();
+    assert_ne!(signed_in, token);
+    assert_eq!(send("/peek", Some(signed_in.clone())).await.body, "2");
+    assert_eq!(
+        send("/peek", Some(token)).await.body,
+        "0",
+        "the pre-login token still works"
+    );
+    let logout = send("/logout", Some(signed_in.clone())).await;
+    assert_eq!(
+        logout.header("x-session-token"),
+        [""],
+        "no empty token on logout"
+    );
+    assert_eq!(send("/peek", Some(signed_in)).await.body, "0");
+}
+
+/// `Transport::Bearer`: `Authorization: Bearer <token>` in, `session-token` out.
+pub async fn api_clients_carry_a_bearer_token<F: Framework>(f: &F) {
+    let fx = Fixture::with(|c| c.set_transport(Transport::Bearer("session-token".into())));
+    let first = f.send_headers(&fx.app, "/", &[]).await;
+    let token = first.header("session-token")[0].to_owned();
+    let bearer = format!("Bearer {token}");
+    let reply = f
+        .send_headers(&fx.app, "/", &[("authorization", bearer.as_bytes())])
+        .await;
+    assert_eq!(reply.body, "2");
+    let lower = format!("bearer {token}");
+    let reply = f
+        .send_headers(&fx.app, "/peek", &[("authorization", lower.as_bytes())])
+        .await;
+    assert_eq!(reply.body, "2", "the scheme is case-insensitive");
+    for wrong in [format!("Basic {token}"), token.clone(), "Bearer".to_owned()] {
+        let reply = f
+            .send_headers(&fx.app, "/peek", &[("authorization", wrong.as_bytes())])
+            .await;
+        assert_eq!(reply.body, "0", "{wrong}");
+    }
+    // Rotation: a token signed by the old key is accepted, and a new one is sent back.
+    let old_key = fx.key.clone();
+    let rotated = fx.app_with(&Key::generate(), |c| {
+        c.accept_key(&old_key);
+        c.set_transport(Transport::Bearer("session-token".into()));
+    });
+    let reply = f
+        .send_headers(&rotated, "/peek", &[("authorization", bearer.as_bytes())])
+        .await;
+    assert_eq!(reply.body, "2");
+    let resigned = reply.header("session-token");
+    assert!(resigned.len() == 1 && resigned[0] != token, "{resigned:?}");
 }

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response, StatusCode, header::COOKIE, header::SET_COOKIE};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header::SET_COOKIE};
 use session_core::{Session, SessionError};
 use session_http::{Finish, SessionConfig};
 use tower_layer::Layer;
@@ -63,10 +63,10 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let lazy = LazySession(session_http::LazySession::from_cookie_headers(
+        let lazy = LazySession(session_http::LazySession::from_headers(
             self.config.clone(),
             req.headers()
-                .get_all(COOKIE)
+                .get_all(self.config.request_header())
                 .iter()
                 .map(HeaderValue::as_bytes),
         ));
@@ -78,10 +78,14 @@ where
             let mut response = inner.call(req).await?;
             match lazy.0.finish(response.status().as_u16()).await {
                 Finish::Nothing => {}
-                Finish::SetCookie(header) => {
-                    // Checked by session-http to be a valid header value.
-                    if let Ok(header) = HeaderValue::try_from(header) {
-                        response.headers_mut().append(SET_COOKIE, header);
+                Finish::Set(value) => {
+                    let name = match lazy.0.config().response_header() {
+                        None => Some(SET_COOKIE),
+                        Some(name) => HeaderName::try_from(name).ok(),
+                    };
+                    // The value is checked by session-http to be a valid header value.
+                    if let (Some(name), Ok(value)) = (name, HeaderValue::try_from(value)) {
+                        response.headers_mut().append(name, value);
                     }
                 }
                 Finish::Unavailable => {

@@ -59,7 +59,7 @@ mod extract;
 mod layer;
 
 pub use layer::{LazySession, SessionLayer, SessionRejection, SessionService};
-pub use session_http::{CookieSigner, CorruptPolicy, Key, SameSite, SessionConfig};
+pub use session_http::{CookieSigner, CorruptPolicy, Key, SameSite, SessionConfig, Transport};
 
 /// The request's session: a [`session_core::Session`] (it derefs to one), extracted in axum
 /// handlers.

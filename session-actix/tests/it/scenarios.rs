@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header::{COOKIE, HeaderValue, SET_COOKIE};
+use actix_web::http::header::{HeaderValue, SET_COOKIE};
 use actix_web::test as actix_test;
 use actix_web::{App as ActixApp, HttpRequest, web};
 use session_actix::{Session, SessionMiddleware, SessionRejection};
@@ -16,7 +16,7 @@ pub(crate) async fn call(
     middleware: Option<SessionMiddleware>,
     hooks: Arc<Hooks>,
     path: &str,
-    cookie: Option<&[u8]>,
+    headers: &[(&str, &[u8])],
 ) -> Reply {
     async fn explain(session: Result<Session, SessionRejection>) -> String {
         match session {
@@ -45,8 +45,8 @@ pub(crate) async fn call(
         .default_service(web::to(any));
     let service = actix_test::init_service(app).await;
     let mut req = actix_test::TestRequest::get().uri(path);
-    if let Some(cookie) = cookie {
-        req = req.insert_header((COOKIE, HeaderValue::from_bytes(cookie).unwrap()));
+    for (name, value) in headers {
+        req = req.append_header((*name, HeaderValue::from_bytes(value).unwrap()));
     }
     let res = actix_test::call_service(&service, req.to_request()).await;
     let status = res.status().as_u16();
@@ -55,22 +55,33 @@ pub(crate) async fn call(
         .get_all(SET_COOKIE)
         .map(|v| v.to_str().unwrap().to_owned())
         .collect();
+    let all = res
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or("<bytes>").to_owned(),
+            )
+        })
+        .collect();
     let body = actix_test::read_body(res).await;
     Reply {
         status,
         set_cookies,
         body: String::from_utf8(body.to_vec()).unwrap(),
+        headers: all,
     }
 }
 
 impl Framework for Actix {
-    async fn send(&self, app: &App, path: &str, cookie: Option<&[u8]>) -> Reply {
+    async fn send_headers(&self, app: &App, path: &str, headers: &[(&str, &[u8])]) -> Reply {
         let middleware = SessionMiddleware::from_config(app.config.clone());
-        call(Some(middleware), app.hooks.clone(), path, cookie).await
+        call(Some(middleware), app.hooks.clone(), path, headers).await
     }
 
     async fn send_unwrapped(&self, path: &str) -> Reply {
-        call(None, scenarios::Fixture::new().app.hooks, path, None).await
+        call(None, scenarios::Fixture::new().app.hooks, path, &[]).await
     }
 }
 

@@ -29,7 +29,13 @@ async fn a_cookie_from_an_axum_service_is_accepted_by_an_actix_one_and_back() {
     let (body, cookie) = axum_visit(layer.clone(), None).await;
     assert_eq!(body, "1");
     let cookie = cookie.expect("a new session sets its cookie");
-    let reply = call(Some(actix()), hooks.clone(), "/", Some(cookie.as_bytes())).await;
+    let reply = call(
+        Some(actix()),
+        hooks.clone(),
+        "/",
+        &[("cookie", cookie.as_bytes())],
+    )
+    .await;
     assert_eq!(reply.body, "2", "actix did not accept axum's cookie");
     let (body, _) = axum_visit(layer, Some(&cookie)).await;
     assert_eq!(body, "3", "axum did not see actix's write");
@@ -39,6 +45,6 @@ async fn a_cookie_from_an_axum_service_is_accepted_by_an_actix_one_and_back() {
         SessionManager::new(MemoryStore::default()),
         session_actix::Key::generate(),
     );
-    let reply = call(Some(stranger), hooks, "/", Some(cookie.as_bytes())).await;
+    let reply = call(Some(stranger), hooks, "/", &[("cookie", cookie.as_bytes())]).await;
     assert_eq!(reply.body, "1");
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::Uri;
 use axum::routing::get;
-use session_testing::http::call;
+use session_testing::http::{call, call_with};
 use session_testing::scenarios::{self, App, Framework, Hooks, Reply};
 use session_tower::{Session, SessionLayer, SessionRejection};
 
@@ -30,9 +30,9 @@ fn routes(hooks: Arc<Hooks>) -> Router {
 }
 
 impl Framework for Tower {
-    async fn send(&self, app: &App, path: &str, cookie: Option<&[u8]>) -> Reply {
+    async fn send_headers(&self, app: &App, path: &str, headers: &[(&str, &[u8])]) -> Reply {
         let router = routes(app.hooks.clone()).layer(SessionLayer::from_config(app.config.clone()));
-        call(router, "GET", path, cookie).await
+        call_with(router, "GET", path, headers).await
     }
 
     async fn send_unwrapped(&self, path: &str) -> Reply {
