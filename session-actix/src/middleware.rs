@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderName, HeaderValue, SET_COOKIE};
+use actix_web::http::header::{COOKIE, HeaderName, HeaderValue, SET_COOKIE};
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, HttpResponse, ResponseError};
 use session_core::SessionError;
 use session_http::{Finish, LazySession, SessionConfig};
@@ -72,12 +72,13 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let lazy = LazySession::from_headers(
-            self.config.clone(),
-            req.headers()
-                .get_all(self.config.request_header())
-                .map(HeaderValue::as_bytes),
-        );
+        // The cookie by its constant name (no parse of the name on every request).
+        let values = match self.config.response_header() {
+            None => req.headers().get_all(COOKIE),
+            Some(_) => req.headers().get_all(self.config.request_header()),
+        };
+        let lazy =
+            LazySession::from_headers(self.config.clone(), values.map(HeaderValue::as_bytes));
         req.extensions_mut().insert(lazy.clone());
         let service = self.service.clone();
         Box::pin(async move {

@@ -5,7 +5,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header::SET_COOKIE};
+use http::{
+    HeaderName, HeaderValue, Request, Response, StatusCode, header::COOKIE, header::SET_COOKIE,
+};
 use session_core::{Session, SessionError};
 use session_http::{Finish, SessionConfig};
 use tower_layer::Layer;
@@ -63,12 +65,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // The cookie by its constant name (no parse of the name on every request).
+        let values = match self.config.response_header() {
+            None => req.headers().get_all(COOKIE),
+            Some(_) => req.headers().get_all(self.config.request_header()),
+        };
         let lazy = LazySession(session_http::LazySession::from_headers(
             self.config.clone(),
-            req.headers()
-                .get_all(self.config.request_header())
-                .iter()
-                .map(HeaderValue::as_bytes),
+            values.iter().map(HeaderValue::as_bytes),
         ));
         req.extensions_mut().insert(lazy.clone());
         // The clone that was made ready is the one to call.
