@@ -49,6 +49,7 @@
 //! | `redis`, `redis+cluster` | `key_prefix` | prefix of every key | `session:` |
 //! | `redis`, `redis+cluster` | `command_timeout` | bound on one call, reconnecting included | `2s` |
 //! | `redis`, `redis+cluster` | `connection_timeout` | bound on one connection attempt | `1s` |
+//! | `redis`, `redis+cluster` | `cas_retries` | compare-and-set races a write may lose to other processes | 32 |
 //! | `memcache` | `key_prefix` | prefix of every key | `session:` |
 //! | `memcache` | `pool_size` | connections per server at most | 16 |
 //! | `memcache` | `command_timeout` | bound on one call, connecting included | `1s` |

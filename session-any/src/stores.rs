@@ -84,7 +84,12 @@ pub(crate) fn disk(url: &mut StoreUrl<'_>) -> Result<session_disk::DiskStore, St
 }
 
 #[cfg(feature = "redis")]
-const REDIS_OPTIONS: &[&str] = &["key_prefix", "command_timeout", "connection_timeout"];
+const REDIS_OPTIONS: &[&str] = &[
+    "key_prefix",
+    "command_timeout",
+    "connection_timeout",
+    "cas_retries",
+];
 
 /// The Redis options of the URL, onto `builder`.
 #[cfg(feature = "redis")]
@@ -101,6 +106,9 @@ fn redis_options(
     }
     if let Some(timeout) = url.query.duration(STORE, "connection_timeout")? {
         builder = builder.connection_timeout(timeout);
+    }
+    if let Some(retries) = url.query.number::<u32>(STORE, "cas_retries")? {
+        builder = builder.cas_retries(retries);
     }
     url.query.finish(STORE, REDIS_OPTIONS)?;
     Ok(builder)

@@ -117,9 +117,40 @@ pub fn decode(key: StorageKey, bytes: &[u8]) -> Result<Record, FormatError> {
 /// # Errors
 /// As [`decode`], for the same inputs.
 pub fn patch(old: &[u8], changes: &Changes, expires_at: Timestamp) -> Result<Vec<u8>, FormatError> {
+    let mut out = Vec::new();
+    patch_into(old, changes, expires_at, &mut out)?;
+    Ok(out)
+}
+
+/// [`patch`], appending to `out` (for stores that frame the envelope: reserve
+/// [`patch_len_bound`] plus the frame first and nothing is reallocated). The checksum covers
+/// only the appended envelope.
+///
+/// # Errors
+/// As [`patch`]; `out` is then left as it was.
+pub fn patch_into(
+    old: &[u8],
+    changes: &Changes,
+    expires_at: Timestamp,
+    out: &mut Vec<u8>,
+) -> Result<(), FormatError> {
     let body = checked_body(old)?;
-    // Room for the old envelope plus every value set (with its key and length prefixes):
-    // never less than the result, so `patch` and the checksum never grow the buffer.
+    out.reserve(patch_len_bound(old, changes));
+    let start = out.len();
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    if let Err(e) = crate::body::patch(body, changes, expires_at, out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let crc = crc32(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// At least the length of the envelope [`patch`] makes of `old` with `changes`: the old
+/// envelope plus every value set, with its key and length prefixes, and the new owner.
+pub fn patch_len_bound(old: &[u8], changes: &Changes) -> usize {
     let added: usize = changes
         .written()
         .iter()
@@ -130,13 +161,7 @@ pub fn patch(old: &[u8], changes: &Changes, expires_at: Timestamp) -> Result<Vec
         OwnerChange::Set(owner) => owner.len() + 10,
         OwnerChange::Remove => 10,
     };
-    let mut out = Vec::with_capacity(old.len() + added + owner);
-    out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
-    crate::body::patch(body, changes, expires_at, &mut out)?;
-    let crc = crc32(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    old.len() + added + owner
 }
 
 /// The body inside an envelope whose frame and checksum are right.

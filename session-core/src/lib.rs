@@ -44,6 +44,7 @@
 //! - `test-suite`: the conformance suite (`suite`) and [`conformance_tests!`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod blob;
 pub mod body;
 mod codec;
 pub mod envelope;

@@ -64,7 +64,6 @@
 //! envelope of this version), `Backend` (other server errors).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -73,8 +72,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use memcache_async::ascii::Protocol;
+use session_core::blob::{FORWARD_MAGIC, RecentReads};
 use session_core::{
-    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, envelope,
+    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, blob, envelope,
 };
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
@@ -92,26 +92,6 @@ const MAX_KEY_LEN: usize = 250;
 const ITEM_HEADER: usize = 59;
 /// The length of an item key beside its prefix: the storage key's 64 hex digits.
 const KEY_HEX_LEN: usize = 64;
-/// The first bytes of a forward pointer item (`retire`), then the new key's 32 bytes and
-/// the pointer's end in Unix milliseconds (8 bytes, little-endian). Never a session
-/// envelope's magic.
-const FORWARD_MAGIC: &[u8; 4] = b"SFW1";
-
-/// A forward pointer item's target and end; `None` for any other item.
-fn parse_forward(bytes: &[u8]) -> Option<(StorageKey, Timestamp)> {
-    let rest = bytes.strip_prefix(FORWARD_MAGIC)?;
-    if rest.len() != 40 {
-        return None;
-    }
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&rest[..32]);
-    let mut until = [0u8; 8];
-    until.copy_from_slice(&rest[32..]);
-    Some((
-        StorageKey::from_bytes(key),
-        Timestamp::from_unix_millis(i64::from_le_bytes(until)),
-    ))
-}
 
 /// memcached's boundary between relative and absolute expiration times.
 const RELATIVE_LIMIT_SECS: i64 = 30 * 24 * 3600;
@@ -223,7 +203,7 @@ impl MemcacheStoreBuilder {
                 timeout: self.command_timeout,
                 cas_retries: self.cas_retries,
                 item_size_limit: self.item_size_limit,
-                seen: Seen::default(),
+                seen: RecentReads::default(),
             }),
         })
     }
@@ -241,7 +221,7 @@ struct Inner {
     timeout: Duration,
     cas_retries: u32,
     item_size_limit: usize,
-    seen: Seen,
+    seen: RecentReads,
 }
 
 struct Server {
@@ -529,48 +509,6 @@ enum Step<T> {
     },
 }
 
-/// What `load` last read of recently loaded sessions, with its CAS id, so that the update
-/// that usually follows skips its own `gets`. Bounded: at most 4096 entries and 16 MiB;
-/// items over 64 KiB are not kept; cleared when full.
-#[derive(Default)]
-struct Seen(Mutex<SeenInner>);
-
-#[derive(Default)]
-struct SeenInner {
-    items: HashMap<StorageKey, (Vec<u8>, u64)>,
-    bytes: usize,
-}
-
-const SEEN_ENTRIES: usize = 4096;
-const SEEN_BYTES: usize = 16 * 1024 * 1024;
-const SEEN_ITEM: usize = 64 * 1024;
-
-impl Seen {
-    fn put(&self, key: StorageKey, bytes: Vec<u8>, cas: u64) {
-        if bytes.len() > SEEN_ITEM {
-            return;
-        }
-        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.items.len() >= SEEN_ENTRIES || seen.bytes + bytes.len() > SEEN_BYTES {
-            seen.items.clear();
-            seen.bytes = 0;
-        }
-        seen.bytes += bytes.len();
-        if let Some((old, _)) = seen.items.insert(key, (bytes, cas)) {
-            seen.bytes -= old.len();
-        }
-    }
-
-    fn take(&self, key: &StorageKey) -> Option<(Vec<u8>, u64)> {
-        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let found = seen.items.remove(key);
-        if let Some((bytes, _)) = &found {
-            seen.bytes -= bytes.len();
-        }
-        found
-    }
-}
-
 async fn bounded<T>(
     timeout: Duration,
     server: &str,
@@ -704,11 +642,8 @@ impl SessionStore for MemcacheStore {
         to: &StorageKey,
         until: Timestamp,
     ) -> Result<Option<Record>, StoreError> {
-        let _ = self.inner.seen.take(key);
-        let mut pointer = Vec::with_capacity(44);
-        pointer.extend_from_slice(FORWARD_MAGIC);
-        pointer.extend_from_slice(to.as_bytes());
-        pointer.extend_from_slice(&until.as_unix_millis().to_le_bytes());
+        self.inner.seen.forget(key);
+        let pointer = blob::forward_pointer(to, until);
         self.cas_loop(
             key,
             None,
@@ -747,7 +682,7 @@ impl SessionStore for MemcacheStore {
         let now = Timestamp::now();
         Ok(found
             .as_deref()
-            .and_then(parse_forward)
+            .and_then(blob::parse_forward)
             .filter(|(_, until)| *until > now)
             .map(|(to, _)| to))
     }

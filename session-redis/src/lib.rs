@@ -1,21 +1,30 @@
 //! A Redis and Redis Cluster [`SessionStore`] for `session-core`.
 //!
-//! - **One hash per session**, keyed `{prefix}{<storage key>}` (the braces are a cluster hash
-//!   tag: every key of a session lives in one slot). Fields `v` (format version), `c` and `e`
-//!   (created and expiry, Unix milliseconds), `o` (owner) and `d:<name>` for each value. The
-//!   hash's `PEXPIREAT` follows the session's expiry, so Redis removes expired sessions itself.
-//! - **Per-key atomic updates.** `update` and `touch` run one Lua script (EVALSHA; sent as
-//!   EVAL with the source on NOSCRIPT) that checks the session exists and is live, applies
-//!   `HSET`/`HDEL` of exactly the changed fields, and moves the expiry: two requests changing
-//!   different keys both persist, and a deleted session is never brought back. `create` is a
-//!   script too and refuses a taken key.
+//! - **One string per session**, keyed `{prefix}{<storage key>}` (the braces are a cluster
+//!   hash tag, so a session's key has a slot of its own), holding `session-core`'s versioned,
+//!   checksummed envelope followed by an 8-byte version tag. Its `PEXPIREAT` is the
+//!   session's expiry, so Redis removes expired sessions itself; `load` also checks the
+//!   envelope's expiry.
+//! - **No lost updates, by compare-and-set.** `load` is one `GET`, and the store keeps what
+//!   it read for a moment. `update` and `touch` patch those bytes and send them with one Lua
+//!   script (EVALSHA; sent as EVAL with the source on NOSCRIPT) that writes them only if the
+//!   stored tag is still the one read, and otherwise answers the stored value, which the
+//!   store patches again and resends: two requests changing different keys both persist,
+//!   and a deleted session is never brought back. Writers of one session in one process
+//!   take turns, so only writers in different processes can race; a write that loses
+//!   [`RedisStoreBuilder::cas_retries`] races in a row fails with
+//!   [`StoreError::Unavailable`] (the HTTP layers answer 503), never silently. `create` is
+//!   `SET … NX` and refuses a taken key.
 //! - **Per-user index**: a set per user, `{prefix}user:{sha256(user)}`, lists the user's
 //!   sessions for `sessions_of` and "log out everywhere" (`delete_sessions_of`, which deletes
-//!   each session with a script that checks it is still the user's). In a cluster the set and
-//!   the sessions live in different slots, so the set is kept beside the session writes, not
-//!   in the same script; readers verify every member and prune stale ones.
-//! - **Login** (`retire`): one script replaces the session's hash by a one-field hash `f`
-//!   (the new key) with its own `PEXPIREAT`, which every other script reads as no session.
+//!   each session by compare-and-set after checking it is still the user's). In a cluster
+//!   the set and the sessions live in different slots, so the set is kept beside the session
+//!   writes, not in the same script; readers verify every member and prune stale ones.
+//! - **Login** (`retire`): one script replaces the session by a forward pointer (the new
+//!   key) with its own `PEXPIREAT`, which every other call reads as no session.
+//! - **Foreign data**: a key in the earlier one-hash-per-session layout, of another type,
+//!   or a string that is not an envelope is [`StoreError::Corrupt`]: the HTTP layers start
+//!   a fresh session and log it, never a `WRONGTYPE` error.
 //! - **Connections**: a `ConnectionManager` (one multiplexed connection that reconnects by
 //!   itself) for a single node, the cluster-async client for a cluster; never one connection
 //!   behind a lock. Every call ends within the command timeout: a server that is down or
@@ -50,15 +59,16 @@
 //! # Errors
 //!
 //! [`StoreError::Unavailable`] when the server cannot be reached or does not answer within
-//! the command timeout; [`StoreError::Corrupt`] for a hash that was tampered with (missing
-//! or malformed version or timestamps, a foreign field); [`StoreError::Backend`] for other server errors.
+//! the command timeout, or a write lost more compare-and-set races in a row than
+//! `cas_retries`; [`StoreError::Corrupt`] for a value that is not a session of this layout
+//! (damaged, foreign, a hash or another type); [`StoreError::Backend`] for other server
+//! errors.
 //!
 //! # Feature flags
 //!
 //! - `tls`: `rediss://` URLs, through the driver's rustls support.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -71,124 +81,51 @@ use redis::{
     Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script,
     ServerErrorKind, Value,
 };
+use session_core::blob::{self, RecentReads, WriteTurns};
 use session_core::{
     Changes, OwnerChange, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp,
+    envelope,
 };
 use sha2::{Digest, Sha256};
 
 pub use redis;
 
 const STORE: &str = "redis";
-const VERSION_FIELD: &[u8] = b"v";
-const CREATED: &[u8] = b"c";
-const EXPIRES: &[u8] = b"e";
-const OWNER: &[u8] = b"o";
-/// The one field of a forward pointer (`retire`): the new key's hex.
-const FORWARD: &[u8] = b"f";
-const DATA: &[u8] = b"d:";
-const FORMAT: &[u8] = b"1";
 const CORRUPT_CODE: &str = "SESSIONCORRUPT";
+const WRONG_TYPE_CODE: &str = "WRONGTYPE";
+/// The version tag after every stored value: 8 bytes, little-endian.
+const TAG_LEN: usize = 8;
+/// A forward pointer's tag, which no session's tag ever takes.
+const POINTER_TAG: u64 = u64::MAX;
 
-/// Lua helper for both scripts: `cmd` over ARGV[first..last] in chunks of at most 1000
-/// arguments (Lua's `unpack` limit), the first chunk prefixed by `head`. Returns `head` when
-/// there was nothing to send, so the caller can send it alone.
-const CHUNKED: &str = r"
-local function chunked(cmd, head, first, last)
-  local i = first
-  while i <= last do
-    local stop = math.min(i + 999, last)
-    local args = {}
-    for _, h in ipairs(head) do args[#args + 1] = h end
-    for j = i, stop do args[#args + 1] = ARGV[j] end
-    redis.call(cmd, KEYS[1], unpack(args))
-    head = {}
-    i = stop + 1
-  end
-  return head
+/// Compare-and-set of a session's value, one round trip whether it wins or loses.
+const CAS: &str = r"
+-- KEYS[1]: the session. ARGV[1]: the tag read (8 bytes); ARGV[2]: the new value, or '' to
+-- delete; ARGV[3]: the new value's expiry (Unix ms). Returns 1 when written, 0 when the
+-- key is gone, else the stored value (the tag differs: another writer won).
+local tag = redis.call('GETRANGE', KEYS[1], -8, -1)
+if tag ~= ARGV[1] then
+  if tag == '' then return 0 end
+  return redis.call('GET', KEYS[1])
 end
-";
-
-const CREATE: &str = r"
--- KEYS[1]: the session hash. ARGV[1]: created (ms); ARGV[2]: expiry (ms); ARGV[3]: '-' or
--- '+owner'; ARGV[4..]: field, value pairs.
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local head = {'v', '1', 'c', ARGV[1], 'e', ARGV[2]}
-if string.sub(ARGV[3], 1, 1) == '+' then
-  head[#head + 1] = 'o'
-  head[#head + 1] = string.sub(ARGV[3], 2)
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 end
-head = chunked('HSET', head, 4, #ARGV)
-if #head > 0 then redis.call('HSET', KEYS[1], unpack(head)) end
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
 ";
-
-const UPDATE: &str = r"
--- KEYS[1]: the session hash. ARGV[1]: now (ms); ARGV[2]: new expiry (ms); ARGV[3]: '1' to
--- clear; ARGV[4]: the owner: '=' unchanged, '-' none, '+name'; ARGV[5]: number of removed
--- fields; then the removed fields; then field, value pairs.
-local expires = redis.call('HGET', KEYS[1], 'e')
-if not expires then return 0 end
-expires = tonumber(expires)
-if not expires then return redis.error_reply('SESSIONCORRUPT malformed session expiry') end
-if expires <= tonumber(ARGV[1]) then return 0 end
-if ARGV[3] == '1' then
-  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if string.sub(field, 1, 2) == 'd:' then redis.call('HDEL', KEYS[1], field) end
-  end
-end
-local head = {'e', ARGV[2]}
-if ARGV[4] == '-' then redis.call('HDEL', KEYS[1], 'o') end
-if string.sub(ARGV[4], 1, 1) == '+' then
-  head[#head + 1] = 'o'
-  head[#head + 1] = string.sub(ARGV[4], 2)
-end
-local removed = tonumber(ARGV[5])
-chunked('HDEL', {}, 6, 5 + removed)
-head = chunked('HSET', head, 6 + removed, #ARGV)
-if #head > 0 then redis.call('HSET', KEYS[1], unpack(head)) end
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-return 1
-";
-
-/// The common update — keys set, nothing removed or cleared, owner unchanged, a touch — in
-/// three calls and no Lua tables: measured on Redis 7.0, 1.9 µs of server time against 3.0
-/// for [`UPDATE`], which handles everything.
-const UPDATE_SET: &str = r"
--- KEYS[1]: the session hash. ARGV[1]: now (ms); ARGV[2]: new expiry (ms); ARGV[3..]: field,
--- value pairs (at most MAX_SET_PAIRS of them, under Lua's unpack limit).
-local expires = redis.call('HGET', KEYS[1], 'e')
-if not expires then return 0 end
-expires = tonumber(expires)
-if not expires then return redis.error_reply('SESSIONCORRUPT malformed session expiry') end
-if expires <= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'e', ARGV[2], unpack(ARGV, 3))
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-return 1
-";
-
-/// The most pairs [`UPDATE_SET`] takes; larger updates go through [`UPDATE`]'s chunks.
-const MAX_SET_PAIRS: usize = 400;
 
 const RETIRE: &str = r"
--- KEYS[1]: the session hash. ARGV[1]: now (ms); ARGV[2]: the new key (hex); ARGV[3]: until
--- (ms). Replaces a live session by a forward pointer; returns the session's fields, or nil.
-local expires = redis.call('HGET', KEYS[1], 'e')
-if not expires then return false end
-expires = tonumber(expires)
-if not expires then return redis.error_reply('SESSIONCORRUPT malformed session expiry') end
-if expires <= tonumber(ARGV[1]) then return false end
-local fields = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'f', ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-return fields
-";
-
-const DELETE_IF_OWNER: &str = r"
--- KEYS[1]: a session hash; ARGV[1]: an owner. Deletes the session only if it is still theirs.
-if redis.call('HGET', KEYS[1], 'o') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+-- KEYS[1]: the session. ARGV[1]: the forward pointer (with its tag); ARGV[2]: until (Unix
+-- ms). Replaces a session by the pointer; returns the session's value, or nil.
+local value = redis.call('GET', KEYS[1])
+if not value or string.sub(value, 1, 4) == 'SFW1' then return false end
+if string.sub(value, 1, 4) ~= 'RSSN' then
+  return redis.error_reply('SESSIONCORRUPT not a session envelope')
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+return value
 ";
 
 /// A single-node or a cluster connection; both multiplex and reconnect by themselves.
@@ -254,9 +191,18 @@ pub struct RedisStoreBuilder {
     prefix: String,
     command_timeout: Duration,
     connection_timeout: Duration,
+    cas_retries: u32,
 }
 
 impl RedisStoreBuilder {
+    /// How many compare-and-set races one write may lose in a row to writers in other
+    /// processes before it fails with [`StoreError::Unavailable`] (default 32, at least 1).
+    /// Writers in one process take turns and never race each other.
+    pub fn cas_retries(mut self, retries: u32) -> Self {
+        self.cas_retries = retries.max(1);
+        self
+    }
+
     /// The prefix of every key (default `session:`).
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -326,11 +272,11 @@ impl RedisStoreBuilder {
             conn,
             prefix: self.prefix,
             timeout: self.command_timeout,
-            create: Lua::new(format!("{CHUNKED}{CREATE}")),
-            update: Lua::new(format!("{CHUNKED}{UPDATE}")),
-            update_set: Lua::new(UPDATE_SET.to_owned()),
-            retire: Lua::new(RETIRE.to_owned()),
-            delete_if_owner: Lua::new(DELETE_IF_OWNER.to_owned()),
+            cas_retries: self.cas_retries,
+            cas: Lua::new(CAS),
+            retire: Lua::new(RETIRE),
+            recent: Arc::default(),
+            turns: Arc::default(),
         })
     }
 }
@@ -341,11 +287,12 @@ pub struct RedisStore {
     conn: Conn,
     prefix: String,
     timeout: Duration,
-    create: Lua,
-    update: Lua,
-    update_set: Lua,
+    cas_retries: u32,
+    cas: Lua,
     retire: Lua,
-    delete_if_owner: Lua,
+    /// What `load` read and the last writes, for the compare-and-set that follows.
+    recent: Arc<RecentReads>,
+    turns: Arc<WriteTurns>,
 }
 
 /// A Lua script: its source and the SHA1 that `EVALSHA` names it by. Clones share both.
@@ -356,9 +303,9 @@ struct Lua {
 }
 
 impl Lua {
-    fn new(source: String) -> Lua {
+    fn new(source: &str) -> Lua {
         Lua {
-            sha: Script::new(&source).get_hash().into(),
+            sha: Script::new(source).get_hash().into(),
             source: source.into(),
         }
     }
@@ -374,12 +321,14 @@ impl fmt::Debug for RedisStore {
             .field("mode", &kind)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
+            .field("cas_retries", &self.cas_retries)
             .finish_non_exhaustive()
     }
 }
 
 fn map_error(e: RedisError) -> StoreError {
-    if e.code() == Some(CORRUPT_CODE) {
+    // WRONGTYPE: the key holds a hash (the earlier layout) or another type.
+    if matches!(e.code(), Some(CORRUPT_CODE | WRONG_TYPE_CODE)) {
         return StoreError::corrupt(STORE, e);
     }
     if e.is_io_error()
@@ -407,28 +356,6 @@ async fn timed<T>(
 
 fn corrupt(reason: &'static str) -> StoreError {
     StoreError::corrupt(STORE, reason)
-}
-
-fn parse_millis(value: &[u8]) -> Result<Timestamp, StoreError> {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .map(Timestamp::from_unix_millis)
-        .ok_or_else(|| corrupt("malformed timestamp"))
-}
-
-/// Adds `d:<name>`, value pairs to a script's arguments.
-fn push_data(cmd: &mut Cmd, data: &BTreeMap<String, Vec<u8>>) {
-    for (name, value) in data {
-        cmd.arg(data_field(name)).arg(value.as_slice());
-    }
-}
-
-fn data_field(name: &str) -> Vec<u8> {
-    let mut field = Vec::with_capacity(DATA.len() + name.len());
-    field.extend_from_slice(DATA);
-    field.extend_from_slice(name.as_bytes());
-    field
 }
 
 impl RedisStore {
@@ -479,6 +406,7 @@ impl RedisStore {
             prefix: "session:".into(),
             command_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(1),
+            cas_retries: 32,
         }
     }
 
@@ -536,51 +464,6 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
         timed(self.timeout, f(&mut conn)).await
-    }
-
-    async fn run_update(
-        &self,
-        key: &StorageKey,
-        changes: &Changes,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        if !changes.is_cleared()
-            && changes.removed().is_empty()
-            && changes.owner().is_keep()
-            && changes.written().len() <= MAX_SET_PAIRS
-        {
-            let done: i64 = self
-                .eval(&self.update_set, key, |cmd| {
-                    cmd.arg(Timestamp::now().as_unix_millis())
-                        .arg(expires_at.as_unix_millis());
-                    push_data(cmd, changes.written());
-                })
-                .await?;
-            return Ok(done == 1);
-        }
-        let done: i64 = self
-            .eval(&self.update, key, |cmd| {
-                cmd.arg(Timestamp::now().as_unix_millis())
-                    .arg(expires_at.as_unix_millis())
-                    .arg(if changes.is_cleared() { "1" } else { "0" })
-                    .arg(match changes.owner() {
-                        OwnerChange::Set(owner) => format!("+{owner}"),
-                        OwnerChange::Remove => "-".to_owned(),
-                        _ => "=".to_owned(),
-                    })
-                    .arg(changes.removed().len());
-                for name in changes.removed() {
-                    cmd.arg(data_field(name));
-                }
-                push_data(cmd, changes.written());
-            })
-            .await?;
-        if done == 1
-            && let OwnerChange::Set(owner) = changes.owner()
-        {
-            self.index(owner, key, expires_at).await?;
-        }
-        Ok(done == 1)
     }
 
     /// The key of a user's set of sessions: `{prefix}user:{sha256(owner)}`, its own hash tag.
@@ -651,69 +534,182 @@ impl RedisStore {
     }
 }
 
-/// A session hash as `HGETALL` returns it: `None` when empty, expired or a forward pointer.
-fn decode_hash(
-    key: &StorageKey,
-    fields: Vec<(Vec<u8>, Vec<u8>)>,
-) -> Result<Option<Record>, StoreError> {
-    if fields.is_empty() {
+/// A stored value split into its body (an envelope or a forward pointer) and its tag.
+fn split_tag(value: &[u8]) -> Result<(&[u8], u64), StoreError> {
+    if value.len() < TAG_LEN {
+        return Err(corrupt("a value shorter than its version tag"));
+    }
+    let (body, tag) = value.split_at(value.len() - TAG_LEN);
+    let mut bytes = [0u8; TAG_LEN];
+    bytes.copy_from_slice(tag);
+    Ok((body, u64::from_le_bytes(bytes)))
+}
+
+/// The tag of the value that replaces one tagged `tag` (never [`POINTER_TAG`]).
+fn next_tag(tag: u64) -> u64 {
+    match tag.wrapping_add(1) {
+        POINTER_TAG => 0,
+        next => next,
+    }
+}
+
+/// The session in a stored body: `None` for a forward pointer or an expired session.
+fn decode_body(key: &StorageKey, body: &[u8]) -> Result<Option<Record>, StoreError> {
+    if body.starts_with(blob::FORWARD_MAGIC) {
         return Ok(None);
     }
-    let (mut version, mut created_at, mut expires_at, mut owner) = (None, None, None, None);
-    let mut data = BTreeMap::new();
-    for (field, value) in fields {
-        match field.as_slice() {
-            VERSION_FIELD => version = Some(value),
-            CREATED => created_at = Some(parse_millis(&value)?),
-            EXPIRES => expires_at = Some(parse_millis(&value)?),
-            // A cycled session's forward pointer (`retire`) is no session.
-            FORWARD => return Ok(None),
-            OWNER => {
-                owner = Some(String::from_utf8(value).map_err(|_| corrupt("owner is not text"))?);
-            }
-            other => {
-                if !other.starts_with(DATA) {
-                    return Err(corrupt("foreign field in the session hash"));
+    let record = envelope::decode(*key, body).map_err(|e| StoreError::corrupt(STORE, e))?;
+    if record.is_expired_at(Timestamp::now()) {
+        return Ok(None);
+    }
+    Ok(Some(record))
+}
+
+/// What [`RedisStore::cas_loop`]'s step makes of a session's stored body.
+enum Step<T> {
+    /// The answer, with nothing to write.
+    Done(T),
+    /// Replace the value by `value` (body and tag room: the loop appends the tag) expiring at
+    /// `expires_at`, or delete the session when `value` is `None`; `then` is the answer when
+    /// it lands.
+    Write {
+        value: Option<Vec<u8>>,
+        expires_at: Timestamp,
+        then: T,
+    },
+}
+
+impl RedisStore {
+    /// The session's value as `known` (what `load` just saw) or a `GET` reads it, turned by
+    /// `next` into an answer or a write, which the [`CAS`] script makes only if the value is
+    /// still the one read; when another writer won, its value is the next try's. A missing
+    /// session answers `absent()`; `what` names the operation when the retries run out.
+    async fn cas_loop<T>(
+        &self,
+        key: &StorageKey,
+        what: &str,
+        absent: impl Fn() -> T,
+        next: impl Fn(&[u8]) -> Result<Step<T>, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _turn = self.turns.turn(key).await;
+        let mut current = match self.recent.take(key) {
+            Some((value, _)) => value,
+            None => match self.get(key).await? {
+                Some(value) => value,
+                None => return Ok(absent()),
+            },
+        };
+        for _ in 0..self.cas_retries {
+            let (body, tag) = split_tag(&current)?;
+            let (value, expires_at, then) = match next(body)? {
+                Step::Done(answer) => {
+                    self.recent.put(*key, current, tag);
+                    return Ok(answer);
                 }
-                // The field's own buffer becomes the key: no copy.
-                let mut name = field;
-                name.drain(..DATA.len());
-                let name = String::from_utf8(name).map_err(|_| corrupt("key name is not text"))?;
-                data.insert(name, value);
+                Step::Write {
+                    value,
+                    expires_at,
+                    then,
+                } => (value, expires_at, then),
+            };
+            let new_tag = next_tag(tag);
+            let value = value.map(|mut v| {
+                v.extend_from_slice(&new_tag.to_le_bytes());
+                v
+            });
+            let reply: Value = self
+                .eval(&self.cas, key, |cmd| {
+                    cmd.arg(&tag.to_le_bytes()[..])
+                        .arg(value.as_deref().unwrap_or_default())
+                        .arg(expires_at.as_unix_millis());
+                })
+                .await?;
+            match reply {
+                Value::Int(1) => {
+                    if let Some(value) = value {
+                        self.recent.put(*key, value, new_tag);
+                    }
+                    return Ok(then);
+                }
+                Value::Int(0) | Value::Nil => return Ok(absent()),
+                Value::BulkString(stored) => current = stored,
+                other => {
+                    return Err(StoreError::backend(
+                        STORE,
+                        format!("the {what} script answered {other:?}"),
+                    ));
+                }
             }
         }
+        Err(StoreError::unavailable(
+            STORE,
+            format!(
+                "{what} lost {} compare-and-set races in a row to other writers of the session",
+                self.cas_retries
+            ),
+        ))
     }
-    if version.as_deref() != Some(FORMAT) {
-        return Err(corrupt("missing or unsupported format version"));
+
+    async fn get(&self, key: &StorageKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let redis_key = self.redis_key(key);
+        self.call(async |conn| redis::cmd("GET").arg(&redis_key).query_async(conn).await)
+            .await
     }
-    let (Some(created_at), Some(expires_at)) = (created_at, expires_at) else {
-        return Err(corrupt("session hash without its timestamps"));
-    };
-    if expires_at <= Timestamp::now() {
-        return Ok(None);
+
+    /// `update` and `touch`: the changes patched into the stored envelope.
+    async fn patch(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = self
+            .cas_loop(
+                key,
+                "update",
+                || false,
+                |body| {
+                    if body.starts_with(blob::FORWARD_MAGIC) {
+                        return Ok(Step::Done(false)); // a cycled session's pointer
+                    }
+                    // Patched before the expiry check because patching verifies the checksum:
+                    // a damaged value is `Corrupt` whether or not its expiry has passed.
+                    let mut value =
+                        Vec::with_capacity(envelope::patch_len_bound(body, changes) + TAG_LEN);
+                    envelope::patch_into(body, changes, expires_at, &mut value)
+                        .map_err(|e| StoreError::corrupt(STORE, e))?;
+                    let old_expiry =
+                        envelope::peek_expiry(body).map_err(|e| StoreError::corrupt(STORE, e))?;
+                    if old_expiry <= Timestamp::now() {
+                        return Ok(Step::Done(false));
+                    }
+                    Ok(Step::Write {
+                        value: Some(value),
+                        expires_at,
+                        then: true,
+                    })
+                },
+            )
+            .await?;
+        if done && let OwnerChange::Set(owner) = changes.owner() {
+            self.index(owner, key, expires_at).await?;
+        }
+        Ok(done)
     }
-    Ok(Some(Record {
-        key: *key,
-        data,
-        created_at,
-        expires_at,
-        owner,
-    }))
 }
 
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
-        let redis_key = self.redis_key(key);
-        let fields: Vec<(Vec<u8>, Vec<u8>)> = self
-            .call(async |conn| {
-                redis::cmd("HGETALL")
-                    .arg(&redis_key)
-                    .query_async(conn)
-                    .await
-            })
-            .await?;
-        decode_hash(key, fields)
+        let Some(value) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let (body, tag) = split_tag(&value)?;
+        let record = decode_body(key, body)?;
+        if record.is_some() {
+            self.recent.put(*key, value, tag);
+        }
+        Ok(record)
     }
 
     async fn retire(
@@ -722,48 +718,49 @@ impl SessionStore for RedisStore {
         to: &StorageKey,
         until: Timestamp,
     ) -> Result<Option<Record>, StoreError> {
-        let fields: Option<Vec<(Vec<u8>, Vec<u8>)>> = self
+        let _turn = self.turns.turn(key).await;
+        self.recent.forget(key);
+        let mut pointer = blob::forward_pointer(to, until);
+        pointer.extend_from_slice(&POINTER_TAG.to_le_bytes());
+        let value: Option<Vec<u8>> = self
             .eval(&self.retire, key, |cmd| {
-                cmd.arg(Timestamp::now().as_unix_millis())
-                    .arg(to.to_hex().as_str())
-                    .arg(until.as_unix_millis());
+                cmd.arg(pointer.as_slice()).arg(until.as_unix_millis());
             })
             .await?;
-        match fields {
-            Some(fields) => decode_hash(key, fields),
+        match value {
+            Some(value) => decode_body(key, split_tag(&value)?.0),
             None => Ok(None),
         }
     }
 
     async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
-        let redis_key = self.redis_key(key);
-        let to: Option<String> = self
+        let Some(value) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let now = Timestamp::now();
+        Ok(blob::parse_forward(split_tag(&value)?.0)
+            .filter(|(_, until)| *until > now)
+            .map(|(to, _)| to))
+    }
+
+    async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        let mut value = Vec::with_capacity(envelope::len(record) + TAG_LEN);
+        envelope::encode_into(record, &mut value);
+        value.extend_from_slice(&0u64.to_le_bytes());
+        let redis_key = self.redis_key(&record.key);
+        let created: Option<String> = self
             .call(async |conn| {
-                redis::cmd("HGET")
+                redis::cmd("SET")
                     .arg(&redis_key)
-                    .arg(FORWARD)
+                    .arg(value.as_slice())
+                    .arg("NX")
+                    .arg("PXAT")
+                    .arg(record.expires_at.as_unix_millis())
                     .query_async(conn)
                     .await
             })
             .await?;
-        // The pointer's own PEXPIREAT ends it: Redis never returns an expired key.
-        Ok(to.as_deref().and_then(StorageKey::parse_hex))
-    }
-
-    async fn create(&self, record: &Record) -> Result<(), StoreError> {
-        let owner = match &record.owner {
-            Some(owner) => format!("+{owner}"),
-            None => "-".to_owned(),
-        };
-        let created: i64 = self
-            .eval(&self.create, &record.key, |cmd| {
-                cmd.arg(record.created_at.as_unix_millis())
-                    .arg(record.expires_at.as_unix_millis())
-                    .arg(&owner);
-                push_data(cmd, &record.data);
-            })
-            .await?;
-        if created != 1 {
+        if created.is_none() {
             return Err(StoreError::IdCollision);
         }
         if let Some(owner) = &record.owner {
@@ -778,14 +775,15 @@ impl SessionStore for RedisStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.run_update(key, changes, expires_at).await
+        self.patch(key, changes, expires_at).await
     }
 
     async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
-        self.run_update(key, &Changes::new(), expires_at).await
+        self.patch(key, &Changes::new(), expires_at).await
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
+        self.recent.forget(key);
         let redis_key = self.redis_key(key);
         self.call(async |conn| {
             redis::cmd("DEL")
@@ -794,6 +792,7 @@ impl SessionStore for RedisStore {
                 .await
         })
         .await?;
+        self.recent.forget(key);
         Ok(())
     }
 
@@ -801,35 +800,23 @@ impl SessionStore for RedisStore {
         Ok(0)
     }
 
-    /// The user's set, each member checked (owner and expiry in one `HMGET`); stale members
-    /// are removed from the set on the way.
+    /// The user's set, each member read and checked (owner and expiry); stale members are
+    /// removed from the set on the way.
     async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
         let now = Timestamp::now();
         let mut live = Vec::new();
         for key in self.members(owner).await? {
-            let redis_key = self.redis_key(&key);
-            let (o, c, e): (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) = self
-                .call(async |conn| {
-                    redis::cmd("HMGET")
-                        .arg(&redis_key)
-                        .arg("o")
-                        .arg("c")
-                        .arg("e")
-                        .query_async(conn)
-                        .await
-                })
-                .await?;
-            let times = c
-                .zip(e)
-                .and_then(|(c, e)| Some((parse_millis(&c).ok()?, parse_millis(&e).ok()?)));
-            match times {
-                Some((created_at, expires_at))
-                    if o.as_deref() == Some(owner.as_bytes()) && expires_at > now =>
-                {
+            let value = self.get(&key).await?;
+            let record = match value.as_deref().map(split_tag) {
+                Some(Ok((body, _))) => decode_body(&key, body).ok().flatten(),
+                _ => None,
+            };
+            match record {
+                Some(r) if r.owner.as_deref() == Some(owner) && r.expires_at > now => {
                     live.push(SessionInfo {
                         key,
-                        created_at,
-                        expires_at,
+                        created_at: r.created_at,
+                        expires_at: r.expires_at,
                     });
                 }
                 _ => self.forget(owner, &key).await?,
@@ -838,17 +825,42 @@ impl SessionStore for RedisStore {
         Ok(live)
     }
 
-    /// Deletes each session in the user's set that is still theirs (one script per session,
-    /// so an update racing it cannot bring it back), then empties the set.
+    /// Deletes each session in the user's set that is still theirs (by compare-and-set, so
+    /// an update racing it cannot bring it back), then empties the set.
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
         let mut removed = 0;
         for key in self.members(owner).await? {
-            let deleted: i64 = self
-                .eval(&self.delete_if_owner, &key, |cmd| {
-                    cmd.arg(owner);
-                })
-                .await?;
-            removed += u64::try_from(deleted).unwrap_or(0);
+            let deleted = self
+                .cas_loop(
+                    &key,
+                    "delete_sessions_of",
+                    || 0,
+                    |body| {
+                        if body.starts_with(blob::FORWARD_MAGIC) {
+                            return Ok(Step::Done(0));
+                        }
+                        let theirs = envelope::peek_owner(body)
+                            .map_err(|e| StoreError::corrupt(STORE, e))?
+                            == Some(owner);
+                        Ok(if theirs {
+                            Step::Write {
+                                value: None,
+                                expires_at: Timestamp::now(),
+                                then: 1,
+                            }
+                        } else {
+                            Step::Done(0)
+                        })
+                    },
+                )
+                .await;
+            match deleted {
+                Ok(n) => removed += n,
+                // A damaged value in the set is no session of the user's.
+                Err(StoreError::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            self.recent.forget(&key);
             self.forget(owner, &key).await?;
         }
         Ok(removed)

@@ -1,8 +1,9 @@
 //! Project automation, run as `cargo xtask <command>`:
 //!
-//! - `test-backends [--no-lint] [-p CRATE]…`: format check, clippy, docs, then every
+//! - `test-backends [--no-lint] [-p CRATE]… [-- TEST-ARGS]`: format check, clippy, docs, then every
 //!   crate's tests (or only those of the crates named) against real servers started on
-//!   127.0.0.1, and a table of the results.
+//!   127.0.0.1, and a table of the results. Arguments after `--` go to every test binary
+//!   (a name filter, `--nocapture` for the drills' figures).
 //! - `bench [--quick]`: the benchmarks (see BENCHMARKS.md).
 //! - `fuzz [--seconds N]`: every cargo-fuzz target for N seconds (see FUZZING.md).
 
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask test-backends [--no-lint] [-p CRATE]… | bench [--quick] | fuzz [--seconds N]"
+                "usage: cargo xtask test-backends [--no-lint] [-p CRATE]… [-- TEST-ARGS] | bench [--quick] | fuzz [--seconds N]"
             );
             return ExitCode::from(2);
         }

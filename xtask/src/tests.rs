@@ -27,6 +27,11 @@ pub(crate) fn test_backends(args: &[String]) -> Result<()> {
         .filter(|w| w[0] == "-p")
         .map(|w| w[1].as_str())
         .collect();
+    // Anything after `--` goes to every test binary (a filter, `--nocapture`).
+    let test_args: &[String] = args
+        .iter()
+        .position(|a| a == "--")
+        .map_or(&[], |at| &args[at + 1..]);
     if lint {
         phase("format check: cargo fmt --check");
         run(cargo().args(["fmt", "--all", "--check"]))?;
@@ -65,7 +70,8 @@ pub(crate) fn test_backends(args: &[String]) -> Result<()> {
         cmd.current_dir(&bin.manifest_dir)
             .env("CARGO_MANIFEST_DIR", &bin.manifest_dir)
             .env("SESSION_TEST_REQUIRE_SERVERS", "1")
-            .envs(&servers.env);
+            .envs(&servers.env)
+            .args(test_args);
         let tally = run_and_count(&mut cmd)?;
         add(table.entry(bin.package.clone()).or_default(), tally);
     }

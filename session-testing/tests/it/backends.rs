@@ -71,14 +71,19 @@ async fn backends() -> Vec<Backend> {
             name: "redis",
             store: Arc::new(store),
             damage: Some(Box::new(move |key| {
-                let (mut raw, hash) = (raw.clone(), keys.redis_key(&key));
+                let (mut raw, name) = (raw.clone(), keys.redis_key(&key));
                 Box::pin(async move {
-                    let _: () = redis::cmd("HSET")
-                        .arg(hash)
-                        .arg("d:n")
-                        .arg(b"\xff\xfe garbage".as_slice())
-                        .arg("e")
-                        .arg("soon")
+                    // One byte of the envelope flipped (its checksum no longer matches).
+                    let mut value: Vec<u8> = redis::cmd("GET")
+                        .arg(&name)
+                        .query_async(&mut raw)
+                        .await
+                        .unwrap();
+                    value[12] ^= 0x20;
+                    let _: () = redis::cmd("SET")
+                        .arg(&name)
+                        .arg(value)
+                        .arg("KEEPTTL")
                         .query_async(&mut raw)
                         .await
                         .unwrap();

@@ -489,7 +489,47 @@ async fn the_example_walks_on_redis() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    walk(&app, Some(&redis_peek(raw, prefix))).await;
+    walk(&app, Some(&redis_peek(raw.clone(), prefix.clone()))).await;
+
+    // A session left in the earlier one-hash-per-session layout: a fresh session, a warning
+    // logged, never a 500.
+    let cookie = request(&app.addr, "GET", "/", None, None).await.cookie();
+    let name = format!(
+        "{prefix}:{{{}}}",
+        bearer(&cookie).storage_key().to_hex().as_str()
+    );
+    let later = session_core::Timestamp::now().saturating_add(Duration::from_secs(600));
+    let mut conn = raw;
+    let _: () = redis::pipe()
+        .del(&name)
+        .hset_multiple(
+            &name,
+            &[
+                ("v", "1"),
+                ("c", "1"),
+                ("e", &later.as_unix_millis().to_string()),
+            ],
+        )
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let page = request(&app.addr, "GET", "/", Some(&cookie), None).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(visits(&page.body), 1);
+    assert_ne!(
+        page.cookie(),
+        cookie,
+        "no fresh session for a session in the old layout"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !app.logged("damaged session record") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        app.logged("damaged session record"),
+        "no warning logged: {:?}",
+        app.stderr.lock().unwrap()
+    );
     app.child.kill().await.unwrap();
 }
 
@@ -528,21 +568,19 @@ where
         let mut conn = one.clone();
         let name = key_of(key);
         Box::pin(async move {
-            let fields: Vec<Vec<u8>> = redis::cmd("HGETALL")
+            let value: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(&name)
                 .query_async(&mut conn)
                 .await
                 .unwrap();
-            if fields.is_empty() {
-                return None;
-            }
+            let bytes = value?;
             let pttl: i64 = redis::cmd("PTTL")
                 .arg(&name)
                 .query_async(&mut conn)
                 .await
                 .unwrap();
             Some(Stored {
-                bytes: fields.concat(),
+                bytes,
                 ttl_secs: Some(pttl / 1000),
             })
         })
@@ -566,13 +604,13 @@ where
                     .query_async(&mut conn)
                     .await
                     .unwrap();
-                if kind == "hash" {
-                    let fields: Vec<Vec<u8>> = redis::cmd("HGETALL")
+                if kind == "string" {
+                    let value: Vec<u8> = redis::cmd("GET")
                         .arg(&name)
                         .query_async(&mut conn)
                         .await
                         .unwrap();
-                    out.extend(fields.concat());
+                    out.extend(value);
                 }
             }
             out
