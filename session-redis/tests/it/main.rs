@@ -233,7 +233,8 @@ async fn old_layout_foreign_types_and_damaged_values_are_corrupt_not_errors() {
 
     // Damaged strings: one flipped byte, a cut value, a foreign string, a value shorter
     // than its tag. Neither a load nor an update succeeds, and the update writes nothing.
-    let damages: [(&str, fn(&mut Vec<u8>)); 4] = [
+    type Damage = fn(&mut Vec<u8>);
+    let damages: [(&str, Damage); 4] = [
         ("a flipped byte", |v| v[10] ^= 0x40),
         ("cut short", |v| v.truncate(v.len() - 12)),
         ("a foreign string", |v| {
