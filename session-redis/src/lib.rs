@@ -580,7 +580,8 @@ enum Step<T> {
 }
 
 impl RedisStore {
-    /// The session's value as `known` (what `load` just saw) or a `GET` reads it, turned by
+    /// The session's value as [`RecentReads`] holds it (what `load` just saw, or this
+    /// process's last write) or a `GET` reads it, turned by
     /// `next` into an answer or a write, which the [`CAS`] script makes only if the value is
     /// still the one read; when another writer won, its value is the next try's. A missing
     /// session answers `absent()`; `what` names the operation when the retries run out.

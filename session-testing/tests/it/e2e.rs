@@ -208,6 +208,19 @@ impl App {
     fn logged(&self, text: &str) -> bool {
         self.stderr.lock().unwrap().iter().any(|l| l.contains(text))
     }
+
+    /// Waits up to 5 s for `text` on the app's stderr; fails the test if it never comes.
+    async fn wait_logged(&self, text: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !self.logged(text) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            self.logged(text),
+            "{text:?} not logged: {:?}",
+            self.stderr.lock().unwrap()
+        );
+    }
 }
 
 /// What a walk checks in the store itself, seen from outside the app.
@@ -446,15 +459,7 @@ async fn the_example_walks_on_files_and_logs_a_damaged_record() {
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let page = request(&app.addr, "GET", "/", Some(&cookie), None).await;
     assert_eq!(visits(&page.body), 1);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !app.logged("damaged session record") && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        app.logged("damaged session record"),
-        "no warning logged: {:?}",
-        app.stderr.lock().unwrap()
-    );
+    app.wait_logged("damaged session record").await;
     app.child.kill().await.unwrap();
 }
 
@@ -521,15 +526,7 @@ async fn the_example_walks_on_redis() {
         cookie,
         "no fresh session for a session in the old layout"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !app.logged("damaged session record") && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        app.logged("damaged session record"),
-        "no warning logged: {:?}",
-        app.stderr.lock().unwrap()
-    );
+    app.wait_logged("damaged session record").await;
     app.child.kill().await.unwrap();
 }
 
