@@ -19,6 +19,10 @@
 //!   ever see its [`StorageKey`], a SHA-256 of it, so a leaked database holds no live id.
 //! - [`SessionStore`] is the object-safe async trait a backend implements; the
 //!   conformance suite (feature `test-suite`, module `suite`) checks its contracts.
+//! - Operations: [`scan`] reads every record of a store in bounded memory, [`migrate`]
+//!   copies every live session to another store with its storage key, and
+//!   [`FallbackStore`] serves from a new store while copying from the old one on read (the
+//!   `sessions` command line is built on them).
 //!
 //! ```
 //! use session_core::{SessionId, StorageKey, IdGenerator, UuidV4Generator};
@@ -49,9 +53,12 @@ pub mod body;
 mod codec;
 pub mod envelope;
 mod error;
+mod fallback;
 mod id;
 mod manager;
+pub mod migrate;
 mod record;
+pub mod scan;
 mod session;
 mod store;
 mod sweeper;
@@ -62,13 +69,14 @@ pub mod suite;
 
 pub use codec::Codec;
 pub use error::{BoxError, SessionError, StoreError};
+pub use fallback::FallbackStore;
 pub use id::{
     HexKey, IdGenerator, InvalidId, MAX_ID_LEN, MIN_ID_LEN, SessionId, StorageKey, UuidV4Generator,
 };
 pub use manager::{Expiry, SaveOutcome, SessionManager, SessionManagerBuilder};
 pub use record::{Changes, OwnerChange, Record};
 pub use session::{RESERVED_PREFIX, Session};
-pub use store::{SessionInfo, SessionStore, bounded};
+pub use store::{ScanCursor, ScanPage, SessionInfo, SessionStore, bad_cursor, bounded};
 pub use sweeper::spawn_sweeper;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 

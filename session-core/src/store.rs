@@ -31,6 +31,61 @@ impl From<&Record> for SessionInfo {
     }
 }
 
+/// Where a [`SessionStore::scan`] goes on from: opaque to callers, made and read by the
+/// store that returned it. A cursor from one store means nothing to another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScanCursor(String);
+
+impl ScanCursor {
+    /// A cursor holding `state`, for store implementations.
+    pub fn new(state: impl Into<String>) -> Self {
+        Self(state.into())
+    }
+
+    /// The state the store put in.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A cursor that goes on after `key`, for stores that list keys in order.
+    pub fn after(key: &StorageKey) -> Self {
+        Self(key.to_hex().as_str().to_owned())
+    }
+
+    /// The key a cursor made by [`ScanCursor::after`] goes on after.
+    ///
+    /// # Errors
+    /// [`bad_cursor`] for any other cursor, naming `store`.
+    pub fn key(&self, store: &'static str) -> Result<StorageKey, StoreError> {
+        StorageKey::parse_hex(&self.0)
+            .filter(|k| k.to_hex().as_str() == self.0)
+            .ok_or_else(|| bad_cursor(store, self))
+    }
+}
+
+/// One page of a [`SessionStore::scan`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Keys of session records: live ones, and expired ones not yet removed. A store that
+    /// cannot tell a forward pointer (see [`SessionStore::retire`]) from a session without
+    /// reading its value may list the pointer's key too; `load` answers `None` for it.
+    pub keys: Vec<StorageKey>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<ScanCursor>,
+}
+
+impl ScanPage {
+    /// A page of `keys` listed in key order, going on after the last of them when `more`
+    /// says there are more ([`ScanCursor::after`]).
+    pub fn in_key_order(keys: Vec<StorageKey>, more: bool) -> Self {
+        let next = match keys.last() {
+            Some(last) if more => Some(ScanCursor::after(last)),
+            _ => None,
+        };
+        Self { keys, next }
+    }
+}
+
 /// Where sessions live. Object safe: the manager holds an `Arc<dyn SessionStore>`.
 ///
 /// Stores address records by [`StorageKey`], the hashed id; they never see the bearer id.
@@ -142,6 +197,24 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// # Errors
     /// As [`SessionStore::sessions_of`].
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// One page of the keys of every session the store holds: start with `None`, then pass
+    /// each page's [`ScanPage::next`] until it is `None`. A page holds about `limit` keys (a
+    /// hint: Redis's `SCAN` may return a few more, and any page may be empty while `next` is
+    /// still `Some`), so a scan of millions of sessions runs in bounded memory.
+    ///
+    /// A scan is not a snapshot. Every session that is live for the whole scan is listed at
+    /// least once (a key may be listed twice where the server's own cursor does so, as
+    /// Redis's does); a session created or deleted while the scan runs may or may not be.
+    /// Read the records with [`SessionStore::load`], or with [`crate::scan::Scan`], which
+    /// does both.
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] for a cursor this store did not make; [`StoreError::Unsupported`]
+    /// only for a store that cannot enumerate its records; `Unavailable`/`Backend` when the
+    /// store fails.
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize)
+    -> Result<ScanPage, StoreError>;
 }
 
 #[async_trait]
@@ -190,6 +263,21 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
         (**self).delete_sessions_of(owner).await
     }
+    async fn scan(
+        &self,
+        cursor: Option<&ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        (**self).scan(cursor, limit).await
+    }
+}
+
+/// The malformed-cursor error of a store's [`SessionStore::scan`].
+pub fn bad_cursor(store: &'static str, cursor: &ScanCursor) -> StoreError {
+    StoreError::config(
+        store,
+        format!("scan cursor {:?} was not made by this store", cursor.as_str()),
+    )
 }
 
 /// Awaits one round trip of a store for at most `timeout`: `call`'s result with its errors

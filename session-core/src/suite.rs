@@ -28,7 +28,8 @@ use crate::error::StoreError;
 use crate::id::{IdGenerator, SessionId, StorageKey, UuidV4Generator};
 use crate::manager::{SaveOutcome, SessionManager};
 use crate::record::{Changes, Record};
-use crate::store::SessionStore;
+use crate::scan::{Scan, Scanned};
+use crate::store::{ScanCursor, ScanPage, SessionStore};
 use crate::time::Timestamp;
 
 /// The address of a test server from the environment variable `var`.
@@ -152,6 +153,14 @@ impl SessionStore for ProbeStore {
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
         self.enter()?;
         self.inner.delete_sessions_of(owner).await
+    }
+    async fn scan(
+        &self,
+        cursor: Option<&ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        self.enter()?;
+        self.inner.scan(cursor, limit).await
     }
 }
 
@@ -931,6 +940,82 @@ pub async fn check_forward_pointers(store: Arc<dyn SessionStore>) {
     );
 }
 
+/// `scan` lists every live session (its own and whatever else the store holds) in pages of
+/// about the size asked for, a deleted one never, and refuses a cursor it did not make;
+/// [`Scan`] reads the listed records back as they were written.
+pub async fn check_scan(store: Arc<dyn SessionStore>) {
+    const LIMIT: usize = 7;
+    let live: Vec<Record> = (0..20u8)
+        .map(|n| record(&[("n", &[n][..]), ("name", b"scan")]))
+        .collect();
+    for r in &live {
+        store.create(r).await.unwrap();
+    }
+    let deleted = record(&[("gone", b"1")]);
+    store.create(&deleted).await.unwrap();
+    store.delete(&deleted.key).await.unwrap();
+    let expired = record_with(&[("old", b"1")], a_second_ago());
+    store.create(&expired).await.unwrap();
+
+    // Other tests share the store: bounded by pages, not by what this test wrote.
+    let mut listed = std::collections::HashSet::new();
+    let mut cursor = None;
+    for page_no in 0.. {
+        assert!(page_no < 50_000, "the scan never ended");
+        let page = store.scan(cursor.as_ref(), LIMIT).await.unwrap();
+        assert!(
+            page.keys.len() <= 4 * LIMIT + 16,
+            "a page of {} keys for a limit of {LIMIT}",
+            page.keys.len()
+        );
+        listed.extend(page.keys);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    for r in &live {
+        assert!(listed.contains(&r.key), "a live session was not listed");
+    }
+    assert!(
+        !listed.contains(&deleted.key),
+        "a deleted session was listed"
+    );
+
+    let mut scan = Scan::new(store.clone()).page_size(LIMIT).parallel(3);
+    let mut read = HashMap::new();
+    let mut pages = 0;
+    while let Some(page) = scan.next_page().await.unwrap() {
+        pages += 1;
+        assert!(pages < 50_000, "the scan never ended");
+        for found in page {
+            match found {
+                Scanned::Live(r) => {
+                    read.insert(r.key, r);
+                }
+                Scanned::NotLive(key) => assert!(
+                    !live.iter().any(|r| r.key == key),
+                    "a live session read as not live"
+                ),
+                Scanned::Damaged(..) => {}
+            }
+        }
+    }
+    for r in &live {
+        assert_eq!(read.get(&r.key), Some(r), "a session read back changed");
+    }
+    assert!(!read.contains_key(&expired.key), "an expired session read as live");
+
+    let foreign = ScanCursor::new("\u{1}not a cursor of this store");
+    assert!(
+        matches!(
+            store.scan(Some(&foreign), LIMIT).await,
+            Err(StoreError::Config { .. })
+        ),
+        "a foreign cursor was accepted"
+    );
+}
+
 /// A login racing the session's other requests: requests that loaded the session before its
 /// id was cycled and save after (or during) the cycle keep their writes, which reach the
 /// session under its new id; and a logout of the new id stays final against them.
@@ -1161,6 +1246,7 @@ macro_rules! conformance_tests {
             check_hostile_sizes,
             check_forward_pointers,
             check_cycle_keeps_racing_writes,
+            check_scan,
         );
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn check_owner_index() {

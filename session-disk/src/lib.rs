@@ -57,7 +57,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, envelope,
+    Changes, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey, StoreError,
+    Timestamp, envelope,
 };
 
 const STORE: &str = "disk";
@@ -452,6 +453,60 @@ impl Inner {
         Ok(removed)
     }
 
+    /// Up to `limit` session keys after `after` in key order, walking the shard directories in
+    /// order and skipping those wholly before `after`; whether the walk stopped at `limit`.
+    fn keys_after(
+        &self,
+        dir: &Path,
+        level: usize,
+        after: Option<&str>,
+        limit: usize,
+        out: &mut Vec<StorageKey>,
+    ) -> Result<bool, StoreError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_error(e)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort_unstable();
+        if level < self.depth {
+            for name in names {
+                let is_shard = name.len() == 2
+                    && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                if !is_shard {
+                    continue;
+                }
+                let below = match after {
+                    Some(a) => match name.as_str().cmp(&a[2 * level..2 * level + 2]) {
+                        std::cmp::Ordering::Less => continue,
+                        std::cmp::Ordering::Equal => Some(a),
+                        std::cmp::Ordering::Greater => None,
+                    },
+                    None => None,
+                };
+                if self.keys_after(&dir.join(&name), level + 1, below, limit, out)? {
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+        for key in names
+            .iter()
+            .filter_map(|n| n.strip_suffix(SUFFIX))
+            .filter(|hex| after.is_none_or(|a| *hex > a))
+            .filter_map(StorageKey::parse_hex)
+        {
+            if out.len() == limit {
+                return Ok(true);
+            }
+            out.push(key);
+        }
+        Ok(false)
+    }
+
     /// The live records owned by `owner`, by a scan of every session file.
     fn owned(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
         let mut found = Vec::new();
@@ -611,6 +666,31 @@ impl SessionStore for DiskStore {
 
     /// A scan of every session file: O(sessions), fine for a rare "log out everywhere" on the
     /// single-server deployments this store is for.
+    /// Session files in key order (forward pointers and temporary files are not listed); the
+    /// cursor is the last key listed, and a page reads only the shard directories at or after
+    /// it.
+    async fn scan(
+        &self,
+        cursor: Option<&ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        let after = cursor.map(|c| c.key(STORE)).transpose()?;
+        let limit = limit.max(1);
+        self.blocking(move |inner| {
+            let hex = after.map(|k| k.to_hex());
+            let mut keys = Vec::new();
+            let more = inner.keys_after(
+                &inner.root,
+                0,
+                hex.as_ref().map(|h| h.as_str()),
+                limit,
+                &mut keys,
+            )?;
+            Ok(ScanPage::in_key_order(keys, more))
+        })
+        .await
+    }
+
     async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
         let owner = owner.to_owned();
         self.blocking(move |inner| Ok(inner.owned(&owner)?.iter().map(SessionInfo::from).collect()))

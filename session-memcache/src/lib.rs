@@ -74,8 +74,11 @@ use async_trait::async_trait;
 use memcache_async::ascii::Protocol;
 use session_core::blob::{FORWARD_MAGIC, RecentReads};
 use session_core::{
-    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, blob, envelope,
+    Changes, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey, StoreError,
+    Timestamp, bad_cursor, blob, envelope,
 };
+
+mod dump;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -95,6 +98,8 @@ const KEY_HEX_LEN: usize = 64;
 
 /// memcached's boundary between relative and absolute expiration times.
 const RELATIVE_LIMIT_SECS: i64 = 30 * 24 * 3600;
+/// The least time one page of a scan (a server's whole metadump) may take.
+const SCAN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why [`MemcacheStoreBuilder::build`] failed: the source of its [`StoreError::Config`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -692,6 +697,61 @@ impl SessionStore for MemcacheStore {
     }
 
     /// memcached cannot enumerate items, and an index item could not be kept consistent.
+    /// Each server in turn (in the order given), its session keys listed with
+    /// `lru_crawler metadump all` (memcached 1.4.31 or later, crawler on, as it is by
+    /// default) and taken in key order after the cursor (`<server index>:<last key>`). Every
+    /// page dumps the server's whole key list once (keeping only `limit` keys in memory), so
+    /// a scan of N sessions reads about N²/`limit` dump lines: fine for a migration of
+    /// millions with a page of thousands. A session created during the scan with a key below
+    /// the cursor is not listed; forward pointers are listed too. While another metadump is
+    /// running on a server, the call waits for it (up to 5 s).
+    async fn scan(
+        &self,
+        cursor: Option<&ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        let servers = &self.inner.servers;
+        let (mut server, mut after) = match cursor {
+            None => (0, None),
+            Some(c) => c
+                .as_str()
+                .split_once(':')
+                .and_then(|(i, key)| {
+                    let i: usize = i.parse().ok()?;
+                    let after = match key {
+                        "" => None,
+                        hex => Some(StorageKey::parse_hex(hex)?),
+                    };
+                    (i < servers.len()).then_some((i, after))
+                })
+                .ok_or_else(|| bad_cursor(STORE, c))?,
+        };
+        let limit = limit.max(1);
+        loop {
+            let addr = &servers[server].addr;
+            let dump = dump::keys_after(addr, &self.inner.prefix, after, limit);
+            let (keys, more) = bounded(self.inner.timeout.max(SCAN_TIMEOUT), addr, dump).await?;
+            let next = if more {
+                keys.last()
+                    .map(|k| format!("{server}:{}", k.to_hex().as_str()))
+            } else if server + 1 < servers.len() {
+                Some(format!("{}:", server + 1))
+            } else {
+                None
+            };
+            if keys.is_empty() && next.is_some() && !more {
+                // An empty server: go straight on to the next one.
+                server += 1;
+                after = None;
+                continue;
+            }
+            return Ok(ScanPage {
+                keys,
+                next: next.map(ScanCursor::new),
+            });
+        }
+    }
+
     async fn sessions_of(&self, _owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
         Err(StoreError::Unsupported {
             store: STORE,

@@ -53,7 +53,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use hashbrown::HashTable;
 use session_core::{
-    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, body,
+    Changes, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey, StoreError,
+    Timestamp, bad_cursor, body,
 };
 
 const STORE: &str = "memory";
@@ -345,6 +346,68 @@ impl SessionStore for MemoryStore {
             });
         }
         Ok(removed)
+    }
+
+    /// Shard by shard, each shard's keys in order; the cursor is `<shard>:<last key>`. A page
+    /// costs a pass over one or more shards' keys (no copy of their records).
+    async fn scan(
+        &self,
+        cursor: Option<&ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        let limit = limit.max(1);
+        let (mut shard, mut after) = match cursor {
+            None => (0, None),
+            Some(c) => c
+                .as_str()
+                .split_once(':')
+                .and_then(|(shard, key)| {
+                    let shard: usize = shard.parse().ok()?;
+                    // An empty key: the shard from its first key.
+                    let after = match key {
+                        "" => None,
+                        hex => Some(StorageKey::parse_hex(hex)?),
+                    };
+                    (shard < self.shards.len()).then_some((shard, after))
+                })
+                .ok_or_else(|| bad_cursor(STORE, c))?,
+        };
+        let mut keys = Vec::new();
+        while shard < self.shards.len() {
+            let mut found: Vec<StorageKey> = lock(&self.shards[shard])
+                .table
+                .iter()
+                .map(|e| {
+                    let mut key = [0u8; KEY_LEN];
+                    key.copy_from_slice(entry_key(e));
+                    StorageKey::from_bytes(key)
+                })
+                .filter(|k| after.is_none_or(|a| *k > a))
+                .collect();
+            found.sort_unstable();
+            let room = limit - keys.len();
+            if found.len() > room {
+                found.truncate(room);
+                let last = found[room - 1];
+                keys.extend(found);
+                let next = ScanCursor::new(format!("{shard}:{}", last.to_hex().as_str()));
+                return Ok(ScanPage {
+                    keys,
+                    next: Some(next),
+                });
+            }
+            keys.extend(found);
+            shard += 1;
+            after = None;
+            if keys.len() == limit && shard < self.shards.len() {
+                let next = ScanCursor::new(format!("{shard}:"));
+                return Ok(ScanPage {
+                    keys,
+                    next: Some(next),
+                });
+            }
+        }
+        Ok(ScanPage { keys, next: None })
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {

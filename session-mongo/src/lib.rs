@@ -70,7 +70,8 @@ use mongodb::options::{
 };
 use mongodb::{Client, Collection, Database, IndexModel};
 use session_core::{
-    Changes, OwnerChange, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp,
+    Changes, OwnerChange, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey,
+    StoreError, Timestamp,
 };
 
 pub use mongodb;
@@ -692,6 +693,41 @@ impl SessionStore for MongoStore {
 
     fn expires_natively(&self) -> bool {
         true
+    }
+
+    /// `_id`s in order after the cursor (the last `_id` listed), forward pointers left out:
+    /// one indexed range read of `limit` ids a page.
+    async fn scan(
+        &self,
+        cursor: Option<&ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        let mut filter = doc! { FORWARD_FIELD: { "$exists": false } };
+        if let Some(c) = cursor {
+            let after = c.key(STORE)?;
+            filter.insert("_id", doc! { "$gt": after.to_hex().as_str() });
+        }
+        let limit = limit.clamp(1, i64::MAX as usize);
+        let mut found = bounded(
+            self.timeout,
+            self.sessions
+                .find(filter)
+                .sort(doc! { "_id": 1 })
+                .limit(limit as i64)
+                .projection(doc! { "_id": 1 }),
+        )
+        .await?;
+        let mut keys = Vec::with_capacity(limit.min(4096));
+        let mut seen = 0;
+        while bounded(self.timeout, found.advance()).await? {
+            seen += 1;
+            let doc = found.deserialize_current().map_err(map_error)?;
+            // A document whose `_id` is no storage key is not ours: not listed.
+            if let Some(key) = doc.get_str("_id").ok().and_then(StorageKey::parse_hex) {
+                keys.push(key);
+            }
+        }
+        Ok(ScanPage::in_key_order(keys, seen == limit))
     }
 }
 

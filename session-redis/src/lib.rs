@@ -77,14 +77,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script,
     ServerErrorKind, Value,
 };
 use session_core::blob::{self, RecentReads, WriteTurns};
 use session_core::{
-    Changes, OwnerChange, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp,
-    envelope,
+    Changes, OwnerChange, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey,
+    StoreError, Timestamp, bad_cursor, envelope,
 };
 use sha2::{Digest, Sha256};
 
@@ -534,6 +535,52 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The `SCAN` pattern of session keys: the prefix (its glob characters escaped) and `{`.
+    fn scan_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 2);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str("{*");
+        pattern
+    }
+
+    /// The storage key in a session's Redis key; `None` for any other key.
+    fn key_of(&self, redis_key: &str) -> Option<StorageKey> {
+        let hex = redis_key
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('{')?
+            .strip_suffix('}')?;
+        StorageKey::parse_hex(hex)
+    }
+
+    /// The cluster's masters as `(host, port)`, in address order.
+    async fn masters(&self) -> Result<Vec<(String, u16)>, StoreError> {
+        let nodes: String = self
+            .call(async |conn| redis::cmd("CLUSTER").arg("NODES").query_async(conn).await)
+            .await?;
+        let mut masters: Vec<(String, u16)> = nodes
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let addr = words.nth(1)?;
+                let flags = words.next()?;
+                let is_master = flags.split(',').any(|f| f == "master")
+                    && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
+                let addr = addr.split(['@', ',']).next()?;
+                let (host, port) = addr.rsplit_once(':')?;
+                is_master.then(|| Some((host.to_owned(), port.parse().ok()?)))?
+            })
+            .collect();
+        masters.sort();
+        Ok(masters)
+    }
+}
+
 /// A stored value split into its body (an envelope or a forward pointer) and its tag.
 fn split_tag(value: &[u8]) -> Result<(&[u8], u64), StoreError> {
     if value.len() < TAG_LEN {
@@ -869,5 +916,65 @@ impl SessionStore for RedisStore {
 
     fn expires_natively(&self) -> bool {
         true
+    }
+
+    /// `SCAN … MATCH {prefix}{* COUNT limit`: the server's cursor, so a key may be listed
+    /// twice and a page may hold a few more keys than `limit`, or none. In a cluster each
+    /// master is scanned in turn (masters in address order; the cursor is
+    /// `<master index>:<cursor>`), so the masters must stay the same while a scan runs.
+    /// Forward pointers are listed too (their value tells them apart, not their key).
+    async fn scan(
+        &self,
+        cursor: Option<&ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        let cluster = matches!(self.conn, Conn::Cluster(_));
+        let (node, at): (usize, u64) = match cursor {
+            None => (0, 0),
+            Some(c) => {
+                let parsed = if cluster {
+                    c.as_str()
+                        .split_once(':')
+                        .and_then(|(n, at)| Some((n.parse().ok()?, at.parse().ok()?)))
+                } else {
+                    c.as_str().parse().ok().map(|at| (0, at))
+                };
+                parsed.ok_or_else(|| bad_cursor(STORE, c))?
+            }
+        };
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(at)
+            .arg("MATCH")
+            .arg(self.scan_pattern())
+            .arg("COUNT")
+            .arg(limit.max(1));
+        let (next, found) = match &self.conn {
+            Conn::Single(_) => {
+                let (at, found): (u64, Vec<String>) =
+                    self.call(async |conn| cmd.query_async(conn).await).await?;
+                ((at != 0).then(|| at.to_string()), found)
+            }
+            Conn::Cluster(conn) => {
+                let masters = self.masters().await?;
+                let Some((host, port)) = masters.get(node).cloned() else {
+                    return Err(bad_cursor(STORE, cursor.unwrap_or(&ScanCursor::new(""))));
+                };
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                let mut conn = conn.clone();
+                let value = timed(self.timeout, conn.route_command(cmd, routing)).await?;
+                let (at, found): (u64, Vec<String>) = redis::from_redis_value(value)
+                    .map_err(|e| StoreError::backend(STORE, e))?;
+                let next = match at {
+                    0 if node + 1 < masters.len() => Some(format!("{}:0", node + 1)),
+                    0 => None,
+                    at => Some(format!("{node}:{at}")),
+                };
+                (next, found)
+            }
+        };
+        Ok(ScanPage {
+            keys: found.iter().filter_map(|k| self.key_of(k)).collect(),
+            next: next.map(ScanCursor::new),
+        })
     }
 }

@@ -104,7 +104,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, bounded,
+    Changes, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey, StoreError,
+    Timestamp, bounded,
 };
 
 use crate::ops::{OpError, Ops};
@@ -720,5 +721,27 @@ impl SessionStore for SqlStore {
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
         self.write(|| self.inner.ops.delete_sessions_of(&self.inner.sql, owner))
             .await
+    }
+
+    /// Session ids in order after the cursor (the last id listed), forward pointers left
+    /// out: one primary-key range read of `limit` rows a page.
+    async fn scan(
+        &self,
+        cursor: Option<&ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        let after = cursor
+            .map(|c| c.key(self.inner.dialect.store()))
+            .transpose()?;
+        let limit = limit.clamp(1, i64::MAX as usize);
+        let keys = self
+            .call(
+                self.inner
+                    .ops
+                    .scan(&self.inner.sql, after.as_ref(), limit as i64),
+            )
+            .await?;
+        let more = keys.len() == limit;
+        Ok(ScanPage::in_key_order(keys, more))
     }
 }

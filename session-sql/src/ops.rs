@@ -128,6 +128,13 @@ pub(crate) trait Ops: Send + Sync + std::fmt::Debug + 'static {
         now: i64,
     ) -> OpResult<Vec<SessionInfo>>;
     async fn delete_sessions_of(&self, s: &Statements, owner: &str) -> OpResult<u64>;
+    /// Up to `limit` session ids after `after`, in order (forward pointers left out).
+    async fn scan(
+        &self,
+        s: &Statements,
+        after: Option<&StorageKey>,
+        limit: i64,
+    ) -> OpResult<Vec<StorageKey>>;
 }
 
 /// Splits key rows into `INSERT` statements of at most [`ROWS_PER_INSERT`] rows and about
@@ -468,6 +475,29 @@ macro_rules! ops_for {
                             created_at: Timestamp::from_unix_millis(row.try_get(1)?),
                             expires_at: Timestamp::from_unix_millis(row.try_get(2)?),
                         })
+                    })
+                    .collect()
+            }
+
+            async fn scan(
+                &self,
+                s: &Statements,
+                after: Option<&StorageKey>,
+                limit: i64,
+            ) -> OpResult<Vec<StorageKey>> {
+                let query = match after {
+                    None => sqlx::query(sql(&s.scan_first)),
+                    Some(after) => {
+                        sqlx::query(sql(&s.scan_after)).bind(after.as_bytes().as_slice())
+                    }
+                };
+                let rows = query.bind(limit).fetch_all(self).await?;
+                rows.iter()
+                    .map(|row| {
+                        let id: Vec<u8> = row.try_get(0)?;
+                        <[u8; 32]>::try_from(id.as_slice())
+                            .map(StorageKey::from_bytes)
+                            .map_err(|_| OpError::Corrupt("a session id is not 32 bytes"))
                     })
                     .collect()
             }

@@ -216,6 +216,8 @@ pub(crate) struct Statements {
     pub(crate) forwarded: Arc<str>,
     pub(crate) sessions_of: Arc<str>,
     pub(crate) delete_sessions_of: Arc<str>,
+    pub(crate) scan_first: Arc<str>,
+    pub(crate) scan_after: Arc<str>,
     pub(crate) delete_expired: Arc<str>,
     pub(crate) version: Arc<str>,
     pub(crate) set_version: Arc<str>,
@@ -335,6 +337,17 @@ impl Statements {
             )
             .into(),
             delete_sessions_of: format!("DELETE FROM {s} WHERE owner = {}", p(1)).into(),
+            scan_first: format!(
+                "SELECT id FROM {s} WHERE forward_to IS NULL ORDER BY id LIMIT {}",
+                p(1)
+            )
+            .into(),
+            scan_after: format!(
+                "SELECT id FROM {s} WHERE id > {} AND forward_to IS NULL ORDER BY id LIMIT {}",
+                p(1),
+                p(2)
+            )
+            .into(),
             delete_expired: delete_expired.into(),
             version: format!("SELECT MAX(version) FROM {m}").into(),
             set_version: format!("INSERT INTO {m} (version) VALUES ({})", p(1)).into(),

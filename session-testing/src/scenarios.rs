@@ -676,6 +676,13 @@ impl SessionStore for Quirky {
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
         self.inner.delete_sessions_of(owner).await
     }
+    async fn scan(
+        &self,
+        cursor: Option<&session_core::ScanCursor>,
+        limit: usize,
+    ) -> Result<session_core::ScanPage, StoreError> {
+        self.inner.scan(cursor, limit).await
+    }
 }
 
 /// A damaged record starts a fresh session (and is deleted); with `Reject`, it is a 503.

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use session_core::{
-    Changes, Record, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, async_trait,
+    Changes, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey, StoreError,
+    Timestamp, async_trait,
 };
 
 /// Whether a broken store loses concurrent updates or revives deleted sessions.
@@ -62,6 +63,27 @@ impl SessionStore for MapStore {
             store: "map",
             operation: "delete_sessions_of",
         })
+    }
+
+    /// Keys in order; the cursor is the last key listed, in hex.
+    async fn scan(
+        &self,
+        cursor: Option<&ScanCursor>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        let after = cursor.map(|c| c.key("map")).transpose()?;
+        let mut keys: Vec<StorageKey> = self
+            .records
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| after.is_none_or(|a| **k > a))
+            .copied()
+            .collect();
+        keys.sort();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        Ok(ScanPage::in_key_order(keys, more))
     }
 
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
