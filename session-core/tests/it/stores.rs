@@ -17,6 +17,8 @@ pub(crate) enum Flaw {
     LastWriterWins,
     /// `update` and `touch` upsert: a racing delete is undone.
     Upsert,
+    /// `scan` ends after its first page.
+    ShortScan,
 }
 
 #[derive(Debug)]
@@ -81,7 +83,7 @@ impl SessionStore for MapStore {
             .copied()
             .collect();
         keys.sort();
-        let more = keys.len() > limit;
+        let more = keys.len() > limit && self.flaw != Flaw::ShortScan;
         keys.truncate(limit);
         Ok(ScanPage::in_key_order(keys, more))
     }
@@ -117,7 +119,7 @@ impl SessionStore for MapStore {
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         match self.flaw {
-            Flaw::None => {
+            Flaw::None | Flaw::ShortScan => {
                 let mut records = self.records.lock().unwrap();
                 let Some(record) = records
                     .get_mut(key)
@@ -228,6 +230,15 @@ async fn the_suite_catches_a_last_writer_wins_store() {
     assert!(
         fails(session_core::suite::check_no_lost_updates(store)).await,
         "check_no_lost_updates passed on a store that loses updates"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_catches_a_scan_that_stops_early() {
+    let store = MapStore::shared(Flaw::ShortScan);
+    assert!(
+        fails(session_core::suite::check_scan(store)).await,
+        "check_scan passed on a store whose scan ends after one page"
     );
 }
 
