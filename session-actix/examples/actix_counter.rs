@@ -10,6 +10,8 @@
 //! Environment (as session-tower's example):
 //! - `SESSION_STORE`: which store, as a URL `session_any::open` takes, options included
 //!   (default `memory://`). A URL that cannot be opened prints one line and exits with 1.
+//! - `SESSION_STORE_FALLBACK`: the store being moved from (sessions are copied from it on
+//!   first use).
 //! - `RUST_LOG`: the log level on stderr (default `info`).
 //! - `SESSION_EXAMPLE_ADDR`: where to listen (default `127.0.0.1:3000`; port 0 picks one).
 //! - `SESSION_KEY`: a secret of at least 32 bytes to sign cookies with; without it a random

@@ -17,6 +17,9 @@
 //! Environment:
 //! - `SESSION_STORE`: which store, as a URL `session_any::open` takes, options included
 //!   (default `memory://`). A URL that cannot be opened prints one line and exits with 1.
+//! - `SESSION_STORE_FALLBACK`: while moving to `SESSION_STORE` from another store, that
+//!   store's URL: sessions are served from `SESSION_STORE` and copied from this one on first
+//!   use (see `sessions migrate` in the README).
 //! - `RUST_LOG`: the log level on stderr (default `info`: store failures and damaged
 //!   records are logged as warnings and errors).
 //! - `SESSION_EXAMPLE_ADDR`: where to listen (default `127.0.0.1:3000`; port 0 picks one).

@@ -5,17 +5,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::{Session, SessionManager, SessionStore};
+use session_core::{FallbackStore, Session, SessionManager, SessionStore};
 use session_http::Key;
 
 /// The store named by `SESSION_STORE` (default `memory://`): the one place that changes to
-/// swap backends. The error is one line, with any password in the URL redacted.
+/// swap backends. With `SESSION_STORE_FALLBACK` too, the app is moving stores: it serves
+/// from `SESSION_STORE` and copies each session from the fallback the first time it is used
+/// (`session_core::FallbackStore`). The error is one line, with any password in the URL
+/// redacted.
 pub(crate) async fn store_from_env() -> Result<(Arc<dyn SessionStore>, String), String> {
     let url = std::env::var("SESSION_STORE").unwrap_or_else(|_| "memory://".into());
-    match session_any::open(&url).await {
-        Ok(store) => Ok((store, session_any::redact(&url))),
-        Err(e) => Err(format!("SESSION_STORE: {e}")),
-    }
+    let store = session_any::open(&url)
+        .await
+        .map_err(|e| format!("SESSION_STORE: {e}"))?;
+    let shown = session_any::redact(&url);
+    let Ok(old) = std::env::var("SESSION_STORE_FALLBACK") else {
+        return Ok((store, shown));
+    };
+    let fallback = session_any::open(&old)
+        .await
+        .map_err(|e| format!("SESSION_STORE_FALLBACK: {e}"))?;
+    let shown = format!("{shown}, falling back to {}", session_any::redact(&old));
+    Ok((Arc::new(FallbackStore::new(store, fallback)), shown))
 }
 
 /// Sessions idle out after 30 minutes and end 12 hours after login at the latest.
