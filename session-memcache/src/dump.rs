@@ -1,5 +1,8 @@
-//! Listing a server's session keys with `lru_crawler metadump all` (memcached 1.4.31+),
-//! for [`SessionStore::scan`](session_core::SessionStore::scan).
+//! Listing a server's session keys with `lru_crawler metadump`, for
+//! [`SessionStore::scan`](session_core::SessionStore::scan): `metadump hash` (memcached
+//! 1.6.x), which walks the hash table and so sees every item once, or on servers without it
+//! `metadump all` (1.4.31+), which walks the LRUs and can miss an item the server moves
+//! between LRU segments during the walk.
 
 use std::collections::BinaryHeap;
 use std::time::Duration;
@@ -23,10 +26,20 @@ pub(crate) async fn keys_after(
     after: Option<StorageKey>,
     limit: usize,
 ) -> Result<(Vec<StorageKey>, bool), StoreError> {
+    let mut walk = Walk::Hash;
     for _ in 0..BUSY_RETRIES {
-        match dump(server, prefix, after, limit).await? {
-            Some(found) => return Ok(found),
-            None => tokio::time::sleep(BUSY_PAUSE).await,
+        match dump(server, walk, prefix, after, limit).await? {
+            Dump::Keys(keys, more) => return Ok((keys, more)),
+            Dump::Busy => tokio::time::sleep(BUSY_PAUSE).await,
+            Dump::Unknown if walk == Walk::Hash => walk = Walk::Lru,
+            Dump::Unknown => {
+                return Err(StoreError::backend(
+                    STORE,
+                    format!(
+                        "{server} cannot list its keys: `lru_crawler metadump` needs memcached 1.4.31 or later with the LRU crawler on"
+                    ),
+                ));
+            }
         }
     }
     Err(unavailable(
@@ -35,19 +48,39 @@ pub(crate) async fn keys_after(
     ))
 }
 
-/// One dump; `None` when the crawler is busy.
+/// How a dump walks the server's items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// `metadump hash`: the hash table.
+    Hash,
+    /// `metadump all`: every LRU.
+    Lru,
+}
+
+/// What one dump answered.
+enum Dump {
+    /// The keys, and whether there are more.
+    Keys(Vec<StorageKey>, bool),
+    /// Another dump is running.
+    Busy,
+    /// The server does not know this kind of dump.
+    Unknown,
+}
+
 async fn dump(
     server: &str,
+    walk: Walk,
     prefix: &str,
     after: Option<StorageKey>,
     limit: usize,
-) -> Result<Option<(Vec<StorageKey>, bool)>, StoreError> {
+) -> Result<Dump, StoreError> {
     let io = |e: std::io::Error| unavailable(server, e);
     let mut stream = TcpStream::connect(server).await.map_err(io)?;
-    stream
-        .write_all(b"lru_crawler metadump all\r\n")
-        .await
-        .map_err(io)?;
+    let command: &[u8] = match walk {
+        Walk::Hash => b"lru_crawler metadump hash\r\n",
+        Walk::Lru => b"lru_crawler metadump all\r\n",
+    };
+    stream.write_all(command).await.map_err(io)?;
     let mut lines = BufReader::new(stream);
     let mut heap = BinaryHeap::with_capacity(limit + 1);
     let mut more = false;
@@ -58,19 +91,18 @@ async fn dump(
             return Err(unavailable(server, "the metadump ended early"));
         }
         let text = line.trim_end();
-        if text == "END" {
+        // `NOTSTARTED`: `metadump all` of a server without items.
+        if text == "END" || text.starts_with("NOTSTARTED") {
             break;
         }
         if text.starts_with("BUSY") {
-            return Ok(None);
+            return Ok(Dump::Busy);
         }
-        if text.starts_with("ERROR") || text.starts_with("CLIENT_ERROR") {
-            return Err(StoreError::backend(
-                STORE,
-                format!(
-                    "{server} cannot list its keys ({text}): `lru_crawler metadump` needs memcached 1.4.31 or later with the LRU crawler on"
-                ),
-            ));
+        if ["ERROR", "CLIENT_ERROR", "BADCLASS"]
+            .iter()
+            .any(|e| text.starts_with(e))
+        {
+            return Ok(Dump::Unknown);
         }
         let Some(key) = text
             .strip_prefix("key=")
@@ -88,7 +120,7 @@ async fn dump(
             more = true;
         }
     }
-    Ok(Some((heap.into_sorted_vec(), more)))
+    Ok(Dump::Keys(heap.into_sorted_vec(), more))
 }
 
 /// The storage key in a dumped (URL-encoded) item key, when it is one of this prefix.

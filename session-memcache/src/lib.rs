@@ -698,8 +698,10 @@ impl SessionStore for MemcacheStore {
 
     /// memcached cannot enumerate items, and an index item could not be kept consistent.
     /// Each server in turn (in the order given), its session keys listed with
-    /// `lru_crawler metadump all` (memcached 1.4.31 or later, crawler on, as it is by
-    /// default) and taken in key order after the cursor (`<server index>:<last key>`). Every
+    /// `lru_crawler metadump hash` (memcached 1.6; `metadump all` on 1.4.31 and later, which
+    /// can miss an item the server moves between LRU segments meanwhile; the LRU crawler must
+    /// be on, as it is by default) and taken in key order after the cursor
+    /// (`<server index>:<last key>`). Every
     /// page dumps the server's whole key list once (keeping only `limit` keys in memory), so
     /// a scan of N sessions reads about N²/`limit` dump lines: fine for a migration of
     /// millions with a page of thousands. A session created during the scan with a key below

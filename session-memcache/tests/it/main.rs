@@ -249,3 +249,38 @@ async fn adding_a_server_moves_about_a_third_of_the_sessions() {
         |k| two.server_for(k) == three.server_for(k) || three.server_for(k) == "10.0.0.2:11211"
     ));
 }
+
+/// A scan walks the servers' hash tables (`metadump hash`), so sessions the servers move
+/// between LRU segments while it runs (because they were just read) are still listed,
+/// every one of them, scan after scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_lists_every_session_while_they_are_being_read() {
+    let Some(store) = two_server_store() else {
+        return;
+    };
+    let mut keys = Vec::new();
+    for n in 0..300u32 {
+        let r = record(&[("n", &n.to_le_bytes()[..])]);
+        store.create(&r).await.unwrap();
+        keys.push(r.key);
+    }
+    keys.sort();
+    for round in 0..4 {
+        // Reads mark items active; the server's LRU maintainer moves them meanwhile.
+        for key in keys.iter().step_by(round + 1) {
+            assert!(store.load(key).await.unwrap().is_some());
+        }
+        let mut listed = Vec::new();
+        let mut cursor = None;
+        for _ in 0..1000 {
+            let page = store.scan(cursor.as_ref(), 64).await.unwrap();
+            listed.extend(page.keys);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        listed.sort();
+        assert_eq!(listed, keys, "round {round}: the scan missed or repeated sessions");
+    }
+}

@@ -83,7 +83,7 @@ impl Reply {
             .map(|(_, v)| v.as_str())
             .collect()
     }
-    fn cookie(&self) -> String {
+    pub(crate) fn cookie(&self) -> String {
         let all = self.set_cookies();
         assert_eq!(all.len(), 1, "{all:?}");
         all[0].split(';').next().unwrap().to_owned()
@@ -134,21 +134,21 @@ pub(crate) async fn request(
     }
 }
 
-fn visits(body: &str) -> u64 {
+pub(crate) fn visits(body: &str) -> u64 {
     let start = body.find("id=\"visits\">").unwrap() + "id=\"visits\">".len();
     body[start..].split('<').next().unwrap().parse().unwrap()
 }
 
 /// The bearer id in a `name=<id>.<expires>.<tag>` cookie pair.
-fn bearer(cookie: &str) -> SessionId {
+pub(crate) fn bearer(cookie: &str) -> SessionId {
     let value = cookie.split_once('=').unwrap().1;
     SessionId::parse(value.split('.').next().unwrap()).unwrap()
 }
 
 /// The example app as a child process, with what it printed.
-struct App {
-    child: Child,
-    addr: String,
+pub(crate) struct App {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
     stderr: Arc<Mutex<Vec<String>>>,
     example: Example,
     store: Option<String>,
@@ -161,7 +161,18 @@ impl App {
     }
 
     async fn start_example(example: Example, store: Option<&str>) -> App {
+        Self::start_with(example, store, &[]).await
+    }
+
+    /// The axum example on `store` with more environment (`SESSION_KEY`,
+    /// `SESSION_STORE_FALLBACK`).
+    pub(crate) async fn start_env(store: &str, env: &[(&str, &str)]) -> App {
+        Self::start_with(Example::Axum, Some(store), env).await
+    }
+
+    async fn start_with(example: Example, store: Option<&str>, env: &[(&str, &str)]) -> App {
         let mut cmd = Command::new(example.binary());
+        cmd.envs(env.iter().copied());
         cmd.env("SESSION_EXAMPLE_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -194,7 +205,10 @@ impl App {
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected line {listening:?}"))
             .to_owned();
-        let shown = session_any::redact(store.unwrap_or("memory://"));
+        let mut shown = session_any::redact(store.unwrap_or("memory://"));
+        if let Some((_, old)) = env.iter().find(|(k, _)| *k == "SESSION_STORE_FALLBACK") {
+            shown = format!("{shown}, falling back to {}", session_any::redact(old));
+        }
         assert_eq!(store_line, format!("session store: {shown}"));
         App {
             child,
@@ -395,7 +409,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn unique(tag: &str) -> String {
+pub(crate) fn unique(tag: &str) -> String {
     format!(
         "{tag}{}",
         UuidV4Generator.generate().as_str().replace('-', "_")

@@ -7,4 +7,5 @@
 
 mod backends;
 mod e2e;
+mod migrate;
 mod outage;
