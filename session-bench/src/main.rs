@@ -3,6 +3,7 @@
 //!
 //! - `cycle <store> <tasks> <seconds> [sessions]`: the session cycle on the store API.
 //! - `serve <bare|sessions> <addr>`: the counter route with or without sessions, for wrk.
+//! - `migrate <from-url> <to-url> <sessions>`: sessions migrated per second between stores.
 //! - `memory <sessions> [ours|tower-sessions]`: resident memory per session in the memory
 //!   store (or tower-sessions' MemoryStore), for sessions of 5 keys with 200 bytes of key names
 //!   and values in all.
@@ -21,6 +22,7 @@ mod actix;
 mod anchors;
 mod cycle;
 mod http;
+mod migrate;
 mod sql;
 mod workload;
 
@@ -46,6 +48,13 @@ fn main() -> Result<()> {
             let sessions = args.get(4).map_or(Ok(10_000), |s| s.parse())?;
             cycle::cycle(spec, tasks, secs, sessions)
         }
+        Some("migrate") => {
+            let usage = "migrate <from-url> <to-url> <sessions>";
+            let from = args.get(1).context(usage)?;
+            let to = args.get(2).context(usage)?;
+            let sessions = args.get(3).context(usage)?.parse()?;
+            migrate::migrate(from, to, sessions)
+        }
         Some("serve") => {
             let variant = args.get(1).context("serve <bare|sessions> <addr>")?;
             let addr = args.get(2).map_or("127.0.0.1:0", String::as_str);
@@ -58,7 +67,9 @@ fn main() -> Result<()> {
             let addr = args.get(2).map_or("127.0.0.1:0", String::as_str);
             actix::serve(variant, addr, args.get(3).map(String::as_str))
         }
-        _ => bail!("usage: session-bench cycle … | memory … | serve … | serve-actix …"),
+        _ => bail!(
+            "usage: session-bench cycle … | memory … | migrate … | serve … | serve-actix …"
+        ),
     }
 }
 

@@ -3,7 +3,8 @@
 //! fresh processes with rounds alternating between the contenders, and prints and writes
 //! `target/bench-results.md`.
 //!
-//! `--only` takes a comma-separated list of workloads (`cycle`, `http`, `actix`, `memory`, `micro`)
+//! `--only` takes a comma-separated list of workloads (`cycle`, `http`, `actix`, `memory`,
+//! `micro`, `migrate`)
 //! and cycle backends (`memory`, `disk`, `redis`, `memcached`, `mongodb`, `postgres`,
 //! `mariadb`, `sqlite`), e.g.
 //! `--only redis,http`, for measuring one thing while working on it (`memory` picks both the
@@ -39,6 +40,8 @@ struct Plan {
     /// HTTP shares the machine with its load generator and varies more between rounds.
     http_rounds: usize,
     memory_sizes: &'static [&'static str],
+    /// Sessions copied by the migration workload.
+    migrate_sessions: &'static str,
 }
 
 const FULL: Plan = Plan {
@@ -49,6 +52,7 @@ const FULL: Plan = Plan {
     http_secs: 10,
     http_rounds: 5,
     memory_sizes: &["100000", "1000000"],
+    migrate_sessions: "100000",
 };
 
 const QUICK: Plan = Plan {
@@ -59,6 +63,7 @@ const QUICK: Plan = Plan {
     http_secs: 2,
     http_rounds: 1,
     memory_sizes: &["10000"],
+    migrate_sessions: "2000",
 };
 
 pub(crate) fn bench(args: &[String]) -> Result<()> {
@@ -67,19 +72,20 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let only: Option<Vec<String>> = match args.iter().position(|a| a == "--only") {
         Some(i) => Some(
             args.get(i + 1)
-                .context("--only cycle,http,actix,memory,micro,<backend>")?
+                .context("--only cycle,http,actix,memory,micro,migrate,<backend>")?
                 .split(',')
                 .map(str::to_owned)
                 .collect(),
         ),
         None => None,
     };
-    const KNOWN: [&str; 12] = [
+    const KNOWN: [&str; 13] = [
         "cycle",
         "http",
         "actix",
         "memory",
         "micro",
+        "migrate",
         "disk",
         "redis",
         "memcached",
@@ -263,6 +269,10 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     if wanted("actix") {
         actix(&exe, plan, &redis, &mut report)?;
     }
+    if wanted("migrate") {
+        let cluster = env("SESSION_TEST_REDIS_CLUSTER_URLS")?.replace("redis://", "");
+        migrate(&exe, plan, &redis, &cluster, &disk, &mut report)?;
+    }
     drop(servers);
     if !layout.is_empty() {
         writeln!(
@@ -313,6 +323,60 @@ fn reset_redis(spec: &str) -> Result<()> {
     run(Command::new("redis-cli")
         .args(["-u", url, "FLUSHALL"])
         .stdout(std::process::Stdio::null()))
+}
+
+/// Sessions moved per second by `sessions migrate`'s engine: files → Redis and Redis →
+/// Redis Cluster.
+fn migrate(
+    exe: &Path,
+    plan: &Plan,
+    redis: &str,
+    cluster_nodes: &str,
+    disk: &Path,
+    report: &mut String,
+) -> Result<()> {
+    writeln!(report, "\n## Migration between stores\n")?;
+    writeln!(
+        report,
+        "`sessions migrate`'s engine (`session_core::migrate::Migration`, 500 keys a page, 32 sessions in \
+         flight) copying {} sessions of 5 keys (200 bytes) from a filled store into an empty one.\n",
+        plan.migrate_sessions
+    )?;
+    writeln!(report, "| from → to | sessions | seconds | sessions/s |")?;
+    writeln!(report, "|---|---:|---:|---:|")?;
+    let files = format!("file://{}?fsync=never", disk.join("migrate").display());
+    let id = std::process::id();
+    let rows = [
+        (
+            "files → redis",
+            files.clone(),
+            format!("{redis}?key_prefix=mig{id}a:"),
+        ),
+        (
+            "redis → redis cluster",
+            format!("{redis}?key_prefix=mig{id}b:"),
+            format!("redis+cluster://{cluster_nodes}?key_prefix=mig{id}c:"),
+        ),
+    ];
+    for (name, from, to) in rows {
+        phase(&format!("migrate: {name}, {} sessions", plan.migrate_sessions));
+        reset_redis(&format!("redis:{redis}"))?;
+        let line = result_line(Command::new(exe).args([
+            "migrate",
+            &from,
+            &to,
+            plan.migrate_sessions,
+        ]))?;
+        writeln!(
+            report,
+            "| {name} | {} | {} | {} |",
+            field(&line, "sessions"),
+            field(&line, "seconds"),
+            field(&line, "per_sec")
+        )?;
+        let _ = std::fs::remove_dir_all(disk);
+    }
+    Ok(())
 }
 
 fn memory(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
