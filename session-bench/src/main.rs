@@ -67,9 +67,7 @@ fn main() -> Result<()> {
             let addr = args.get(2).map_or("127.0.0.1:0", String::as_str);
             actix::serve(variant, addr, args.get(3).map(String::as_str))
         }
-        _ => bail!(
-            "usage: session-bench cycle … | memory … | migrate … | serve … | serve-actix …"
-        ),
+        _ => bail!("usage: session-bench cycle … | memory … | migrate … | serve … | serve-actix …"),
     }
 }
 

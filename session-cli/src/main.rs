@@ -133,10 +133,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::List { url, owner } => {
             let store = open(&url).await?;
-            let mut sessions = store
-                .sessions_of(&owner)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut sessions = store.sessions_of(&owner).await.map_err(|e| e.to_string())?;
             sessions.sort_by_key(|s| s.created_at);
             if json {
                 let list: Vec<serde_json::Value> = sessions
@@ -146,10 +143,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                             "key": s.key.to_hex().as_str(),
                             "created_at": human_time(s.created_at),
                             "expires_at": human_time(s.expires_at),
+                            "created_at_ms": s.created_at.as_unix_millis(),
+                            "expires_at_ms": s.expires_at.as_unix_millis(),
                         })
                     })
                     .collect();
-                println!("{}", serde_json::json!({ "owner": owner, "sessions": list }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "owner": owner, "sessions": list })
+                );
             } else {
                 println!("{} live sessions of {owner:?}", sessions.len());
                 for s in &sessions {
@@ -293,13 +295,17 @@ async fn migrate(
         }
     }
     if let Some(failure) = failure {
-        return Err(format!("migration {failure}; run it again with --resume to go on"));
+        return Err(format!(
+            "migration {failure}; run it again with --resume to go on"
+        ));
     }
-    Ok(if summary.failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    if summary.failed > 0 {
+        return Err(format!(
+            "{} session(s) could not be copied into {shown_to}; the others were",
+            summary.failed
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// How many keys `store` lists (a pass over keys only, for the progress bar's length).
@@ -319,13 +325,13 @@ async fn count_keys(store: &dyn SessionStore, page_size: usize) -> Result<u64, F
     }
 }
 
-/// A progress bar with rate and ETA on a terminal; otherwise a plain line every few
-/// seconds (nothing with `--json`).
+/// A progress bar with rate and ETA on a terminal; otherwise a plain line after the first
+/// page and then at most one a second (nothing with `--json`).
 struct Progress {
     bar: Option<ProgressBar>,
     total: u64,
     quiet: bool,
-    last_line: std::sync::Mutex<Instant>,
+    last_line: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Progress {
@@ -343,7 +349,7 @@ impl Progress {
             bar,
             total,
             quiet,
-            last_line: std::sync::Mutex::new(Instant::now()),
+            last_line: std::sync::Mutex::new(None),
         }
     }
 
@@ -360,8 +366,8 @@ impl Progress {
             .last_line
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.elapsed() >= Duration::from_secs(2) {
-            *last = Instant::now();
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(Instant::now());
             eprintln!(
                 "{}/{} sessions read, {} copied",
                 so_far.listed, self.total, so_far.copied
@@ -382,19 +388,34 @@ mod tests {
 
     #[test]
     fn the_same_store_is_recognised_through_case_and_a_trailing_slash() {
-        assert!(same_store("redis://127.0.0.1:6379", "REDIS://127.0.0.1:6379/"));
-        assert!(!same_store("redis://127.0.0.1:6379", "redis://127.0.0.1:6380"));
+        assert!(same_store(
+            "redis://127.0.0.1:6379",
+            "REDIS://127.0.0.1:6379/"
+        ));
+        assert!(!same_store(
+            "redis://127.0.0.1:6379",
+            "redis://127.0.0.1:6380"
+        ));
         assert!(!same_store("file:///a", "file:///b"));
     }
 
     #[test]
     fn the_arguments_parse_as_documented() {
-        Cli::try_parse_from(["sessions", "migrate", "file:///a", "redis://h", "--dry-run"]).unwrap();
+        Cli::try_parse_from(["sessions", "migrate", "file:///a", "redis://h", "--dry-run"])
+            .unwrap();
         Cli::try_parse_from(["sessions", "--json", "stats", "redis://h"]).unwrap();
         assert!(Cli::try_parse_from(["sessions", "revoke", "redis://h"]).is_err());
         assert!(
-            Cli::try_parse_from(["sessions", "revoke", "redis://h", "--owner", "a", "--key", "b"])
-                .is_err()
+            Cli::try_parse_from([
+                "sessions",
+                "revoke",
+                "redis://h",
+                "--owner",
+                "a",
+                "--key",
+                "b"
+            ])
+            .is_err()
         );
     }
 }

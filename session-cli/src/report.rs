@@ -25,7 +25,10 @@ pub(crate) struct Stats {
 
 impl Stats {
     /// A scan of `store` with its records read.
-    pub(crate) async fn gather(store: Arc<dyn SessionStore>, top: usize) -> Result<Self, StoreError> {
+    pub(crate) async fn gather(
+        store: Arc<dyn SessionStore>,
+        top: usize,
+    ) -> Result<Self, StoreError> {
         let mut stats = Self::default();
         let mut owners: HashMap<String, u64> = HashMap::new();
         let mut scan = Scan::new(store);
@@ -123,7 +126,10 @@ pub(crate) fn summary_lines(s: &Summary, dry_run: bool) -> Vec<String> {
             s.identical,
             s.changed_at_destination
         ),
-        format!("  expired:  {} (expired or ended during the copy)", s.expired),
+        format!(
+            "  expired:  {} (expired or ended during the copy)",
+            s.expired
+        ),
         format!("  withdrawn: {} (logged out during the copy)", s.withdrawn),
         format!("  damaged:  {} (unreadable at the source)", s.damaged),
         format!("  failed:   {}", s.failed),

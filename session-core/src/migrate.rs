@@ -228,7 +228,9 @@ type Joined = Result<Result<Outcome, StoreError>, tokio::task::JoinError>;
 
 fn tally(joined: Option<Joined>, summary: &mut Summary, failure: &mut Option<StoreError>) {
     let Some(joined) = joined else { return };
-    let outcome = joined.map_err(|e| StoreError::backend("migrate", e)).flatten();
+    let outcome = joined
+        .map_err(|e| StoreError::backend("migrate", e))
+        .flatten();
     match outcome {
         Ok(Outcome::Copied) => summary.copied += 1,
         Ok(Outcome::Identical) => summary.identical += 1,
@@ -245,31 +247,40 @@ fn tally(joined: Option<Joined>, summary: &mut Summary, failure: &mut Option<Sto
     }
 }
 
-/// Copies one live record unless the destination holds its key.
+/// Copies one live record unless the destination holds its key: a `create` first (most
+/// keys are new), and only when the key is taken a `load` to tell a repeat from a change.
 async fn copy_one(
     from: &dyn SessionStore,
     to: &dyn SessionStore,
     record: Record,
     dry_run: bool,
 ) -> Result<Outcome, StoreError> {
-    if let Some(there) = to.load(&record.key).await? {
-        return Ok(if there == record {
-            Outcome::Identical
-        } else {
-            Outcome::Changed
-        });
-    }
     if record.is_expired_at(Timestamp::now()) {
         return Ok(Outcome::Expired);
     }
     if dry_run {
-        return Ok(Outcome::Copied);
+        return Ok(match to.load(&record.key).await? {
+            None => Outcome::Copied,
+            Some(there) => compared(&there, &record),
+        });
     }
     match copy_record(from, to, &record).await {
         Ok(Copied::Written) => Ok(Outcome::Copied),
-        Ok(Copied::Taken) => Ok(Outcome::Changed),
         Ok(Copied::Withdrawn) => Ok(Outcome::Withdrawn),
+        // Taken by a session (compared) or a forward pointer (a login moved it on there).
+        Ok(Copied::Taken) => Ok(match to.load(&record.key).await? {
+            Some(there) => compared(&there, &record),
+            None => Outcome::Changed,
+        }),
         Err(e @ StoreError::TooLarge { .. }) => Ok(Outcome::Refused(record.key, e)),
         Err(e) => Err(e),
+    }
+}
+
+fn compared(there: &Record, record: &Record) -> Outcome {
+    if there == record {
+        Outcome::Identical
+    } else {
+        Outcome::Changed
     }
 }

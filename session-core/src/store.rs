@@ -276,7 +276,10 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
 pub fn bad_cursor(store: &'static str, cursor: &ScanCursor) -> StoreError {
     StoreError::config(
         store,
-        format!("scan cursor {:?} was not made by this store", cursor.as_str()),
+        format!(
+            "scan cursor {:?} was not made by this store",
+            cursor.as_str()
+        ),
     )
 }
 

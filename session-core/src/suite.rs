@@ -1004,7 +1004,10 @@ pub async fn check_scan(store: Arc<dyn SessionStore>) {
     for r in &live {
         assert_eq!(read.get(&r.key), Some(r), "a session read back changed");
     }
-    assert!(!read.contains_key(&expired.key), "an expired session read as live");
+    assert!(
+        !read.contains_key(&expired.key),
+        "an expired session read as live"
+    );
 
     let foreign = ScanCursor::new("\u{1}not a cursor of this store");
     assert!(

@@ -475,7 +475,9 @@ impl Inner {
         if level < self.depth {
             for name in names {
                 let is_shard = name.len() == 2
-                    && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
                 if !is_shard {
                     continue;
                 }

@@ -533,9 +533,7 @@ impl RedisStore {
         .await
         .map(drop)
     }
-}
 
-impl RedisStore {
     /// The `SCAN` pattern of session keys: the prefix (its glob characters escaped) and `{`.
     fn scan_pattern(&self) -> String {
         let mut pattern = String::with_capacity(self.prefix.len() + 2);
@@ -957,13 +955,17 @@ impl SessionStore for RedisStore {
             Conn::Cluster(conn) => {
                 let masters = self.masters().await?;
                 let Some((host, port)) = masters.get(node).cloned() else {
-                    return Err(bad_cursor(STORE, cursor.unwrap_or(&ScanCursor::new(""))));
+                    return Err(match cursor {
+                        Some(c) => bad_cursor(STORE, c),
+                        None => StoreError::unavailable(STORE, "CLUSTER NODES lists no master"),
+                    });
                 };
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                let routing =
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
                 let mut conn = conn.clone();
                 let value = timed(self.timeout, conn.route_command(cmd, routing)).await?;
-                let (at, found): (u64, Vec<String>) = redis::from_redis_value(value)
-                    .map_err(|e| StoreError::backend(STORE, e))?;
+                let (at, found): (u64, Vec<String>) =
+                    redis::from_redis_value(value).map_err(|e| StoreError::backend(STORE, e))?;
                 let next = match at {
                     0 if node + 1 < masters.len() => Some(format!("{}:0", node + 1)),
                     0 => None,

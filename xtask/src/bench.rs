@@ -359,14 +359,13 @@ fn migrate(
         ),
     ];
     for (name, from, to) in rows {
-        phase(&format!("migrate: {name}, {} sessions", plan.migrate_sessions));
+        phase(&format!(
+            "migrate: {name}, {} sessions",
+            plan.migrate_sessions
+        ));
         reset_redis(&format!("redis:{redis}"))?;
-        let line = result_line(Command::new(exe).args([
-            "migrate",
-            &from,
-            &to,
-            plan.migrate_sessions,
-        ]))?;
+        let line =
+            result_line(Command::new(exe).args(["migrate", &from, &to, plan.migrate_sessions]))?;
         writeln!(
             report,
             "| {name} | {} | {} | {} |",

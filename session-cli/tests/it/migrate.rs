@@ -15,7 +15,10 @@ async fn migrate_and_check(from: &str, to: &str, expired_listed: Option<u64>) {
 
     let dry = sessions(&["migrate", from, to, "--dry-run", "--json"]).json();
     assert_eq!(dry["copied"], 60, "{dry}");
-    assert!(dest.scan(None, 10).await.unwrap().keys.is_empty(), "a dry run wrote");
+    assert!(
+        dest.scan(None, 10).await.unwrap().keys.is_empty(),
+        "a dry run wrote"
+    );
 
     let run = sessions(&["migrate", from, to, "--json", "--page-size", "16"]).json();
     assert_eq!(run["copied"], 60, "{run}");

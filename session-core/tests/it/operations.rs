@@ -8,7 +8,8 @@ use session_core::migrate::{Migration, Summary};
 use session_core::scan::{Scan, Scanned};
 use session_core::suite::record;
 use session_core::{
-    Changes, FallbackStore, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey, StoreError, Timestamp, async_trait,
+    Changes, FallbackStore, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey,
+    StoreError, Timestamp, async_trait,
 };
 
 use crate::stores::{Flaw, MapStore};
@@ -46,7 +47,10 @@ async fn a_session_only_in_the_old_store_is_served_and_copied_on_first_read() {
         Some(r.clone()),
         "not copied"
     );
-    assert_eq!(store.load(&StorageKey::from_bytes([7; 32])).await.unwrap(), None);
+    assert_eq!(
+        store.load(&StorageKey::from_bytes([7; 32])).await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -89,7 +93,12 @@ async fn a_logout_during_the_move_is_final_in_both_stores() {
         assert_eq!(store.load(&r.key).await.unwrap(), None, "came back");
         assert_eq!(old.load(&r.key).await.unwrap(), None);
         assert_eq!(new.load(&r.key).await.unwrap(), None);
-        assert!(!store.update(&r.key, &Changes::new(), in_one_hour()).await.unwrap());
+        assert!(
+            !store
+                .update(&r.key, &Changes::new(), in_one_hour())
+                .await
+                .unwrap()
+        );
     }
 }
 
@@ -189,7 +198,10 @@ async fn a_migration_copies_every_live_session_intact_and_a_second_run_copies_no
     assert!(pages.windows(2).all(|w| w[0] <= w[1]), "{pages:?}");
 
     // Resumed or repeated: nothing is copied twice, nothing overwritten.
-    let again = Migration::new(old.clone(), new.clone()).run(|_| {}).await.unwrap();
+    let again = Migration::new(old.clone(), new.clone())
+        .run(|_| {})
+        .await
+        .unwrap();
     assert_eq!((again.copied, again.identical), (0, 40), "{again:?}");
 }
 
@@ -216,7 +228,10 @@ async fn a_dry_run_counts_and_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(summary.copied, 9);
-    assert!(new.scan(None, 100).await.unwrap().keys.is_empty(), "written");
+    assert!(
+        new.scan(None, 100).await.unwrap().keys.is_empty(),
+        "written"
+    );
 }
 
 /// A destination that runs `after_create` once a create has landed (a logout racing the
@@ -306,11 +321,18 @@ async fn a_logout_racing_the_copy_is_not_undone_and_a_refused_record_is_reported
     assert_eq!(summary.withdrawn, 1, "{summary:?}");
     assert_eq!(summary.failed, 1, "{summary:?}");
     assert_eq!(summary.copied, 4, "{summary:?}");
-    assert_eq!(new.load(&live[1].key).await.unwrap(), None, "a logout was undone");
+    assert_eq!(
+        new.load(&live[1].key).await.unwrap(),
+        None,
+        "a logout was undone"
+    );
     assert_eq!(new.load(&live[4].key).await.unwrap(), None);
     assert_eq!(summary.failures.len(), 1);
     assert_eq!(summary.failures[0].key, live[4].key);
-    assert!(summary.failures[0].reason.contains("larger than"), "{summary:?}");
+    assert!(
+        summary.failures[0].reason.contains("larger than"),
+        "{summary:?}"
+    );
 }
 
 #[tokio::test]
@@ -320,7 +342,10 @@ async fn an_unreachable_destination_stops_the_migration_with_what_was_done() {
     let probe = Arc::new(session_core::suite::ProbeStore::new(new));
     probe.set_failing(true);
     let err = Migration::new(old, probe).run(|_| {}).await.unwrap_err();
-    assert!(matches!(err.source, StoreError::Unavailable { .. }), "{err}");
+    assert!(
+        matches!(err.source, StoreError::Unavailable { .. }),
+        "{err}"
+    );
     assert_eq!(err.summary.copied, 0);
     assert!(err.to_string().contains("unavailable"), "{err}");
 }

@@ -281,6 +281,9 @@ async fn a_scan_lists_every_session_while_they_are_being_read() {
             }
         }
         listed.sort();
-        assert_eq!(listed, keys, "round {round}: the scan missed or repeated sessions");
+        assert_eq!(
+            listed, keys,
+            "round {round}: the scan missed or repeated sessions"
+        );
     }
 }

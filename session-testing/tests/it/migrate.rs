@@ -34,8 +34,14 @@ fn sessions_binary() -> PathBuf {
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} is missing: {build}", path.display()));
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../session-cli/src/main.rs");
-    let written = std::fs::metadata(source).and_then(|m| m.modified()).unwrap();
-    assert!(built >= written, "{} is older than its source: {build}", path.display());
+    let written = std::fs::metadata(source)
+        .and_then(|m| m.modified())
+        .unwrap();
+    assert!(
+        built >= written,
+        "{} is older than its source: {build}",
+        path.display()
+    );
     path
 }
 
@@ -89,7 +95,11 @@ impl Visitor {
             );
         }
         let welcome = page.body.contains("Welcome, ");
-        assert_eq!(welcome, self.flash, "visitor {}'s flash: {}", self.n, page.body);
+        assert_eq!(
+            welcome, self.flash,
+            "visitor {}'s flash: {}",
+            self.n, page.body
+        );
         self.flash = false;
         if !page.set_cookies().is_empty() {
             self.cookie = page.cookie();
@@ -199,7 +209,11 @@ async fn a_thousand_sessions_move_from_files_to_redis_while_the_app_serves() {
     let old: Arc<dyn SessionStore> = session_any::open(&files).await.unwrap();
     let mut before: HashMap<StorageKey, Record> = HashMap::new();
     for v in visitors.iter().filter(|v| !v.logged_out) {
-        let record = old.load(&v.key()).await.unwrap().expect("a visitor's session");
+        let record = old
+            .load(&v.key())
+            .await
+            .unwrap()
+            .expect("a visitor's session");
         before.insert(v.key(), record);
     }
     for v in visitors.iter().filter(|v| v.logged_out) {
@@ -268,7 +282,11 @@ async fn a_thousand_sessions_move_from_files_to_redis_while_the_app_serves() {
         assert_eq!(moved.as_ref(), before.get(&v.key()), "visitor {}", v.n);
     }
     for v in idle.iter().filter(|v| v.logged_out) {
-        assert_eq!(new.load(&v.key()).await.unwrap(), None, "a logout came back");
+        assert_eq!(
+            new.load(&v.key()).await.unwrap(),
+            None,
+            "a logout came back"
+        );
     }
     drop(app);
 
