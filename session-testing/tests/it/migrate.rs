@@ -123,7 +123,7 @@ async fn arrive(addr: &str, n: usize) -> Visitor {
     if n % 3 == 1 {
         v.visit(addr).await;
     }
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         let user = format!("user{n}");
         let login = request(
             addr,
