@@ -1,5 +1,5 @@
 //! Reading every record of a store, a page at a time: [`Scan`] over
-//! [`SessionStore::scan`](crate::SessionStore::scan) and `load`.
+//! [`SessionStore::scan`] and `load`.
 //!
 //! ```
 //! use std::sync::Arc;
