@@ -113,26 +113,22 @@ fn quantile(values: &[u32], q: f64) -> u32 {
 
 /// The lines `migrate` prints after the copy.
 pub(crate) fn summary_lines(s: &Summary, dry_run: bool) -> Vec<String> {
+    let row = |label: &str, n: u64, why: &str| format!("  {label:<10} {n:>8}{why}");
     let mut lines = vec![
-        format!("  read:     {}", s.listed),
-        format!(
-            "  {}: {}",
-            if dry_run { "to copy" } else { "copied " },
-            s.copied
-        ),
-        format!(
-            "  skipped:  {} ({} identical, {} changed at the destination since and kept)",
+        row("read", s.listed, ""),
+        row(if dry_run { "to copy" } else { "copied" }, s.copied, ""),
+        row(
+            "skipped",
             s.skipped(),
-            s.identical,
-            s.changed_at_destination
+            &format!(
+                "  ({} identical, {} changed at the destination since and kept)",
+                s.identical, s.changed_at_destination
+            ),
         ),
-        format!(
-            "  expired:  {} (expired or ended during the copy)",
-            s.expired
-        ),
-        format!("  withdrawn: {} (logged out during the copy)", s.withdrawn),
-        format!("  damaged:  {} (unreadable at the source)", s.damaged),
-        format!("  failed:   {}", s.failed),
+        row("expired", s.expired, "  (expired or ended during the copy)"),
+        row("withdrawn", s.withdrawn, "  (logged out during the copy)"),
+        row("damaged", s.damaged, "  (unreadable at the source)"),
+        row("failed", s.failed, ""),
     ];
     for f in &s.failures {
         lines.push(format!("    {}: {}", f.key.to_hex().as_str(), f.reason));

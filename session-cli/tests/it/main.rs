@@ -259,7 +259,7 @@ async fn migrate_shows_a_progress_bar_on_a_terminal_and_plain_lines_otherwise() 
     let plain = sessions(&["migrate", &from, &plain_to, "--page-size", "8"]);
     assert_eq!(plain.code, 0, "{plain:?}");
     assert!(plain.stderr.contains("8/40 sessions read"), "{plain:?}");
-    assert!(plain.stdout.contains("copied : 40"), "{plain:?}");
+    assert!(plain.stdout.contains("  copied           40\n"), "{plain:?}");
 
     // On a terminal (a pseudo-terminal `script` makes): the bar, with its rate and ETA.
     let bar_to = format!("file://{}/bar", dir.path().display());
@@ -328,9 +328,14 @@ async fn a_record_the_destination_refuses_fails_the_migration_with_its_reason() 
         unique("cli")
     );
     let run = sessions(&["migrate", &from, &to]);
-    let line = run.one_line_error();
-    assert!(line.contains("1 session(s) could not be copied"), "{run:?}");
-    assert!(run.stdout.contains("failed:   1"), "{run:?}");
+    assert_eq!(run.code, 1, "{run:?}");
+    // After the progress line, the error.
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("sessions: ") && last.contains("1 session(s) could not be copied"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("  failed            1\n"), "{run:?}");
     assert!(run.stdout.contains(big.key.to_hex().as_str()), "{run:?}");
     assert!(run.stdout.contains("larger than"), "{run:?}");
     check_copied(&*open(&to).await, &live).await;
