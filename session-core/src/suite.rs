@@ -60,36 +60,68 @@ pub fn server_url(var: &str) -> Option<String> {
     }
 }
 
-/// A store wrapper for tests: counts calls and fails every call with
-/// [`StoreError::Unavailable`] while [`ProbeStore::set_failing`] is on.
+/// What a test does around the calls an [`Intercept`] passes on to the store it wraps.
+/// Every method has a default that changes nothing.
+#[async_trait]
+pub trait Hooks: std::fmt::Debug + Send + Sync + 'static {
+    /// Runs before every call, `method` naming it; an error is the call's answer and the
+    /// call does not reach the wrapped store.
+    fn before(&self, method: &'static str) -> Result<(), StoreError> {
+        let _ = method;
+        Ok(())
+    }
+
+    /// Turns what the wrapped store's `load` answered into the answer.
+    fn loaded(&self, found: Option<Record>) -> Result<Option<Record>, StoreError> {
+        Ok(found)
+    }
+
+    /// Runs before a `create` reaches the wrapped store; an error is its answer.
+    fn creating(&self, record: &Record) -> Result<(), StoreError> {
+        let _ = record;
+        Ok(())
+    }
+
+    /// Runs after a `create` landed in the wrapped store; an error is its answer.
+    async fn created(&self, record: &Record) -> Result<(), StoreError> {
+        let _ = record;
+        Ok(())
+    }
+
+    /// Runs before a `delete` reaches the wrapped store.
+    fn deleting(&self, key: &StorageKey) {
+        let _ = key;
+    }
+}
+
+/// A store wrapper for tests: every call goes to the wrapped store, through [`Hooks`].
 #[derive(Debug)]
-pub struct ProbeStore {
+pub struct Intercept<H> {
     inner: Arc<dyn SessionStore>,
+    hooks: H,
+}
+
+impl<H: Hooks> Intercept<H> {
+    /// Wraps `inner`, calling `hooks` around its calls.
+    pub fn with_hooks(inner: Arc<dyn SessionStore>, hooks: H) -> Self {
+        Self { inner, hooks }
+    }
+
+    /// The hooks, to read what they recorded.
+    pub fn hooks(&self) -> &H {
+        &self.hooks
+    }
+}
+
+/// [`ProbeStore`]'s hooks: a call counter and an outage switch.
+#[derive(Debug, Default)]
+pub struct Probe {
     calls: AtomicUsize,
     failing: AtomicBool,
 }
 
-impl ProbeStore {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn SessionStore>) -> Self {
-        Self {
-            inner,
-            calls: AtomicUsize::new(0),
-            failing: AtomicBool::new(false),
-        }
-    }
-
-    /// How many calls reached the wrapper.
-    pub fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    /// Makes every call fail (an outage) or succeed again.
-    pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, Ordering::SeqCst);
-    }
-
-    fn enter(&self) -> Result<(), StoreError> {
+impl Hooks for Probe {
+    fn before(&self, _method: &'static str) -> Result<(), StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::unavailable("probe", "simulated outage"));
@@ -98,16 +130,39 @@ impl ProbeStore {
     }
 }
 
+/// A store wrapper for tests: counts calls and fails every call with
+/// [`StoreError::Unavailable`] while [`ProbeStore::set_failing`] is on.
+pub type ProbeStore = Intercept<Probe>;
+
+impl ProbeStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn SessionStore>) -> Self {
+        Self::with_hooks(inner, Probe::default())
+    }
+
+    /// How many calls reached the wrapper.
+    pub fn calls(&self) -> usize {
+        self.hooks.calls.load(Ordering::SeqCst)
+    }
+
+    /// Makes every call fail (an outage) or succeed again.
+    pub fn set_failing(&self, failing: bool) {
+        self.hooks.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
-impl SessionStore for ProbeStore {
+impl<H: Hooks> SessionStore for Intercept<H> {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
-        self.enter()?;
-        self.inner.load(key).await
+        self.hooks.before("load")?;
+        self.hooks.loaded(self.inner.load(key).await?)
     }
     async fn create(&self, record: &Record) -> Result<(), StoreError> {
-        self.enter()?;
-        self.inner.create(record).await
+        self.hooks.before("create")?;
+        self.hooks.creating(record)?;
+        self.inner.create(record).await?;
+        self.hooks.created(record).await
     }
     async fn update(
         &self,
@@ -115,19 +170,20 @@ impl SessionStore for ProbeStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.enter()?;
+        self.hooks.before("update")?;
         self.inner.update(key, changes, expires_at).await
     }
     async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
-        self.enter()?;
+        self.hooks.before("touch")?;
         self.inner.touch(key, expires_at).await
     }
     async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
-        self.enter()?;
+        self.hooks.before("delete")?;
+        self.hooks.deleting(key);
         self.inner.delete(key).await
     }
     async fn delete_expired(&self) -> Result<u64, StoreError> {
-        self.enter()?;
+        self.hooks.before("delete_expired")?;
         self.inner.delete_expired().await
     }
     async fn retire(
@@ -136,22 +192,22 @@ impl SessionStore for ProbeStore {
         to: &StorageKey,
         until: Timestamp,
     ) -> Result<Option<Record>, StoreError> {
-        self.enter()?;
+        self.hooks.before("retire")?;
         self.inner.retire(key, to, until).await
     }
     async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
-        self.enter()?;
+        self.hooks.before("forwarded")?;
         self.inner.forwarded(key).await
     }
     fn expires_natively(&self) -> bool {
         self.inner.expires_natively()
     }
     async fn sessions_of(&self, owner: &str) -> Result<Vec<crate::SessionInfo>, StoreError> {
-        self.enter()?;
+        self.hooks.before("sessions_of")?;
         self.inner.sessions_of(owner).await
     }
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
-        self.enter()?;
+        self.hooks.before("delete_sessions_of")?;
         self.inner.delete_sessions_of(owner).await
     }
     async fn scan(
@@ -159,7 +215,7 @@ impl SessionStore for ProbeStore {
         cursor: Option<&ScanCursor>,
         limit: usize,
     ) -> Result<ScanPage, StoreError> {
-        self.enter()?;
+        self.hooks.before("scan")?;
         self.inner.scan(cursor, limit).await
     }
 }

@@ -14,11 +14,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::suite::ProbeStore;
-use session_core::{
-    Changes, ManualClock, Record, Session, SessionInfo, SessionManager, SessionStore, StorageKey,
-    StoreError, Timestamp, async_trait,
-};
+use session_core::suite::{Hooks as StoreHooks, Intercept, ProbeStore};
+use session_core::{ManualClock, Record, Session, SessionManager, StorageKey, StoreError};
 use session_http::{CorruptPolicy, Key, SessionConfig, Transport};
 use session_memory::MemoryStore;
 use tokio::sync::Notify;
@@ -612,85 +609,46 @@ pub async fn a_missing_middleware_is_a_clear_500<F: Framework>(f: &F) {
     assert!(reply.body.contains("no Session"), "{}", reply.body);
 }
 
-/// A memory store with two quirks a scenario turns on: every stored record reads as damaged
-/// (and deletes are recorded), or a create takes `latency` of a manual clock's time.
+/// Two quirks a scenario turns on in a memory store ([`quirky`]): every stored record reads
+/// as damaged (and deletes are recorded), or a create takes `latency` of a manual clock's
+/// time.
 #[derive(Debug, Default)]
-pub struct Quirky {
-    inner: MemoryStore,
+pub struct Quirks {
     damaged: bool,
     slow_create: Option<(Arc<ManualClock>, Duration)>,
     /// The keys deleted.
     pub deleted: std::sync::Mutex<Vec<StorageKey>>,
 }
 
-#[async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl SessionStore for Quirky {
-    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
-        match self.inner.load(key).await? {
+impl StoreHooks for Quirks {
+    fn loaded(&self, found: Option<Record>) -> Result<Option<Record>, StoreError> {
+        match found {
             Some(_) if self.damaged => Err(StoreError::corrupt("damaged", "garbage in the record")),
             found => Ok(found),
         }
     }
-    async fn create(&self, record: &Record) -> Result<(), StoreError> {
+    fn creating(&self, _record: &Record) -> Result<(), StoreError> {
         if let Some((clock, latency)) = &self.slow_create {
             clock.advance(*latency);
         }
-        self.inner.create(record).await
+        Ok(())
     }
-    async fn update(
-        &self,
-        key: &StorageKey,
-        changes: &Changes,
-        at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.inner.update(key, changes, at).await
-    }
-    async fn touch(&self, key: &StorageKey, at: Timestamp) -> Result<bool, StoreError> {
-        self.inner.touch(key, at).await
-    }
-    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
+    fn deleting(&self, key: &StorageKey) {
         self.deleted.lock().unwrap().push(*key);
-        self.inner.delete(key).await
     }
-    async fn delete_expired(&self) -> Result<u64, StoreError> {
-        self.inner.delete_expired().await
-    }
-    async fn retire(
-        &self,
-        key: &StorageKey,
-        to: &StorageKey,
-        until: Timestamp,
-    ) -> Result<Option<Record>, StoreError> {
-        self.inner.retire(key, to, until).await
-    }
-    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
-        self.inner.forwarded(key).await
-    }
-    fn expires_natively(&self) -> bool {
-        self.inner.expires_natively()
-    }
-    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        self.inner.sessions_of(owner).await
-    }
-    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
-        self.inner.delete_sessions_of(owner).await
-    }
-    async fn scan(
-        &self,
-        cursor: Option<&session_core::ScanCursor>,
-        limit: usize,
-    ) -> Result<session_core::ScanPage, StoreError> {
-        self.inner.scan(cursor, limit).await
-    }
+}
+
+/// A memory store with `quirks`.
+pub fn quirky(quirks: Quirks) -> Intercept<Quirks> {
+    Intercept::with_hooks(Arc::new(MemoryStore::default()), quirks)
 }
 
 /// A damaged record starts a fresh session (and is deleted); with `Reject`, it is a 503.
 pub async fn a_damaged_record_starts_a_fresh_session_by_default<F: Framework>(f: &F) {
-    let store = Arc::new(Quirky {
+    let store = Arc::new(quirky(Quirks {
         damaged: true,
-        ..Quirky::default()
-    });
+        ..Quirks::default()
+    }));
     let manager = SessionManager::builder_arc(store.clone()).build();
     let fresh = app(&manager, &Key::generate(), None, |_| {});
     let cookie = get(f, &fresh, "/", None).await.cookie();
@@ -705,7 +663,7 @@ pub async fn a_damaged_record_starts_a_fresh_session_by_default<F: Framework>(f:
         );
     }
     assert!(
-        !store.deleted.lock().unwrap().is_empty(),
+        !store.hooks().deleted.lock().unwrap().is_empty(),
         "the damaged record was not deleted"
     );
 
@@ -768,10 +726,10 @@ pub async fn a_write_racing_a_login_sends_no_removal_cookie<F: Framework>(f: &F)
 pub async fn max_age_is_never_rounded_down_to_a_dead_cookie<F: Framework>(f: &F) {
     for (idle, want) in [(1, "Max-Age=1;"), (1800, "Max-Age=1800;")] {
         let clock = Arc::new(ManualClock::new());
-        let store = Quirky {
+        let store = quirky(Quirks {
             slow_create: Some((clock.clone(), Duration::from_millis(300))),
-            ..Quirky::default()
-        };
+            ..Quirks::default()
+        });
         let manager = SessionManager::builder(store)
             .idle_timeout(Some(Duration::from_secs(idle)))
             .clock(clock)

@@ -259,7 +259,10 @@ async fn migrate_shows_a_progress_bar_on_a_terminal_and_plain_lines_otherwise() 
     let plain = sessions(&["migrate", &from, &plain_to, "--page-size", "8"]);
     assert_eq!(plain.code, 0, "{plain:?}");
     assert!(plain.stderr.contains("8/40 sessions read"), "{plain:?}");
-    assert!(plain.stdout.contains("  copied           40\n"), "{plain:?}");
+    assert!(
+        plain.stdout.contains("  copied           40\n"),
+        "{plain:?}"
+    );
 
     // On a terminal (a pseudo-terminal `script` makes): the bar, with its rate and ETA.
     let bar_to = format!("file://{}/bar", dir.path().display());

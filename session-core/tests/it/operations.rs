@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use session_core::migrate::{Migration, Summary};
 use session_core::scan::{Scan, Scanned};
-use session_core::suite::record;
+use session_core::suite::{Hooks, Intercept, record};
 use session_core::{
-    Changes, FallbackStore, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey,
-    StoreError, Timestamp, async_trait,
+    Changes, FallbackStore, Record, SessionStore, StorageKey, StoreError, Timestamp, async_trait,
 };
 
 use crate::stores::{Flaw, MapStore};
@@ -234,76 +233,29 @@ async fn a_dry_run_counts_and_writes_nothing() {
     );
 }
 
-/// A destination that runs `after_create` once a create has landed (a logout racing the
-/// copy) and refuses the record `too_large` with [`StoreError::TooLarge`].
+/// A destination that, once a create of `log_out_after_copy` has landed, deletes it from the
+/// source (the application's logout through a FallbackStore racing the copy), and refuses
+/// the record `too_large` with [`StoreError::TooLarge`].
 #[derive(Debug)]
 struct Destination {
-    inner: Arc<dyn SessionStore>,
     source: Arc<dyn SessionStore>,
-    log_out_after_copy: Option<StorageKey>,
-    too_large: Option<StorageKey>,
+    log_out_after_copy: StorageKey,
+    too_large: StorageKey,
 }
 
 #[async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl SessionStore for Destination {
-    async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
-        self.inner.load(key).await
-    }
-    async fn create(&self, record: &Record) -> Result<(), StoreError> {
-        if self.too_large == Some(record.key) {
+impl Hooks for Destination {
+    fn creating(&self, record: &Record) -> Result<(), StoreError> {
+        if record.key == self.too_large {
             return Err(StoreError::too_large("destination", 1 << 30, 1 << 20));
-        }
-        self.inner.create(record).await?;
-        if self.log_out_after_copy == Some(record.key) {
-            // The application's logout through a FallbackStore: old store, then new.
-            self.source.delete(&record.key).await?;
         }
         Ok(())
     }
-    async fn update(
-        &self,
-        key: &StorageKey,
-        changes: &Changes,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.inner.update(key, changes, expires_at).await
-    }
-    async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
-        self.inner.touch(key, expires_at).await
-    }
-    async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn delete_expired(&self) -> Result<u64, StoreError> {
-        self.inner.delete_expired().await
-    }
-    async fn retire(
-        &self,
-        key: &StorageKey,
-        to: &StorageKey,
-        until: Timestamp,
-    ) -> Result<Option<Record>, StoreError> {
-        self.inner.retire(key, to, until).await
-    }
-    async fn forwarded(&self, key: &StorageKey) -> Result<Option<StorageKey>, StoreError> {
-        self.inner.forwarded(key).await
-    }
-    fn expires_natively(&self) -> bool {
-        self.inner.expires_natively()
-    }
-    async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        self.inner.sessions_of(owner).await
-    }
-    async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
-        self.inner.delete_sessions_of(owner).await
-    }
-    async fn scan(
-        &self,
-        cursor: Option<&ScanCursor>,
-        limit: usize,
-    ) -> Result<ScanPage, StoreError> {
-        self.inner.scan(cursor, limit).await
+    async fn created(&self, record: &Record) -> Result<(), StoreError> {
+        if record.key == self.log_out_after_copy {
+            self.source.delete(&record.key).await?;
+        }
+        Ok(())
     }
 }
 
@@ -311,12 +263,14 @@ impl SessionStore for Destination {
 async fn a_logout_racing_the_copy_is_not_undone_and_a_refused_record_is_reported() {
     let (new, old) = two_stores();
     let live = fill(&*old, 6).await;
-    let dest = Arc::new(Destination {
-        inner: new.clone(),
-        source: old.clone(),
-        log_out_after_copy: Some(live[1].key),
-        too_large: Some(live[4].key),
-    });
+    let dest = Arc::new(Intercept::with_hooks(
+        new.clone(),
+        Destination {
+            source: old.clone(),
+            log_out_after_copy: live[1].key,
+            too_large: live[4].key,
+        },
+    ));
     let summary = Migration::new(old, dest).run(|_| {}).await.unwrap();
     assert_eq!(summary.withdrawn, 1, "{summary:?}");
     assert_eq!(summary.failed, 1, "{summary:?}");
