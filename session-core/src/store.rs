@@ -52,6 +52,42 @@ impl ScanCursor {
         Self(key.to_hex().as_str().to_owned())
     }
 
+    /// A cursor for a store made of parts (shards, servers) each listed in key order: part
+    /// `part`, after `key`, or from its first key with `None`.
+    pub fn in_part(part: usize, after: Option<&StorageKey>) -> Self {
+        match after {
+            Some(key) => Self(format!("{part}:{}", key.to_hex().as_str())),
+            None => Self(format!("{part}:")),
+        }
+    }
+
+    /// Where a scan of a store of `parts` parts goes on: the part and key of a cursor made by
+    /// [`ScanCursor::in_part`], or the first part's start for no cursor.
+    ///
+    /// # Errors
+    /// [`bad_cursor`] for any other cursor, or one naming a part the store does not have.
+    pub fn part(
+        cursor: Option<&Self>,
+        store: &'static str,
+        parts: usize,
+    ) -> Result<(usize, Option<StorageKey>), StoreError> {
+        let Some(cursor) = cursor else {
+            return Ok((0, None));
+        };
+        cursor
+            .0
+            .split_once(':')
+            .and_then(|(part, key)| {
+                let part: usize = part.parse().ok()?;
+                let after = match key {
+                    "" => None,
+                    hex => Some(StorageKey::parse_hex(hex)?),
+                };
+                (part < parts).then_some((part, after))
+            })
+            .ok_or_else(|| bad_cursor(store, cursor))
+    }
+
     /// The key a cursor made by [`ScanCursor::after`] goes on after.
     ///
     /// # Errors

@@ -75,7 +75,7 @@ use memcache_async::ascii::Protocol;
 use session_core::blob::{FORWARD_MAGIC, RecentReads};
 use session_core::{
     Changes, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey, StoreError,
-    Timestamp, bad_cursor, blob, envelope,
+    Timestamp, blob, envelope,
 };
 
 mod dump;
@@ -713,31 +713,16 @@ impl SessionStore for MemcacheStore {
         limit: usize,
     ) -> Result<ScanPage, StoreError> {
         let servers = &self.inner.servers;
-        let (mut server, mut after) = match cursor {
-            None => (0, None),
-            Some(c) => c
-                .as_str()
-                .split_once(':')
-                .and_then(|(i, key)| {
-                    let i: usize = i.parse().ok()?;
-                    let after = match key {
-                        "" => None,
-                        hex => Some(StorageKey::parse_hex(hex)?),
-                    };
-                    (i < servers.len()).then_some((i, after))
-                })
-                .ok_or_else(|| bad_cursor(STORE, c))?,
-        };
+        let (mut server, mut after) = ScanCursor::part(cursor, STORE, servers.len())?;
         let limit = limit.max(1);
         loop {
             let addr = &servers[server].addr;
             let dump = dump::keys_after(addr, &self.inner.prefix, after, limit);
             let (keys, more) = bounded(self.inner.timeout.max(SCAN_TIMEOUT), addr, dump).await?;
             let next = if more {
-                keys.last()
-                    .map(|k| format!("{server}:{}", k.to_hex().as_str()))
+                keys.last().map(|k| ScanCursor::in_part(server, Some(k)))
             } else if server + 1 < servers.len() {
-                Some(format!("{}:", server + 1))
+                Some(ScanCursor::in_part(server + 1, None))
             } else {
                 None
             };
@@ -747,10 +732,7 @@ impl SessionStore for MemcacheStore {
                 after = None;
                 continue;
             }
-            return Ok(ScanPage {
-                keys,
-                next: next.map(ScanCursor::new),
-            });
+            return Ok(ScanPage { keys, next });
         }
     }
 

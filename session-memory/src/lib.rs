@@ -54,7 +54,7 @@ use async_trait::async_trait;
 use hashbrown::HashTable;
 use session_core::{
     Changes, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey, StoreError,
-    Timestamp, bad_cursor, body,
+    Timestamp, body,
 };
 
 const STORE: &str = "memory";
@@ -356,22 +356,7 @@ impl SessionStore for MemoryStore {
         limit: usize,
     ) -> Result<ScanPage, StoreError> {
         let limit = limit.max(1);
-        let (mut shard, mut after) = match cursor {
-            None => (0, None),
-            Some(c) => c
-                .as_str()
-                .split_once(':')
-                .and_then(|(shard, key)| {
-                    let shard: usize = shard.parse().ok()?;
-                    // An empty key: the shard from its first key.
-                    let after = match key {
-                        "" => None,
-                        hex => Some(StorageKey::parse_hex(hex)?),
-                    };
-                    (shard < self.shards.len()).then_some((shard, after))
-                })
-                .ok_or_else(|| bad_cursor(STORE, c))?,
-        };
+        let (mut shard, mut after) = ScanCursor::part(cursor, STORE, self.shards.len())?;
         let mut keys = Vec::new();
         while shard < self.shards.len() {
             let mut found: Vec<StorageKey> = lock(&self.shards[shard])
@@ -390,20 +375,18 @@ impl SessionStore for MemoryStore {
                 found.truncate(room);
                 let last = found[room - 1];
                 keys.extend(found);
-                let next = ScanCursor::new(format!("{shard}:{}", last.to_hex().as_str()));
                 return Ok(ScanPage {
                     keys,
-                    next: Some(next),
+                    next: Some(ScanCursor::in_part(shard, Some(&last))),
                 });
             }
             keys.extend(found);
             shard += 1;
             after = None;
             if keys.len() == limit && shard < self.shards.len() {
-                let next = ScanCursor::new(format!("{shard}:"));
                 return Ok(ScanPage {
                     keys,
-                    next: Some(next),
+                    next: Some(ScanCursor::in_part(shard, None)),
                 });
             }
         }
