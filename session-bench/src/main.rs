@@ -3,7 +3,8 @@
 //!
 //! - `cycle <store> <tasks> <seconds> [sessions]`: the session cycle on the store API.
 //! - `serve <bare|sessions> <addr>`: the counter route with or without sessions, for wrk.
-//! - `migrate <from-url> <to-url> <sessions>`: sessions migrated per second between stores.
+//! - `migrate <from-url> <to-url> <sessions>`: sessions migrated per second between stores;
+//!   `raw-migrate <redis-url> <cluster-nodes> <sessions>`, the bare Redis → Cluster copy.
 //! - `memory <sessions> [ours|tower-sessions]`: resident memory per session in the memory
 //!   store (or tower-sessions' MemoryStore), for sessions of 5 keys with 200 bytes of key names
 //!   and values in all.
@@ -54,6 +55,13 @@ fn main() -> Result<()> {
             let to = args.get(2).context(usage)?;
             let sessions = args.get(3).context(usage)?.parse()?;
             migrate::migrate(from, to, sessions)
+        }
+        Some("raw-migrate") => {
+            let usage = "raw-migrate <redis-url> <cluster-nodes> <sessions>";
+            let from = args.get(1).context(usage)?;
+            let nodes = args.get(2).context(usage)?;
+            let sessions = args.get(3).context(usage)?.parse()?;
+            migrate::raw_redis_to_cluster(from, nodes, sessions)
         }
         Some("serve") => {
             let variant = args.get(1).context("serve <bare|sessions> <addr>")?;
