@@ -221,3 +221,71 @@ pub(crate) async fn raw_mongo(url: &str, sessions: usize) -> Result<Cycle> {
         })
     }))
 }
+
+/// The memory store's raw limit: what a cycle must do at the least in a sharded in-process
+/// map — 64 `Mutex<HashMap>` shards, a `get` and clone of the session's 250-byte value, then
+/// an `insert` of a new one.
+pub(crate) async fn raw_memory(sessions: usize) -> Result<Cycle> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    const SHARDS: u64 = 64;
+    type Shard = Mutex<HashMap<u64, Vec<u8>>>;
+    let shards: Arc<Vec<Shard>> = Arc::new((0..SHARDS).map(|_| Mutex::default()).collect());
+    for i in 0..sessions as u64 {
+        shards[(i % SHARDS) as usize]
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(i, payload(i));
+    }
+    Ok(Arc::new(move |r| {
+        let shards = shards.clone();
+        Box::pin(async move {
+            let key = r % sessions as u64;
+            let shard = &shards[(key % SHARDS) as usize];
+            let value = shard
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .get(&key)
+                .cloned()
+                .context("a session vanished")?;
+            std::hint::black_box(value);
+            shard
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .insert(key, payload(r));
+            Ok(())
+        })
+    }))
+}
+
+/// The disk store's raw limit: a file per session (250 bytes) in one directory, and a cycle
+/// the least a crash-safe file store does — read the file, write a temporary file (with
+/// `fsync` when `sync`), rename it over the session's — on the blocking pool, as the store
+/// runs its file I/O.
+pub(crate) async fn raw_disk(dir: &str, sync: bool, sessions: usize) -> Result<Cycle> {
+    use std::io::Write as _;
+    let dir = Arc::new(std::path::PathBuf::from(dir));
+    std::fs::create_dir_all(&*dir)?;
+    for i in 0..sessions as u64 {
+        std::fs::write(dir.join(i.to_string()), payload(i))?;
+    }
+    Ok(Arc::new(move |r| {
+        let dir = dir.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let key = r % sessions as u64;
+                let path = dir.join(key.to_string());
+                std::hint::black_box(std::fs::read(&path)?);
+                let tmp = dir.join(format!(".tmp-{r}"));
+                let mut file = std::fs::File::create(&tmp)?;
+                file.write_all(&payload(r))?;
+                if sync {
+                    file.sync_all()?;
+                }
+                std::fs::rename(&tmp, &path)?;
+                anyhow::Ok(())
+            })
+            .await?
+        })
+    }))
+}

@@ -9,7 +9,10 @@
 //! the run's own in `dir`).
 //! tower-sessions, same workload through its store API: `ts-memory`, `ts-redis:<url>`,
 //! `ts-mongo:<url>`, `ts-sqlx:<url>` (tower-sessions-sqlx-store).
-//! The raw limit, the bare round trips a cycle needs with the same driver: `raw-redis:<url>`
+//! The raw limit, the least a cycle needs: `raw-memory` (a sharded map: get + clone +
+//! insert of 250 bytes), `raw-disk-never:<dir>` and `raw-disk-always:<dir>` (read a file,
+//! write a temporary one, with `fsync` for `always`, rename it over), and the bare round
+//! trips a cycle needs with the same driver: `raw-redis:<url>`
 //! (GET + SET of 250 bytes), `raw-memcache:<host:port>` (get + a replying store of 250
 //! bytes), `raw-mongo:<url>` (find_one + update_one by `_id`), `raw-sql:<url>` (`SELECT` by
 //! primary key + one `UPDATE`).
@@ -126,6 +129,9 @@ async fn workload(spec: &str, sessions: usize) -> Result<Cycle> {
         "ts-memory" => anchors::tower_sessions_memory(sessions).await,
         "ts-redis" => anchors::tower_sessions_redis(arg, sessions).await,
         "ts-mongo" => anchors::tower_sessions_mongo(arg, sessions).await,
+        "raw-memory" => anchors::raw_memory(sessions).await,
+        "raw-disk-never" => anchors::raw_disk(arg, false, sessions).await,
+        "raw-disk-always" => anchors::raw_disk(arg, true, sessions).await,
         "raw-redis" => anchors::raw_redis(arg, sessions).await,
         "raw-memcache" => anchors::raw_memcache(arg, sessions).await,
         "raw-mongo" => anchors::raw_mongo(arg, sessions).await,

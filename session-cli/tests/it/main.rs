@@ -272,6 +272,7 @@ async fn migrate_shows_a_progress_bar_on_a_terminal_and_plain_lines_otherwise() 
     );
     let out = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("`script` (util-linux) runs a command on a pseudo-terminal");
     let screen = String::from_utf8_lossy(&out.stdout);
