@@ -258,25 +258,29 @@ pub(crate) async fn raw_memory(sessions: usize) -> Result<Cycle> {
     }))
 }
 
-/// The disk store's raw limit: a file per session (250 bytes) in one directory, and a cycle
-/// the least a crash-safe file store does — read the file, write a temporary file (with
-/// `fsync` when `sync`), rename it over the session's — on the blocking pool, as the store
-/// runs its file I/O.
+/// The disk store's raw limit: a file per session (250 bytes), spread over 256
+/// subdirectories as the store spreads its files (one directory would serialise every
+/// create and rename on its lock), and a cycle the least a crash-safe file store does — read
+/// the file, write a temporary file beside it (with `fsync` when `sync`), rename it over the
+/// session's — on the blocking pool, as the store runs its file I/O.
 pub(crate) async fn raw_disk(dir: &str, sync: bool, sessions: usize) -> Result<Cycle> {
     use std::io::Write as _;
     let dir = Arc::new(std::path::PathBuf::from(dir));
-    std::fs::create_dir_all(&*dir)?;
+    let shard = |dir: &std::path::Path, key: u64| dir.join(format!("{:02x}", key % 256));
+    for i in 0..256 {
+        std::fs::create_dir_all(shard(&dir, i))?;
+    }
     for i in 0..sessions as u64 {
-        std::fs::write(dir.join(i.to_string()), payload(i))?;
+        std::fs::write(shard(&dir, i).join(i.to_string()), payload(i))?;
     }
     Ok(Arc::new(move |r| {
         let dir = dir.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let key = r % sessions as u64;
-                let path = dir.join(key.to_string());
+                let path = shard(&dir, key).join(key.to_string());
                 std::hint::black_box(std::fs::read(&path)?);
-                let tmp = dir.join(format!(".tmp-{r}"));
+                let tmp = shard(&dir, key).join(format!(".tmp-{r}"));
                 let mut file = std::fs::File::create(&tmp)?;
                 file.write_all(&payload(r))?;
                 if sync {
