@@ -150,6 +150,137 @@ pub(crate) async fn raw_redis(url: &str, sessions: usize) -> Result<Cycle> {
     }))
 }
 
+/// The raw limit of a compare-and-set layout: the same driver doing a `GET` and an
+/// `EVALSHA` of session-redis's own compare-and-set script on 250-byte values with an 8-byte
+/// tag, and nothing else. What the server's script costs on its own, with the least client.
+pub(crate) async fn raw_redis_cas(url: &str, sessions: usize) -> Result<Cycle> {
+    raw_redis_compare_and_set(url, sessions, false).await
+}
+
+/// The raw limit of the same layout with the server's own compare-and-set (`SET … IFEQ
+/// <value read> GET`, Valkey 8.1 and Redis 8.4) in place of the script.
+pub(crate) async fn raw_redis_ifeq(url: &str, sessions: usize) -> Result<Cycle> {
+    raw_redis_compare_and_set(url, sessions, true).await
+}
+
+async fn raw_redis_compare_and_set(url: &str, sessions: usize, ifeq: bool) -> Result<Cycle> {
+    let client = redis::Client::open(url)?;
+    let conn = redis::aio::ConnectionManager::new(client).await?;
+    let prefix = format!("rawcas{}:", std::process::id());
+    let mut setup = conn.clone();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(session_redis::CAS)
+        .query_async(&mut setup)
+        .await?;
+    let tagged = |r: u64, tag: u64| {
+        let mut v = payload(r);
+        v.extend_from_slice(&tag.to_le_bytes());
+        v
+    };
+    for i in 0..sessions {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}{i}"))
+            .arg(tagged(i as u64, 0))
+            .query_async(&mut setup)
+            .await?;
+    }
+    let expires = (std::time::SystemTime::now() + Duration::from_secs(3600))
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    Ok(Arc::new(move |r| {
+        let (mut conn, key, sha) = (
+            conn.clone(),
+            format!("{prefix}{}", r % sessions as u64),
+            sha.clone(),
+        );
+        Box::pin(async move {
+            let value: Vec<u8> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+            let tag = value
+                .len()
+                .checked_sub(8)
+                .context("a value without its tag")?;
+            let old = &value[tag..];
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(old);
+            let next = u64::from_le_bytes(bytes).wrapping_add(1);
+            // A lost race (another task's write in between) just counts as a cycle here.
+            if ifeq {
+                let _: redis::Value = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(tagged(r, next))
+                    .arg("IFEQ")
+                    .arg(&value)
+                    .arg("GET")
+                    .arg("PXAT")
+                    .arg(expires)
+                    .query_async(&mut conn)
+                    .await?;
+                return Ok(());
+            }
+            let _: redis::Value = redis::cmd("EVALSHA")
+                .arg(&sha)
+                .arg(1)
+                .arg(&key)
+                .arg(old)
+                .arg(tagged(r, next))
+                .arg(expires)
+                .query_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+    }))
+}
+
+/// The raw limit of a hash layout without a script: `HGETALL` of a session of 5 keys of
+/// 40 bytes and two fields of metadata, then one `MULTI` / `HSET` of the changed key and
+/// the expiry / `PEXPIREAT` / `EXEC` round trip. Not a layout we ship (an `HSET` on a
+/// deleted session re-creates it); the bound such a layout could reach.
+pub(crate) async fn raw_redis_hash(url: &str, sessions: usize) -> Result<Cycle> {
+    let client = redis::Client::open(url)?;
+    let conn = redis::aio::ConnectionManager::new(client).await?;
+    let prefix = format!("rawhash{}:", std::process::id());
+    let mut setup = conn.clone();
+    for i in 0..sessions {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(format!("{prefix}{i}"))
+            .arg("c")
+            .arg(1_700_000_000_000u64)
+            .arg("e")
+            .arg(1_800_000_000_000u64);
+        for k in 0..5 {
+            cmd.arg(format!("k{k}")).arg(value(i as u64 * 5 + k));
+        }
+        let _: () = cmd.query_async(&mut setup).await?;
+    }
+    let expires = (std::time::SystemTime::now() + Duration::from_secs(3600))
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    Ok(Arc::new(move |r| {
+        let (mut conn, key) = (conn.clone(), format!("{prefix}{}", r % sessions as u64));
+        Box::pin(async move {
+            let _: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await?;
+            let _: (i64, i64) = redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(&key)
+                .arg(format!("k{}", r % 5))
+                .arg(value(r))
+                .arg("e")
+                .arg(expires)
+                .cmd("PEXPIREAT")
+                .arg(&key)
+                .arg(expires)
+                .query_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+    }))
+}
+
 pub(crate) async fn raw_memcache(addr: &str, sessions: usize) -> Result<Cycle> {
     use memcache_async::ascii::Protocol;
     use tokio::net::TcpStream;

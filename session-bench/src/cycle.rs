@@ -13,7 +13,8 @@
 //! insert of 250 bytes), `raw-disk-never:<dir>` and `raw-disk-always:<dir>` (read a file,
 //! write a temporary one, with `fsync` for `always`, rename it over), and the bare round
 //! trips a cycle needs with the same driver: `raw-redis:<url>`
-//! (GET + SET of 250 bytes), `raw-memcache:<host:port>` (get + a replying store of 250
+//! (GET + SET of 250 bytes), `raw-redis-cas:<url>` (GET + session-redis's compare-and-set
+//! script), `raw-redis-ifeq:<url>` (GET + `SET … IFEQ`), `raw-redis-hash:<url>` (HGETALL + one MULTI/HSET/PEXPIREAT/EXEC), `raw-memcache:<host:port>` (get + a replying store of 250
 //! bytes), `raw-mongo:<url>` (find_one + update_one by `_id`), `raw-sql:<url>` (`SELECT` by
 //! primary key + one `UPDATE`).
 //! The layout not taken, for the decision between the two: `json-sql:<url>` (a JSON object per
@@ -133,6 +134,9 @@ async fn workload(spec: &str, sessions: usize) -> Result<Cycle> {
         "raw-disk-never" => anchors::raw_disk(arg, false, sessions).await,
         "raw-disk-always" => anchors::raw_disk(arg, true, sessions).await,
         "raw-redis" => anchors::raw_redis(arg, sessions).await,
+        "raw-redis-cas" => anchors::raw_redis_cas(arg, sessions).await,
+        "raw-redis-ifeq" => anchors::raw_redis_ifeq(arg, sessions).await,
+        "raw-redis-hash" => anchors::raw_redis_hash(arg, sessions).await,
         "raw-memcache" => anchors::raw_memcache(arg, sessions).await,
         "raw-mongo" => anchors::raw_mongo(arg, sessions).await,
         "ts-sqlx" => crate::sql::tower_sessions_sqlx(arg, sessions).await,

@@ -99,8 +99,10 @@ const TAG_LEN: usize = 8;
 /// A forward pointer's tag, which no session's tag ever takes.
 const POINTER_TAG: u64 = u64::MAX;
 
-/// Compare-and-set of a session's value, one round trip whether it wins or loses.
-const CAS: &str = r"
+/// Compare-and-set of a session's value, one round trip whether it wins or loses. Public
+/// only for the benchmark's raw limit of this layout (`raw-redis-cas`).
+#[doc(hidden)]
+pub const CAS: &str = r"
 -- KEYS[1]: the session. ARGV[1]: the tag read (8 bytes); ARGV[2]: the new value, or '' to
 -- delete; ARGV[3]: the new value's expiry (Unix ms). Returns 1 when written, 0 when the
 -- key is gone, else the stored value (the tag differs: another writer won).
@@ -435,15 +437,21 @@ impl RedisStore {
     /// more as `EVAL` with the source, which loads and runs it in one step: a flush between
     /// a `SCRIPT LOAD` and a second `EVALSHA` cannot fail it. The command is built directly,
     /// not through redis-rs's `ScriptInvocation`, which copies every argument twice.
+    /// `arg_bytes` is the size of what `args` adds, so the command is built without growing.
     async fn eval<T: FromRedisValue>(
         &self,
         script: &Lua,
         key: &StorageKey,
+        arg_bytes: usize,
         args: impl Fn(&mut Cmd),
     ) -> Result<T, StoreError> {
         let redis_key = self.redis_key(key);
         let build = |verb: &str, body: &str| {
-            let mut cmd = redis::cmd(verb);
+            let mut cmd = command(
+                verb,
+                8,
+                verb.len() + body.len() + 1 + redis_key.len() + arg_bytes,
+            );
             cmd.arg(body).arg(1).arg(&redis_key);
             args(&mut cmd);
             cmd
@@ -579,6 +587,14 @@ impl RedisStore {
     }
 }
 
+/// A command `verb` with room for `args` arguments (the verb included) of `bytes` bytes in
+/// all: `redis::cmd` starts empty and grows its buffers once or twice per argument.
+fn command(verb: &str, args: usize, bytes: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(args, bytes);
+    cmd.arg(verb);
+    cmd
+}
+
 /// A stored value split into its body (an envelope or a forward pointer) and its tag.
 fn split_tag(value: &[u8]) -> Result<(&[u8], u64), StoreError> {
     if value.len() < TAG_LEN {
@@ -663,8 +679,9 @@ impl RedisStore {
                 v.extend_from_slice(&new_tag.to_le_bytes());
                 v
             });
+            let value_len = value.as_ref().map_or(0, Vec::len);
             let reply: Value = self
-                .eval(&self.cas, key, |cmd| {
+                .eval(&self.cas, key, TAG_LEN + value_len + 20, |cmd| {
                     cmd.arg(&tag.to_le_bytes()[..])
                         .arg(value.as_deref().unwrap_or_default())
                         .arg(expires_at.as_unix_millis());
@@ -698,8 +715,9 @@ impl RedisStore {
 
     async fn get(&self, key: &StorageKey) -> Result<Option<Vec<u8>>, StoreError> {
         let redis_key = self.redis_key(key);
-        self.call(async |conn| redis::cmd("GET").arg(&redis_key).query_async(conn).await)
-            .await
+        let mut cmd = command("GET", 2, 3 + redis_key.len());
+        cmd.arg(&redis_key);
+        self.call(async |conn| cmd.query_async(conn).await).await
     }
 
     /// `update` and `touch`: the changes patched into the stored envelope.
@@ -769,7 +787,7 @@ impl SessionStore for RedisStore {
         let mut pointer = blob::forward_pointer(to, until);
         pointer.extend_from_slice(&POINTER_TAG.to_le_bytes());
         let value: Option<Vec<u8>> = self
-            .eval(&self.retire, key, |cmd| {
+            .eval(&self.retire, key, pointer.len() + 20, |cmd| {
                 cmd.arg(pointer.as_slice()).arg(until.as_unix_millis());
             })
             .await?;
@@ -796,7 +814,7 @@ impl SessionStore for RedisStore {
         let redis_key = self.redis_key(&record.key);
         let created: Option<String> = self
             .call(async |conn| {
-                redis::cmd("SET")
+                command("SET", 6, 3 + redis_key.len() + value.len() + 20)
                     .arg(&redis_key)
                     .arg(value.as_slice())
                     .arg("NX")
