@@ -56,6 +56,7 @@ mod error;
 mod fallback;
 mod id;
 mod manager;
+pub mod metrics;
 pub mod migrate;
 mod record;
 pub mod scan;

@@ -272,9 +272,10 @@ impl SessionManager {
     }
 
     /// The store itself: calling through `&Arc<dyn SessionStore>` would pick the `Arc`
-    /// forwarding impl and box every call's future twice.
-    fn store_dyn(&self) -> &dyn SessionStore {
-        &*self.inner.store
+    /// forwarding impl and box every call's future twice. Its calls are counted and timed
+    /// with the `metrics` feature.
+    fn store_dyn(&self) -> Metered<'_> {
+        Metered(&*self.inner.store)
     }
 
     /// The expiry policy.
@@ -538,6 +539,42 @@ impl SessionManager {
         }
         Ok(())
     }
+}
+
+/// The store as the manager calls it. Without the `metrics` feature each call is the
+/// store's own future, unchanged; with it, [`crate::metrics`] counts and times it.
+#[derive(Clone, Copy)]
+struct Metered<'a>(&'a dyn SessionStore);
+
+macro_rules! metered {
+    ($($op:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
+        impl<'a> Metered<'a> {
+            $(
+                #[allow(clippy::let_and_return)]
+                fn $op<'b>(self, $($arg: $ty),*) -> impl Future<Output = Result<$out, StoreError>> + Send + 'b
+                where
+                    'a: 'b,
+                {
+                    let call = self.0.$op($($arg),*);
+                    #[cfg(feature = "metrics")]
+                    let call = crate::metrics::store_call(stringify!($op), call);
+                    call
+                }
+            )*
+        }
+    };
+}
+
+metered! {
+    load(key: &'b StorageKey) -> Option<Record>;
+    create(record: &'b Record) -> ();
+    update(key: &'b StorageKey, changes: &'b Changes, expires_at: Timestamp) -> bool;
+    touch(key: &'b StorageKey, expires_at: Timestamp) -> bool;
+    delete(key: &'b StorageKey) -> ();
+    retire(key: &'b StorageKey, to: &'b StorageKey, until: Timestamp) -> Option<Record>;
+    forwarded(key: &'b StorageKey) -> Option<StorageKey>;
+    sessions_of(owner: &'b str) -> Vec<crate::SessionInfo>;
+    delete_sessions_of(owner: &'b str) -> u64;
 }
 
 /// What other requests wrote to a cycled session's old record after this handle loaded it:

@@ -449,6 +449,7 @@ impl LazySession {
                 if config.on_corrupt == CorruptPolicy::StartFresh =>
             {
                 tracing::warn!(%error, key = %id.storage_key(), "damaged session record: starting a fresh session");
+                session_core::metrics::damaged_record();
                 if let Err(error) = manager.store().delete(&id.storage_key()).await {
                     tracing::warn!(%error, "could not delete the damaged session record");
                 }
@@ -456,10 +457,12 @@ impl LazySession {
             }
             Err(error) if config.fail_open => {
                 tracing::warn!(%error, "session store failed: failing open with an unsaved empty session");
+                session_core::metrics::fail_open();
                 Ok(fresh(false))
             }
             Err(error) => {
                 tracing::error!(%error, "session store failed: answering 503");
+                session_core::metrics::unavailable_response();
                 Err(Unavailable(Arc::new(error)))
             }
         }
@@ -495,10 +498,12 @@ impl LazySession {
             Ok(outcome) => outcome,
             Err(error) if config.fail_open => {
                 tracing::warn!(%error, "saving the session failed: failing open");
+                session_core::metrics::fail_open();
                 return Finish::Nothing;
             }
             Err(error) => {
                 tracing::error!(%error, "saving the session failed: answering 503");
+                session_core::metrics::unavailable_response();
                 return Finish::Unavailable;
             }
         };

@@ -8,6 +8,7 @@
 //! - `http` (feature `http`): drives an axum app with the session layer in process.
 //! - `scenarios` (feature `scenarios`): the HTTP behaviour both integrations must have, one
 //!   list that session-tower and session-actix each run through their own test client.
+//! - [`recorder`] (feature `scenarios`): a `metrics` recorder that keeps what it is given.
 //! - Its own tests are the cross-backend ones: every backend through the HTTP layer, the
 //!   outage drills, and the end-to-end walks of the compiled example app.
 //!
@@ -18,6 +19,8 @@
 pub mod http;
 #[cfg(feature = "tokio")]
 mod owned;
+#[cfg(feature = "scenarios")]
+pub mod recorder;
 #[cfg(feature = "scenarios")]
 pub mod scenarios;
 pub mod servers;

@@ -272,6 +272,7 @@ macro_rules! http_scenarios {
             a_partitioned_cookie_and_a_broken_host_prefix,
             api_clients_carry_the_token_in_a_named_header,
             api_clients_carry_a_bearer_token,
+            store_calls_errors_and_503s_are_counted_through_metrics,
         );
     };
 }
@@ -966,4 +967,62 @@ pub async fn api_clients_carry_a_bearer_token<F: Framework>(f: &F) {
     assert_eq!(reply.body, "2");
     let resigned = reply.header("session-token");
     assert!(resigned.len() == 1 && resigned[0] != token, "{resigned:?}");
+}
+
+/// With the `metrics` feature, the manager counts and times every store call by operation,
+/// counts failed calls by kind, and the HTTP layer counts the 503s, the fail-open serves and
+/// the damaged records it started afresh from.
+pub async fn store_calls_errors_and_503s_are_counted_through_metrics<F: Framework>(f: &F) {
+    use session_core::metrics::{
+        DAMAGED_RECORDS, FAIL_OPEN, STORE_CALL_SECONDS, STORE_CALLS, STORE_ERRORS,
+        UNAVAILABLE_RESPONSES,
+    };
+    let recorded = crate::recorder::Recorded::default();
+    let _installed = metrics::set_default_local_recorder(&recorded);
+    let calls = |op| recorded.counter(STORE_CALLS, &[("op", op)]);
+
+    let fx = Fixture::new();
+    let cookie = get(f, &fx.app, "/", None).await.cookie();
+    assert_eq!((calls("create"), calls("load")), (1, 0));
+    assert_eq!(get(f, &fx.app, "/", Some(&cookie)).await.body, "2");
+    assert_eq!((calls("load"), calls("update")), (1, 1));
+    assert_eq!(
+        recorded
+            .samples(STORE_CALL_SECONDS, &[("op", "update")])
+            .len(),
+        1,
+        "one latency sample per call"
+    );
+    get(f, &fx.app, "/logout", Some(&cookie)).await;
+    assert_eq!(calls("delete"), 1);
+
+    let cookie = get(f, &fx.app, "/", None).await.cookie();
+    fx.probe.set_failing(true);
+    assert_eq!(get(f, &fx.app, "/", Some(&cookie)).await.status, 503);
+    assert_eq!(
+        recorded.counter(STORE_ERRORS, &[("op", "load"), ("kind", "unavailable")]),
+        1
+    );
+    assert_eq!(recorded.counter(UNAVAILABLE_RESPONSES, &[]), 1);
+    fx.probe.set_failing(false);
+
+    let open = Fixture::with(|c| c.set_fail_open(true));
+    let cookie = get(f, &open.app, "/", None).await.cookie();
+    open.probe.set_failing(true);
+    assert_eq!(get(f, &open.app, "/", Some(&cookie)).await.status, 200);
+    assert_eq!(recorded.counter(FAIL_OPEN, &[]), 1);
+
+    let damaged = SessionManager::builder_arc(Arc::new(quirky(Quirks {
+        damaged: true,
+        ..Quirks::default()
+    })))
+    .build();
+    let fresh = app(&damaged, &Key::generate(), None, |_| {});
+    let cookie = get(f, &fresh, "/", None).await.cookie();
+    assert_eq!(get(f, &fresh, "/", Some(&cookie)).await.body, "1");
+    assert_eq!(recorded.counter(DAMAGED_RECORDS, &[]), 1);
+    assert_eq!(
+        recorded.counter(STORE_ERRORS, &[("op", "load"), ("kind", "corrupt")]),
+        1
+    );
 }
