@@ -144,6 +144,12 @@ pub fn patch(
     expires_at: Timestamp,
     out: &mut Vec<u8>,
 ) -> Result<(), FormatError> {
+    if !changes.incremented().is_empty() {
+        // The counters' values are read from `old` first: the increments become writes.
+        let current = counters(old, changes)?;
+        let resolved = changes.resolved(|key| current.get(key).copied());
+        return patch(old, &resolved, expires_at, out);
+    }
     times(old)?;
     let mut reader = Reader {
         rest: &old[TIMES_LEN..],
@@ -163,6 +169,28 @@ pub fn patch(
         put_entry(out, key, value)
     })?;
     Ok(())
+}
+
+/// The values in `old` of the counters `changes` increments.
+fn counters<'a>(
+    old: &'a [u8],
+    changes: &Changes,
+) -> Result<BTreeMap<&'a str, &'a [u8]>, FormatError> {
+    times(old)?;
+    let mut reader = Reader {
+        rest: &old[TIMES_LEN..],
+    };
+    reader.owner()?;
+    let count = reader.varint()?;
+    let mut found = BTreeMap::new();
+    let mut previous: Option<&str> = None;
+    for _ in 0..count {
+        let (key, value) = reader.entry(&mut previous)?;
+        if changes.incremented().contains_key(key) {
+            found.insert(key, value);
+        }
+    }
+    Ok(found)
 }
 
 /// Walks the old entries and the changes in key order, calling `emit` for every entry of
@@ -345,7 +373,7 @@ mod tests {
         out
     }
 
-    /// Every combination of changes over a few keys: the patched bytes are exactly the
+    /// Every combination of changes (sets, removals, increments) over a few keys: the patched bytes are exactly the
     /// encoding of the decoded record with the changes applied.
     #[test]
     fn patch_equals_decode_apply_encode() {
@@ -358,7 +386,7 @@ mod tests {
         let mut cases = 0;
         for base in &bases {
             let bytes = encode(base);
-            for mask in 0..3u32.pow(keys.len() as u32) {
+            for mask in 0..4u32.pow(keys.len() as u32) {
                 for (cleared, owner) in [
                     (false, None),
                     (true, None),
@@ -377,9 +405,10 @@ mod tests {
                         match m % 3 {
                             1 => changes.set(key, key.as_bytes().repeat(3)),
                             2 => changes.remove(key),
+                            3 => changes.increment(key, 2, crate::Codec::Bincode),
                             _ => {}
                         }
-                        m /= 3;
+                        m /= 4;
                     }
                     let expires_at = Timestamp::from_unix_millis(42);
                     let mut want = base.clone();
@@ -393,7 +422,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(cases, 3 * 729 * 4);
+        assert_eq!(cases, 3 * 4096 * 4);
     }
 
     #[test]

@@ -81,4 +81,16 @@ impl Codec {
             Self::Json => Ok(serde_json::from_slice(bytes)?),
         }
     }
+
+    /// A counter's value (an `i64`, see [`crate::Increment`]); `None` when the bytes are not
+    /// one.
+    pub(crate) fn decode_counter(self, bytes: &[u8]) -> Option<i64> {
+        self.decode(bytes).ok()
+    }
+
+    /// A counter's encoding. Encoding an `i64` cannot fail in either codec; were it to, the
+    /// empty value would read back as 0.
+    pub(crate) fn encode_counter(self, value: i64) -> Vec<u8> {
+        self.encode(&value).unwrap_or_default()
+    }
 }

@@ -149,13 +149,19 @@ pub fn patch_into(
 }
 
 /// At least the length of the envelope [`patch`] makes of `old` with `changes`: the old
-/// envelope plus every value set, with its key and length prefixes, and the new owner.
+/// envelope plus every value set or counter incremented, with its key and length prefixes,
+/// and the new owner.
 pub fn patch_len_bound(old: &[u8], changes: &Changes) -> usize {
     let added: usize = changes
         .written()
         .iter()
         .map(|(k, v)| k.len() + v.len() + 20)
-        .sum();
+        .sum::<usize>()
+        + changes
+            .incremented()
+            .keys()
+            .map(|k| k.len() + crate::Increment::MAX_ENCODED_LEN + 20)
+            .sum::<usize>();
     let owner = match changes.owner() {
         OwnerChange::Keep => 0,
         OwnerChange::Set(owner) => owner.len() + 10,

@@ -75,7 +75,7 @@ pub use id::{
     HexKey, IdGenerator, InvalidId, MAX_ID_LEN, MIN_ID_LEN, SessionId, StorageKey, UuidV4Generator,
 };
 pub use manager::{Expiry, SaveOutcome, SessionManager, SessionManagerBuilder};
-pub use record::{Changes, OwnerChange, Record};
+pub use record::{Changes, Increment, OwnerChange, Record};
 pub use session::{RESERVED_PREFIX, Session};
 pub use store::{ScanCursor, ScanPage, SessionInfo, SessionStore, bad_cursor, bounded};
 pub use sweeper::spawn_sweeper;

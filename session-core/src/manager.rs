@@ -591,8 +591,18 @@ fn missed_writes(
     }
     let own = |key: &str| mine.written().contains_key(key) || mine.removed().contains(key);
     for (key, value) in last {
-        if !own(key) && snapshot.get(key) != Some(value) {
-            missed.set(key.clone(), value.clone());
+        if own(key) || snapshot.get(key) == Some(value) {
+            continue;
+        }
+        match mine.incremented().get(key) {
+            // Both this handle and another request added to the counter: the new record
+            // holds the snapshot plus this handle's additions, so the other's go on top.
+            Some(inc) => missed.increment(
+                key.clone(),
+                counter_delta(inc.codec(), snapshot.get(key), value),
+                inc.codec(),
+            ),
+            None => missed.set(key.clone(), value.clone()),
         }
     }
     for key in snapshot.keys() {
@@ -601,4 +611,11 @@ fn missed_writes(
         }
     }
     missed
+}
+
+/// What another request added to a counter between `before` and `after` (0 for a value that
+/// is not a counter: the counter started over).
+fn counter_delta(codec: Codec, before: Option<&Vec<u8>>, after: &[u8]) -> i64 {
+    let read = |bytes: &[u8]| codec.decode_counter(bytes).unwrap_or(0);
+    read(after).saturating_sub(before.map_or(0, |b| read(b)))
 }

@@ -214,6 +214,52 @@ impl Session {
         Ok(())
     }
 
+    /// Adds `by` to the counter under `key` (an `i64`; absent counts as 0) and returns the
+    /// value this handle now sees. Unlike `insert` of a value read and changed, the save
+    /// carries the addition, not the sum: the store applies it to whatever the counter holds
+    /// when it writes, atomically, so concurrent requests that each add 1 leave exactly that
+    /// many more, on every store. Read a counter with `get::<i64>`.
+    ///
+    /// The returned value is the counter as this request loaded it plus its own additions;
+    /// additions other requests save meanwhile show on the next load.
+    ///
+    /// ```
+    /// # use session_core::{SessionManager};
+    /// # fn demo(manager: &SessionManager) -> Result<(), session_core::SessionError> {
+    /// let session = manager.create();
+    /// assert_eq!(session.increment("visits", 1)?, 1);
+    /// assert_eq!(session.increment("visits", 2)?, 3);
+    /// assert_eq!(session.get::<i64>("visits")?, Some(3));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`SessionError::Decode`] when the key holds something other than an `i64`, and
+    /// [`SessionError::Encode`] when the sum would overflow; nothing changes then.
+    /// [`SessionError::ReservedKey`] as for [`Session::insert`].
+    pub fn increment(&self, key: &str, by: i64) -> Result<i64, SessionError> {
+        check_key(key)?;
+        let codec = self.inner.codec;
+        let mut state = self.lock();
+        if state.destroyed {
+            state.restart();
+        }
+        let current = match state.data.get(key) {
+            None => 0,
+            Some(bytes) => self.decode::<i64>(key, bytes)?,
+        };
+        let sum = current
+            .checked_add(by)
+            .ok_or_else(|| SessionError::Encode {
+                key: key.to_owned(),
+                source: format!("{current} + {by} overflows an i64 counter").into(),
+            })?;
+        let bytes = self.encode(key, &sum)?;
+        state.data.insert(key.to_owned(), bytes);
+        state.changes.increment(key, by, codec);
+        Ok(sum)
+    }
+
     /// Removes `key`; returns whether it was there.
     pub fn remove(&self, key: &str) -> bool {
         self.lock().delete(key)
