@@ -586,6 +586,93 @@ pub async fn check_no_lost_updates(store: Arc<dyn SessionStore>) {
     assert!(got.data.contains_key("base"));
 }
 
+/// Counters ([`Changes::increment`]) lose nothing: 16 tasks each save 25 updates at once,
+/// every one adding 1 to a shared counter and to the task's own, and the store holds exactly
+/// the sums; an increment counts from 0 on an absent key or one that holds no counter, and
+/// applies together with the writes and removals of the same update. Through the manager,
+/// two handles that loaded the same session and each add 1 leave 2 more.
+pub async fn check_increments_are_atomic(store: Arc<dyn SessionStore>) {
+    const TASKS: i64 = 16;
+    const ROUNDS: i64 = 25;
+    let codec = crate::Codec::Bincode;
+    let counter = |value: i64| codec.encode(&value).unwrap();
+    let read = |record: &Record, key: &str| -> i64 {
+        let bytes = record.data.get(key).unwrap_or_else(|| panic!("{key} is gone"));
+        codec
+            .decode(bytes)
+            .unwrap_or_else(|e| panic!("{key} is no counter: {e}"))
+    };
+    let ten = counter(10);
+    let text = codec.encode(&"no number here").unwrap();
+    let record = record_with(
+        &[("hits", &ten), ("text", &text), ("gone", b"x")],
+        in_one_hour(),
+    );
+    store.create(&record).await.unwrap();
+    let barrier = Arc::new(Barrier::new(TASKS as usize));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (store, barrier, key) = (store.clone(), barrier.clone(), record.key);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                for _ in 0..ROUNDS {
+                    let mut changes = Changes::new();
+                    changes.increment("hits", 1, codec);
+                    changes.increment(format!("task-{task}"), 1, codec);
+                    let written = store.update(&key, &changes, in_one_hour()).await;
+                    assert!(
+                        written.unwrap_or_else(|e| panic!("an increment failed: {e}")),
+                        "an increment of a live record returned false"
+                    );
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let got = must_load(&*store, &record.key).await;
+    assert_eq!(read(&got, "hits"), 10 + TASKS * ROUNDS, "increments were lost");
+    for task in 0..TASKS {
+        assert_eq!(read(&got, &format!("task-{task}")), ROUNDS, "task {task}");
+    }
+
+    let mut mixed = Changes::new();
+    mixed.increment("text", 3, codec);
+    mixed.increment("new", -2, codec);
+    mixed.remove("gone");
+    mixed.set("plain", b"v".to_vec());
+    assert!(store.update(&record.key, &mixed, in_one_hour()).await.unwrap());
+    let got = must_load(&*store, &record.key).await;
+    assert_eq!(read(&got, "text"), 3, "a value that is no counter starts over");
+    assert_eq!(read(&got, "new"), -2, "an absent counter starts at 0");
+    assert!(!got.data.contains_key("gone"));
+    assert_eq!(got.data.get("plain").map(Vec::as_slice), Some(&b"v"[..]));
+
+    let missing = self::record(&[]);
+    let mut add = Changes::new();
+    add.increment("hits", 1, codec);
+    assert!(
+        !store.update(&missing.key, &add, in_one_hour()).await.unwrap(),
+        "an increment brought a missing session to life"
+    );
+    assert_eq!(store.load(&missing.key).await.unwrap(), None);
+
+    let manager = SessionManager::builder_arc(store.clone()).build();
+    let session = manager.create();
+    assert_eq!(session.increment("visits", 1).unwrap(), 1);
+    manager.save(&session).await.unwrap();
+    let id = session.id();
+    let left = manager.load(&id).await.unwrap().unwrap();
+    let right = manager.load(&id).await.unwrap().unwrap();
+    assert_eq!(left.increment("visits", 1).unwrap(), 2);
+    assert_eq!(right.increment("visits", 1).unwrap(), 2);
+    manager.save(&left).await.unwrap();
+    manager.save(&right).await.unwrap();
+    let after = manager.load(&id).await.unwrap().unwrap();
+    assert_eq!(after.get::<i64>("visits").unwrap(), Some(3), "a handle's increment was lost");
+}
+
 /// Logout is final: in each of 50 rounds `delete` races an `update` and a `touch` of the same
 /// session, and afterwards the session is gone and stays gone.
 pub async fn check_logout_is_final(store: Arc<dyn SessionStore>) {
@@ -1295,6 +1382,7 @@ macro_rules! conformance_tests {
             check_update_of_missing,
             check_update_semantics,
             check_no_lost_updates,
+            check_increments_are_atomic,
             check_logout_is_final,
             check_large_value,
             check_many_keys,

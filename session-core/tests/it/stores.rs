@@ -19,6 +19,9 @@ pub(crate) enum Flaw {
     Upsert,
     /// `scan` ends after its first page.
     ShortScan,
+    /// `update` merges key by key, but turns increments into writes of sums it computed
+    /// from a read a round trip earlier.
+    StaleIncrements,
 }
 
 #[derive(Debug)]
@@ -131,6 +134,20 @@ impl SessionStore for MapStore {
                 record.expires_at = expires_at;
                 Ok(true)
             }
+            Flaw::StaleIncrements => {
+                let Some(before) = self.live(key) else {
+                    return Ok(false);
+                };
+                tokio::task::yield_now().await;
+                let changes = changes.resolved(|k| before.data.get(k).map(Vec::as_slice));
+                let mut records = self.records.lock().unwrap();
+                let Some(record) = records.get_mut(key) else {
+                    return Ok(false);
+                };
+                changes.apply_to(&mut record.data);
+                record.expires_at = expires_at;
+                Ok(true)
+            }
             Flaw::LastWriterWins => {
                 let Some(mut record) = self.live(key) else {
                     return Ok(false);
@@ -230,6 +247,24 @@ async fn the_suite_catches_a_last_writer_wins_store() {
     assert!(
         fails(session_core::suite::check_no_lost_updates(store)).await,
         "check_no_lost_updates passed on a store that loses updates"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_catches_a_store_that_writes_increments_as_stale_sums() {
+    assert!(
+        !fails(session_core::suite::check_no_lost_updates(MapStore::shared(
+            Flaw::StaleIncrements
+        )))
+        .await,
+        "the flawed store should merge plain writes correctly"
+    );
+    assert!(
+        fails(session_core::suite::check_increments_are_atomic(
+            MapStore::shared(Flaw::StaleIncrements)
+        ))
+        .await,
+        "check_increments_are_atomic passed on a store that loses increments"
     );
 }
 
