@@ -58,6 +58,7 @@
 //! | `mongodb` | `database` | the database of the sessions collection | `sessions` |
 //! | `mongodb` | `collection` | the collection | `sessions` |
 //! | `mongodb` | `command_timeout` | bound on one call: server selection, connecting, the operation | `2s` |
+//! | `mongodb` | `cas_retries` | reads an update that increments counters may retry after another writer changed one | 32 |
 //! | `mongodb` | `create_indexes` | create the TTL and owner indexes at open (`false`: no call at open, the first request connects) | `true` |
 //! | `postgres`, `sqlite`, `mysql` | `table` | the sessions table (keys in `{table}_data`) | `sessions` |
 //! | `postgres` | `schema` | the PostgreSQL schema of the tables | the `search_path` |

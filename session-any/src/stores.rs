@@ -237,6 +237,7 @@ pub(crate) async fn mongo(
     let collection = url.query.take(STORE, "collection")?;
     let timeout = url.query.duration(STORE, "command_timeout")?;
     let create_indexes = url.query.boolean(STORE, "create_indexes")?;
+    let cas_retries = url.query.number::<u32>(STORE, "cas_retries")?;
     // Everything else is the driver's to read (and to reject).
     let rest = url.query.rest();
     let query = match (rest.is_empty(), url.path.is_empty()) {
@@ -264,6 +265,9 @@ pub(crate) async fn mongo(
     }
     if let Some(create) = create_indexes {
         builder = builder.create_indexes(create);
+    }
+    if let Some(retries) = cas_retries {
+        builder = builder.cas_retries(retries);
     }
     builder.open().await.map_err(|e| at_url(url.raw, e))
 }

@@ -77,7 +77,9 @@ pub use id::{
 pub use manager::{Expiry, SaveOutcome, SessionManager, SessionManagerBuilder};
 pub use record::{Changes, Increment, OwnerChange, Record};
 pub use session::{RESERVED_PREFIX, Session};
-pub use store::{ScanCursor, ScanPage, SessionInfo, SessionStore, bad_cursor, bounded};
+pub use store::{
+    ScanCursor, ScanPage, SessionInfo, SessionStore, bad_cursor, bounded, cas_backoff,
+};
 pub use sweeper::spawn_sweeper;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 

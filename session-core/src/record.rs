@@ -424,7 +424,10 @@ mod tests {
     #[test]
     fn a_value_that_is_not_a_counter_starts_over_and_sums_saturate() {
         let mut data = BTreeMap::from([
-            ("text".to_owned(), C.encode(&"not a number, long enough").unwrap()),
+            (
+                "text".to_owned(),
+                C.encode(&"not a number, long enough").unwrap(),
+            ),
             ("big".to_owned(), n(i64::MAX - 1)),
         ]);
         let mut changes = Changes::new();

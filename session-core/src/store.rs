@@ -355,3 +355,35 @@ pub async fn bounded<T, E>(
         Err(_) => Err(timed_out(timeout)),
     }
 }
+
+/// Waits before retry number `attempt` (from 1) of a compare-and-set another writer won,
+/// whose last try took `took`: a random pause of up to `took` × 2^`attempt` (at least
+/// 100 µs × 2^`attempt`; at most 200 ms), so writers contending for one hot session spread
+/// out instead of colliding again in lockstep, on a fast server and on a slow one alike.
+/// Stores that retry a compare-and-set with a fresh read (memcached's `gets`/`cas`,
+/// MongoDB's filtered update) call it between attempts.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let started = Instant::now();
+/// session_core::cas_backoff(3, Duration::from_micros(500)).await;
+/// assert!(started.elapsed() < Duration::from_millis(200));
+/// # }
+/// ```
+pub async fn cas_backoff(attempt: u32, took: std::time::Duration) {
+    use std::hash::{BuildHasher, Hasher};
+    const FLOOR: std::time::Duration = std::time::Duration::from_micros(100);
+    const CEILING: std::time::Duration = std::time::Duration::from_millis(200);
+    let ceiling = took
+        .max(FLOOR)
+        .saturating_mul(1 << attempt.min(8))
+        .min(CEILING);
+    // A fresh `RandomState` is seeded differently every call: jitter without a dependency.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(attempt);
+    let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+    let pause = hasher.finish() % micros.saturating_add(1);
+    tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+}

@@ -597,7 +597,10 @@ pub async fn check_increments_are_atomic(store: Arc<dyn SessionStore>) {
     let codec = crate::Codec::Bincode;
     let counter = |value: i64| codec.encode(&value).unwrap();
     let read = |record: &Record, key: &str| -> i64 {
-        let bytes = record.data.get(key).unwrap_or_else(|| panic!("{key} is gone"));
+        let bytes = record
+            .data
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} is gone"));
         codec
             .decode(bytes)
             .unwrap_or_else(|e| panic!("{key} is no counter: {e}"))
@@ -632,7 +635,11 @@ pub async fn check_increments_are_atomic(store: Arc<dyn SessionStore>) {
         task.await.unwrap();
     }
     let got = must_load(&*store, &record.key).await;
-    assert_eq!(read(&got, "hits"), 10 + TASKS * ROUNDS, "increments were lost");
+    assert_eq!(
+        read(&got, "hits"),
+        10 + TASKS * ROUNDS,
+        "increments were lost"
+    );
     for task in 0..TASKS {
         assert_eq!(read(&got, &format!("task-{task}")), ROUNDS, "task {task}");
     }
@@ -642,9 +649,18 @@ pub async fn check_increments_are_atomic(store: Arc<dyn SessionStore>) {
     mixed.increment("new", -2, codec);
     mixed.remove("gone");
     mixed.set("plain", b"v".to_vec());
-    assert!(store.update(&record.key, &mixed, in_one_hour()).await.unwrap());
+    assert!(
+        store
+            .update(&record.key, &mixed, in_one_hour())
+            .await
+            .unwrap()
+    );
     let got = must_load(&*store, &record.key).await;
-    assert_eq!(read(&got, "text"), 3, "a value that is no counter starts over");
+    assert_eq!(
+        read(&got, "text"),
+        3,
+        "a value that is no counter starts over"
+    );
     assert_eq!(read(&got, "new"), -2, "an absent counter starts at 0");
     assert!(!got.data.contains_key("gone"));
     assert_eq!(got.data.get("plain").map(Vec::as_slice), Some(&b"v"[..]));
@@ -653,7 +669,10 @@ pub async fn check_increments_are_atomic(store: Arc<dyn SessionStore>) {
     let mut add = Changes::new();
     add.increment("hits", 1, codec);
     assert!(
-        !store.update(&missing.key, &add, in_one_hour()).await.unwrap(),
+        !store
+            .update(&missing.key, &add, in_one_hour())
+            .await
+            .unwrap(),
         "an increment brought a missing session to life"
     );
     assert_eq!(store.load(&missing.key).await.unwrap(), None);
@@ -670,7 +689,11 @@ pub async fn check_increments_are_atomic(store: Arc<dyn SessionStore>) {
     manager.save(&left).await.unwrap();
     manager.save(&right).await.unwrap();
     let after = manager.load(&id).await.unwrap().unwrap();
-    assert_eq!(after.get::<i64>("visits").unwrap(), Some(3), "a handle's increment was lost");
+    assert_eq!(
+        after.get::<i64>("visits").unwrap(),
+        Some(3),
+        "a handle's increment was lost"
+    );
 }
 
 /// Logout is final: in each of 50 rounds `delete` races an `update` and a `touch` of the same

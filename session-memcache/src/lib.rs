@@ -463,7 +463,12 @@ impl MemcacheStore {
         next: impl Fn(&[u8], Timestamp) -> Result<Step<T>, StoreError>,
     ) -> Result<T, StoreError> {
         let item = self.item_key(key);
-        for _ in 0..self.inner.cas_retries {
+        let mut took = std::time::Duration::ZERO;
+        for round in 0..self.inner.cas_retries {
+            if round > 0 {
+                session_core::cas_backoff(round, took).await;
+            }
+            let started = std::time::Instant::now();
             let known = known.take();
             let attempt = self
                 .with_conn(key, async |conn| {
@@ -494,6 +499,7 @@ impl MemcacheStore {
             if let Some(done) = attempt {
                 return Ok(done);
             }
+            took = started.elapsed();
         }
         Err(StoreError::unavailable(
             STORE,

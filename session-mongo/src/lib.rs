@@ -20,6 +20,11 @@
 //!   (`$mergeObjects`, values as `$literal`) for more or after a clear — with no upsert:
 //!   concurrent changes to different keys all persist, and a deleted or expired session
 //!   stays gone. `create` is `insert_one`; a duplicate key (E11000) is a collision.
+//! - **Counters** ([`Session::increment`](session_core::Session::increment)): values are
+//!   the codec's bytes, which `$inc` cannot add to, so an update that increments reads the
+//!   counters' fields and writes their sums filtered on each field still holding what it
+//!   read — a compare-and-set on the document, retried up to
+//!   [`MongoStoreBuilder::cas_retries`] times; no increment is lost.
 //!
 //! Write concern and read preference come from the URI (`?w=majority&readPreference=...`) or
 //! from [`MongoStoreBuilder::write_concern`] / [`MongoStoreBuilder::selection_criteria`].
@@ -226,6 +231,7 @@ pub struct MongoStoreBuilder {
     collection: String,
     create_indexes: bool,
     timeout: Duration,
+    cas_retries: u32,
     write_concern: Option<WriteConcern>,
     selection_criteria: Option<SelectionCriteria>,
 }
@@ -254,6 +260,14 @@ impl MongoStoreBuilder {
     /// the other stores' `command_timeout`.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How many times an update that increments counters reads and retries after another
+    /// writer changed one of them first (default 32), before failing with
+    /// [`StoreError::Unavailable`]. The same setting as the Redis and memcached stores'.
+    pub fn cas_retries(mut self, retries: u32) -> Self {
+        self.cas_retries = retries.max(1);
         self
     }
 
@@ -302,6 +316,7 @@ impl MongoStoreBuilder {
         let store = MongoStore {
             sessions,
             timeout: self.timeout,
+            cas_retries: self.cas_retries,
         };
         if self.create_indexes {
             store.create_indexes().await?;
@@ -317,6 +332,8 @@ pub struct MongoStore {
     /// Bounds every operation: the driver bounds server selection and connecting, not a
     /// server that stalls mid-answer.
     timeout: Duration,
+    /// Reads of an update that increments counters (see [`MongoStoreBuilder::cas_retries`]).
+    cas_retries: u32,
 }
 
 impl fmt::Debug for MongoStore {
@@ -458,6 +475,7 @@ impl MongoStore {
             collection: "sessions".into(),
             create_indexes: true,
             timeout: Duration::from_secs(2),
+            cas_retries: 32,
             write_concern: None,
             selection_criteria: None,
         }
@@ -506,6 +524,97 @@ impl MongoStore {
             FORWARD_FIELD: { "$exists": false },
         }
     }
+
+    /// One `update_one` of the document `filter` matches with `changes` (which increment
+    /// nothing); whether it matched.
+    async fn write(
+        &self,
+        filter: Document,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        check_size(
+            changes
+                .written()
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum(),
+        )?;
+        let small = changes.written().len() + changes.removed().len() <= SMALL_UPDATE;
+        let update: UpdateModifications = if !changes.is_cleared() && small {
+            paths_update(changes, expires_at).into()
+        } else {
+            pipeline_update(changes, expires_at).into()
+        };
+        let result = bounded(self.timeout, self.sessions.update_one(filter, update)).await?;
+        Ok(result.matched_count == 1)
+    }
+
+    /// An update that increments counters: a compare-and-set. The counters' fields are read,
+    /// the increments become writes of their sums, and the write is filtered on each counter
+    /// field still holding what was read (or still absent); when another writer changed one
+    /// meanwhile, it reads again, up to `cas_retries` times.
+    async fn update_counters(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let paths: Vec<(&String, String)> = changes
+            .incremented()
+            .keys()
+            .map(|name| (name, data_path(name)))
+            .collect();
+        let projection: Document = paths
+            .iter()
+            .map(|(_, path)| (path.clone(), Bson::Int32(1)))
+            .collect();
+        let mut took = std::time::Duration::ZERO;
+        for round in 0..self.cas_retries {
+            if round > 0 {
+                session_core::cas_backoff(round, took).await;
+            }
+            let started = std::time::Instant::now();
+            let read = self
+                .sessions
+                .find_one(Self::live_filter(key))
+                .projection(projection.clone());
+            let Some(doc) = bounded(self.timeout, read).await? else {
+                return Ok(false);
+            };
+            let fields = match doc.get("data") {
+                Some(Bson::Document(fields)) => fields.clone(),
+                None => Document::new(),
+                Some(_) => return Err(corrupt("data is not a document")),
+            };
+            let mut filter = Self::live_filter(key);
+            for (name, path) in &paths {
+                let held = fields.get(escape_key(name));
+                filter.insert(
+                    path.clone(),
+                    match held {
+                        Some(value) => doc! { "$eq": value.clone() },
+                        None => doc! { "$exists": false },
+                    },
+                );
+            }
+            let resolved = changes.resolved(|name| match fields.get(escape_key(name)) {
+                Some(Bson::Binary(bin)) => Some(bin.bytes.as_slice()),
+                _ => None,
+            });
+            if self.write(filter, &resolved, expires_at).await? {
+                return Ok(true);
+            }
+            took = started.elapsed();
+        }
+        Err(StoreError::unavailable(
+            STORE,
+            format!(
+                "an increment lost {} compare-and-set races in a row to other writers of the session",
+                self.cas_retries
+            ),
+        ))
+    }
 }
 
 #[async_trait]
@@ -545,25 +654,11 @@ impl SessionStore for MongoStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        check_size(
-            changes
-                .written()
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum(),
-        )?;
-        let small = changes.written().len() + changes.removed().len() <= SMALL_UPDATE;
-        let update: UpdateModifications = if !changes.is_cleared() && small {
-            paths_update(changes, expires_at).into()
-        } else {
-            pipeline_update(changes, expires_at).into()
-        };
-        let result = bounded(
-            self.timeout,
-            self.sessions.update_one(Self::live_filter(key), update),
-        )
-        .await?;
-        Ok(result.matched_count == 1)
+        if !changes.incremented().is_empty() {
+            return self.update_counters(key, changes, expires_at).await;
+        }
+        self.write(Self::live_filter(key), changes, expires_at)
+            .await
     }
 
     async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {

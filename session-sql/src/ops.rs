@@ -313,7 +313,8 @@ macro_rules! ops_for {
                         .map(|(k, v)| k.len() + v.len())
                         .sum::<usize>()
                         <= BYTES_PER_INSERT;
-                let one = if small && !changes.is_cleared() {
+                // Increments read the counters under the session row's lock: the long way.
+                let one = if small && !changes.is_cleared() && changes.incremented().is_empty() {
                     s.update_in_one(owner.is_some(), removed.len(), written.len())
                 } else {
                     None
@@ -353,6 +354,17 @@ macro_rules! ops_for {
                     tx.rollback().await?;
                     return Ok(false);
                 }
+                // Counters: their values now, read under the session row's lock (every other
+                // increment of this session waits for it), become writes of their sums.
+                let resolved;
+                let changes = if changes.incremented().is_empty() {
+                    changes
+                } else {
+                    let current = load_rows(&mut *tx, &s.load_locked, key, now).await?;
+                    let data = current.map(|r| r.data).unwrap_or_default();
+                    resolved = changes.resolved(|k| data.get(k).map(Vec::as_slice));
+                    &resolved
+                };
                 if changes.is_cleared() {
                     sqlx::query(sql(&s.clear_data))
                         .bind(key.as_bytes().as_slice())

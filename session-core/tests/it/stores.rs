@@ -253,9 +253,9 @@ async fn the_suite_catches_a_last_writer_wins_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_suite_catches_a_store_that_writes_increments_as_stale_sums() {
     assert!(
-        !fails(session_core::suite::check_no_lost_updates(MapStore::shared(
-            Flaw::StaleIncrements
-        )))
+        !fails(session_core::suite::check_no_lost_updates(
+            MapStore::shared(Flaw::StaleIncrements)
+        ))
         .await,
         "the flawed store should merge plain writes correctly"
     );
