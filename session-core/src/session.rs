@@ -223,6 +223,10 @@ impl Session {
     /// The returned value is the counter as this request loaded it plus its own additions;
     /// additions other requests save meanwhile show on the next load.
     ///
+    /// A counter is an `i64` in the manager's codec: keep it with `increment` only (or
+    /// `insert` an `i64`). Under bincode an integer of another type (a `u64` written by
+    /// `insert`) does not read as the same number.
+    ///
     /// ```
     /// # use session_core::{SessionManager};
     /// # fn demo(manager: &SessionManager) -> Result<(), session_core::SessionError> {

@@ -370,6 +370,16 @@ async fn walk_one(app: &App, peek: Option<&Peek>) {
     let health = request(addr, "GET", "/health", Some(&signed_in), None).await;
     assert!(health.set_cookies().is_empty());
 
+    // A thousand visits at once with the one cookie: the counter is an increment the store
+    // applies atomically, so every visit counts.
+    concurrent_visits(addr, &signed_in, CONCURRENT_VISITS).await;
+    let page = request(addr, "GET", "/", Some(&signed_in), None).await;
+    assert_eq!(
+        visits(&page.body),
+        5 + CONCURRENT_VISITS + 1,
+        "concurrent visits were lost"
+    );
+
     let logout = request(addr, "POST", "/logout", Some(&signed_in), None).await;
     assert_eq!(logout.status, 303);
     // The logged-out session is gone; its flash lives in a fresh one, under a new cookie.
@@ -403,6 +413,29 @@ async fn walk_one(app: &App, peek: Option<&Peek>) {
     let after = request(addr, "GET", "/", Some(&signed_in), None).await;
     assert_eq!(visits(&after.body), 1, "the session survived logout");
     assert!(!after.body.contains("Signed in"));
+}
+
+const CONCURRENT_VISITS: u64 = 1000;
+
+/// `count` visits of `/` with `cookie`, 32 at a time; every one must answer 200.
+async fn concurrent_visits(addr: &str, cookie: &str, count: u64) {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut visits = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let (addr, cookie, gate) = (addr.to_owned(), cookie.to_owned(), gate.clone());
+        visits.spawn(async move {
+            let _slot = gate.acquire_owned().await.unwrap();
+            request(&addr, "GET", "/", Some(&cookie), None).await.status
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(status) = visits.join_next().await {
+        let status = status.unwrap();
+        if status != 200 {
+            failed.push(status);
+        }
+    }
+    assert!(failed.is_empty(), "visits answered {failed:?}");
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -85,8 +85,12 @@ fn escape(text: &str) -> String {
 /// `GET /`: counts the visit, shows (and consumes) the flash message, and the login or logout
 /// form.
 pub(crate) fn index_page(session: &Session) -> String {
-    let visits = session.get::<u64>("visits").ok().flatten().unwrap_or(0) + 1;
-    let _ = session.insert("visits", visits);
+    // An increment, not a read and a write: concurrent visits with one cookie all count.
+    let visits = session.increment("visits", 1).unwrap_or_else(|_| {
+        // Not a counter (written by something else): start over.
+        let _ = session.insert("visits", 1i64);
+        1
+    });
     let user = session.get::<String>("user").ok().flatten();
     let flash = session.take_flash::<String>("notice").ok().flatten();
     let notice = flash
