@@ -82,6 +82,34 @@ impl Codec {
         }
     }
 
+    /// The codec's name, `bincode` or `json`: how a store that keeps counters apart from
+    /// values (MongoDB's `$inc`) records which codec to fold them back with.
+    ///
+    /// ```
+    /// use session_core::Codec;
+    ///
+    /// assert_eq!(Codec::from_name(Codec::Bincode.name()), Some(Codec::Bincode));
+    /// assert_eq!(Codec::from_name("yaml"), None);
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bincode => "bincode",
+            #[cfg(feature = "json")]
+            Self::Json => "json",
+        }
+    }
+
+    /// The codec named `name` (see [`Codec::name`]); `None` for an unknown name, or `json`
+    /// without the feature `json`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "bincode" => Some(Self::Bincode),
+            #[cfg(feature = "json")]
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+
     /// A counter's value (an `i64`, see [`crate::Increment`]); `None` when the bytes are not
     /// one.
     pub(crate) fn decode_counter(self, bytes: &[u8]) -> Option<i64> {

@@ -20,11 +20,14 @@
 //!   (`$mergeObjects`, values as `$literal`) for more or after a clear — with no upsert:
 //!   concurrent changes to different keys all persist, and a deleted or expired session
 //!   stays gone. `create` is `insert_one`; a duplicate key (E11000) is a collision.
-//! - **Counters** ([`Session::increment`](session_core::Session::increment)): values are
-//!   the codec's bytes, which `$inc` cannot add to, so an update that increments reads the
-//!   counters' fields and writes their sums filtered on each field still holding what it
-//!   read — a compare-and-set on the document, retried up to
-//!   [`MongoStoreBuilder::cas_retries`] times; no increment is lost.
+//! - **Counters** ([`Session::increment`](session_core::Session::increment)) are a
+//!   server-side `$inc`: values are the codec's bytes, which `$inc` cannot add to, so an
+//!   increment adds to a pending total beside the value (`counters.<key>: { n: <Int64>,
+//!   c: <codec> }`, and the document's `v` becomes 2, which older versions of this crate
+//!   refuse rather than misread); `load` folds each total into its value, and a write or
+//!   removal of the key drops it. Concurrent increments add up in the server. An update of
+//!   more than 32 keys that increments is a compare-and-set on the counters' fields instead,
+//!   retried up to [`MongoStoreBuilder::cas_retries`] times.
 //!
 //! Write concern and read preference come from the URI (`?w=majority&readPreference=...`) or
 //! from [`MongoStoreBuilder::write_concern`] / [`MongoStoreBuilder::selection_criteria`].
@@ -75,14 +78,22 @@ use mongodb::options::{
 };
 use mongodb::{Client, Collection, Database, IndexModel};
 use session_core::{
-    Changes, OwnerChange, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey,
-    StoreError, Timestamp,
+    Changes, Codec, Increment, OwnerChange, Record, ScanCursor, ScanPage, SessionInfo,
+    SessionStore, StorageKey, StoreError, Timestamp,
 };
 
 pub use mongodb;
 
 const STORE: &str = "mongo";
 const FORMAT: i32 = 1;
+/// The format of a document that may hold `counters`: older readers refuse it (a damaged
+/// record, a fresh session) rather than read counters without their pending totals.
+const COUNTERS_FORMAT: i32 = 2;
+/// The sub-document of pending `$inc` totals: `counters.<escaped key>` is
+/// `{ n: <Int64 total>, c: <codec name> }`.
+const COUNTERS: &str = "counters";
+const COUNTER_TOTAL: &str = "n";
+const COUNTER_CODEC: &str = "c";
 /// MongoDB's document size limit.
 const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
 /// Room for the document's own fields and BSON framing.
@@ -107,6 +118,10 @@ fn data_path(name: &str) -> String {
 
 /// A few keys: a classic `$set`/`$unset` of their paths, atomic on the document like the
 /// pipeline and cheaper for the server to run.
+///
+/// Counters: a written or removed key drops its pending `$inc` total (`counters.<key>`),
+/// and an increment is a server-side `$inc` of that total, recorded with its codec, so
+/// concurrent increments add up in the server; `load` folds the totals into the values.
 fn paths_update(changes: &Changes, expires_at: Timestamp) -> Document {
     let mut set = doc! { "expires_at": date(expires_at) };
     for (name, value) in changes.written() {
@@ -115,16 +130,35 @@ fn paths_update(changes: &Changes, expires_at: Timestamp) -> Document {
     if let Some(owner) = owner_value(changes.owner()) {
         set.insert("owner", owner);
     }
+    let mut inc = Document::new();
+    for (name, add) in changes.incremented() {
+        let path = counter_path(name);
+        set.insert(format!("{path}.{COUNTER_CODEC}"), add.codec().name());
+        inc.insert(format!("{path}.{COUNTER_TOTAL}"), Bson::Int64(add.by()));
+    }
+    if !inc.is_empty() {
+        set.insert("v", COUNTERS_FORMAT);
+    }
     let mut update = doc! { "$set": set };
-    if !changes.removed().is_empty() {
-        let unset: Document = changes
-            .removed()
-            .iter()
-            .map(|name| (data_path(name), Bson::String(String::new())))
-            .collect();
+    let unset: Document = changes
+        .removed()
+        .iter()
+        .flat_map(|name| [data_path(name), counter_path(name)])
+        .chain(changes.written().keys().map(|name| counter_path(name)))
+        .map(|path| (path, Bson::String(String::new())))
+        .collect();
+    if !unset.is_empty() {
         update.insert("$unset", unset);
     }
+    if !inc.is_empty() {
+        update.insert("$inc", inc);
+    }
     update
+}
+
+/// The path of a session key's pending `$inc` total.
+fn counter_path(name: &str) -> String {
+    format!("{COUNTERS}.{}", escape_key(name))
 }
 
 /// Many keys, or a clear: one pipeline, the changed keys merged into the stored `data` (or
@@ -147,12 +181,17 @@ fn pipeline_update(changes: &Changes, expires_at: Timestamp) -> Vec<Document> {
         set.insert("owner", doc! { "$literal": owner });
     }
     let mut pipeline = vec![doc! { "$set": set }];
-    if !changes.is_cleared() && !changes.removed().is_empty() {
-        let paths: Vec<String> = changes
+    let paths: Vec<String> = if changes.is_cleared() {
+        vec![COUNTERS.to_owned()]
+    } else {
+        changes
             .removed()
             .iter()
-            .map(|name| data_path(name))
-            .collect();
+            .flat_map(|name| [data_path(name), counter_path(name)])
+            .chain(changes.written().keys().map(|name| counter_path(name)))
+            .collect()
+    };
+    if !paths.is_empty() {
         pipeline.push(doc! { "$unset": paths });
     }
     pipeline
@@ -401,7 +440,7 @@ fn decode(key: StorageKey, doc: &Document) -> Result<Record, StoreError> {
         .get_datetime("expires_at")
         .map_err(|_| corrupt("expires_at is not a date"))?;
     match doc.get("v") {
-        Some(Bson::Int32(FORMAT)) => {}
+        Some(Bson::Int32(FORMAT | COUNTERS_FORMAT)) => {}
         _ => return Err(corrupt("unknown format version")),
     }
     let owner = match doc.get("owner") {
@@ -421,6 +460,7 @@ fn decode(key: StorageKey, doc: &Document) -> Result<Record, StoreError> {
         };
         data.insert(name, bin.bytes.clone());
     }
+    fold_counters(doc, &mut data)?;
     Ok(Record {
         key,
         data,
@@ -428,6 +468,35 @@ fn decode(key: StorageKey, doc: &Document) -> Result<Record, StoreError> {
         expires_at: Timestamp::from_unix_millis(expires_at.timestamp_millis()),
         owner,
     })
+}
+
+/// Adds each pending `$inc` total of `doc` to its key's value (see [`paths_update`]).
+fn fold_counters(doc: &Document, data: &mut BTreeMap<String, Vec<u8>>) -> Result<(), StoreError> {
+    let counters = match doc.get(COUNTERS) {
+        None | Some(Bson::Null) => return Ok(()),
+        Some(Bson::Document(counters)) => counters,
+        Some(_) => return Err(corrupt("counters is not a document")),
+    };
+    for (field, counter) in counters {
+        let name =
+            unescape_key(field).ok_or_else(|| corrupt("a counter field name is not escaped"))?;
+        let Bson::Document(counter) = counter else {
+            return Err(corrupt("a counter is not a document"));
+        };
+        let total = match counter.get(COUNTER_TOTAL) {
+            Some(Bson::Int64(n)) => *n,
+            Some(Bson::Int32(n)) => i64::from(*n),
+            _ => return Err(corrupt("a counter's total is not an integer")),
+        };
+        let codec = counter
+            .get_str(COUNTER_CODEC)
+            .ok()
+            .and_then(Codec::from_name)
+            .ok_or_else(|| corrupt("a counter's codec is unknown"))?;
+        let value = Increment::new(total, codec).apply(data.get(&name).map(Vec::as_slice));
+        data.insert(name, value);
+    }
+    Ok(())
 }
 
 fn check_size(size: usize) -> Result<(), StoreError> {
@@ -560,14 +629,21 @@ impl MongoStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let paths: Vec<(&String, String)> = changes
+        // Each counter's value and pending `$inc` total, as (section, escaped name, path).
+        let fields: Vec<(&str, String, String)> = changes
             .incremented()
             .keys()
-            .map(|name| (name, data_path(name)))
+            .flat_map(|name| {
+                let escaped = escape_key(name);
+                [
+                    ("data", escaped.clone(), data_path(name)),
+                    (COUNTERS, escaped, counter_path(name)),
+                ]
+            })
             .collect();
-        let projection: Document = paths
+        let projection: Document = fields
             .iter()
-            .map(|(_, path)| (path.clone(), Bson::Int32(1)))
+            .map(|(_, _, path)| (path.clone(), Bson::Int32(1)))
             .collect();
         let mut took = std::time::Duration::ZERO;
         for round in 0..self.cas_retries {
@@ -582,14 +658,9 @@ impl MongoStore {
             let Some(doc) = bounded(self.timeout, read).await? else {
                 return Ok(false);
             };
-            let fields = match doc.get("data") {
-                Some(Bson::Document(fields)) => fields.clone(),
-                None => Document::new(),
-                Some(_) => return Err(corrupt("data is not a document")),
-            };
             let mut filter = Self::live_filter(key);
-            for (name, path) in &paths {
-                let held = fields.get(escape_key(name));
+            for (section, escaped, path) in &fields {
+                let held = doc.get_document(section).ok().and_then(|d| d.get(escaped));
                 filter.insert(
                     path.clone(),
                     match held {
@@ -598,10 +669,16 @@ impl MongoStore {
                     },
                 );
             }
-            let resolved = changes.resolved(|name| match fields.get(escape_key(name)) {
-                Some(Bson::Binary(bin)) => Some(bin.bytes.as_slice()),
-                _ => None,
-            });
+            let mut current = BTreeMap::new();
+            if let Ok(values) = doc.get_document("data") {
+                for name in changes.incremented().keys() {
+                    if let Some(Bson::Binary(bin)) = values.get(escape_key(name)) {
+                        current.insert(name.clone(), bin.bytes.clone());
+                    }
+                }
+            }
+            fold_counters(&doc, &mut current)?;
+            let resolved = changes.resolved(|name| current.get(name).map(Vec::as_slice));
             if self.write(filter, &resolved, expires_at).await? {
                 return Ok(true);
             }
@@ -654,7 +731,8 @@ impl SessionStore for MongoStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        if !changes.incremented().is_empty() {
+        let keys = changes.written().len() + changes.removed().len() + changes.incremented().len();
+        if !changes.incremented().is_empty() && keys > SMALL_UPDATE {
             return self.update_counters(key, changes, expires_at).await;
         }
         self.write(Self::live_filter(key), changes, expires_at)
@@ -717,7 +795,7 @@ impl SessionStore for MongoStore {
         let record = decode(*key, &last)?;
         let strip = doc! {
             "$set": { "expires_at": date(until) },
-            "$unset": { "data": "", "owner": "", "created_at": "" },
+            "$unset": { "data": "", COUNTERS: "", "owner": "", "created_at": "" },
         };
         bounded(self.timeout, self.sessions.update_one(filter, strip)).await?;
         Ok(Some(record))

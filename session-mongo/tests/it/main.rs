@@ -167,7 +167,10 @@ async fn documents_of_the_wrong_shape_are_corrupt() {
         doc! { "v": 1, "created_at": now, "expires_at": later, "data": "not a document" },
         doc! { "v": 1, "created_at": now, "expires_at": later, "data": { "k": 5 } },
         doc! { "v": 1, "created_at": now, "expires_at": later, "data": { "a.b": Bson::Binary(mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: vec![] }) } },
-        doc! { "v": 2, "created_at": now, "expires_at": later, "data": {} },
+        doc! { "v": 3, "created_at": now, "expires_at": later, "data": {} },
+        doc! { "v": 2, "created_at": now, "expires_at": later, "data": {}, "counters": 5 },
+        doc! { "v": 2, "created_at": now, "expires_at": later, "data": {}, "counters": { "k": { "n": "many", "c": "bincode" } } },
+        doc! { "v": 2, "created_at": now, "expires_at": later, "data": {}, "counters": { "k": { "n": 1_i64, "c": "yaml" } } },
         doc! { "v": 1, "created_at": now, "expires_at": later, "owner": 7, "data": {} },
     ];
     for mut shape in shapes {
@@ -213,4 +216,97 @@ async fn an_unreachable_server_is_unavailable_within_the_timeout() {
         "{result:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// An increment is an `$inc` of a pending total beside the value, which `load` folds in; a
+/// write of the key drops the total.
+#[tokio::test]
+async fn increments_are_a_server_side_inc_folded_in_on_load() {
+    let Some(url) = server_url("SESSION_TEST_MONGO_URL") else {
+        return;
+    };
+    let name = format!(
+        "inc_{}",
+        UuidV4Generator.generate().as_str().replace('-', "_")
+    );
+    let store = MongoStore::builder(&url)
+        .database("session_tests")
+        .collection(name.clone())
+        .open()
+        .await
+        .unwrap();
+    let raw = mongodb::Client::with_uri_str(&url)
+        .await
+        .unwrap()
+        .database("session_tests")
+        .collection::<mongodb::bson::Document>(&name);
+    let codec = session_core::Codec::Bincode;
+    let r = record(&[("c", &codec.encode(&40i64).unwrap())]);
+    store.create(&r).await.unwrap();
+    let mut add = Changes::new();
+    add.increment("c", 2, codec);
+    assert!(store.update(&r.key, &add, r.expires_at).await.unwrap());
+    let doc = raw
+        .find_one(doc! { "_id": r.key.to_hex().as_str() })
+        .await
+        .unwrap()
+        .unwrap();
+    let counter = doc
+        .get_document("counters")
+        .unwrap()
+        .get_document("c")
+        .unwrap();
+    assert_eq!(counter.get("n"), Some(&Bson::Int64(2)));
+    assert_eq!(counter.get_str("c"), Ok("bincode"));
+    assert_eq!(doc.get("v"), Some(&Bson::Int32(2)));
+    let loaded = store.load(&r.key).await.unwrap().unwrap();
+    assert_eq!(codec.decode::<i64>(&loaded.data["c"]).unwrap(), 42);
+
+    let mut set = Changes::new();
+    set.set("c", codec.encode(&7i64).unwrap());
+    assert!(store.update(&r.key, &set, r.expires_at).await.unwrap());
+    let doc = raw
+        .find_one(doc! { "_id": r.key.to_hex().as_str() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        doc.get_document("counters")
+            .map_or(true, |c| !c.contains_key("c")),
+        "a write left the old total: {doc:?}"
+    );
+    let loaded = store.load(&r.key).await.unwrap().unwrap();
+    assert_eq!(codec.decode::<i64>(&loaded.data["c"]).unwrap(), 7);
+}
+
+/// An update of more than 32 keys that also increments takes the compare-and-set path: 8
+/// tasks saving such updates at once still lose no increment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_updates_that_increment_lose_nothing() {
+    let Some(store) = fresh().await else { return };
+    let store = Arc::new(store);
+    let codec = session_core::Codec::Bincode;
+    let r = record(&[]);
+    store.create(&r).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let (store, key, expires_at) = (store.clone(), r.key, r.expires_at);
+            tokio::spawn(async move {
+                for round in 0..5 {
+                    let mut changes = Changes::new();
+                    for k in 0..40 {
+                        changes.set(format!("t{task}-{k}"), vec![round]);
+                    }
+                    changes.increment("hits", 1, codec);
+                    assert!(store.update(&key, &changes, expires_at).await.unwrap());
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let loaded = store.load(&r.key).await.unwrap().unwrap();
+    assert_eq!(codec.decode::<i64>(&loaded.data["hits"]).unwrap(), 40);
+    assert_eq!(loaded.data.len(), 1 + 8 * 40);
 }
