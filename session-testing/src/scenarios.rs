@@ -87,6 +87,9 @@ pub fn explain(status: u16, rejection: &dyn std::error::Error) -> String {
 /// - `/fail-mid`: writes `n = 100`, then makes the probe fail.
 /// - `/spawned`: adds one to `n` in a spawned task, across awaits, and answers it.
 /// - `/fail-500`: writes `n = 100` and answers 500; `/logout-500`: `destroy`, then 500.
+/// - `/hit`: increments the counter `hits` ([`Session::increment`]), yields a few times (so
+///   that concurrent requests all load before any saves), answers the value it saw;
+///   `/hits`: answers `hits` (0 when unset).
 ///
 /// Every other path answers 200.
 ///
@@ -115,6 +118,14 @@ async fn respond_ok(path: &str, session: &Session, hooks: &Hooks) -> String {
             next.to_string()
         }
         "/peek" => n().to_string(),
+        "/hit" => {
+            let seen = session.increment("hits", 1).unwrap();
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            seen.to_string()
+        }
+        "/hits" => session.get::<i64>("hits").unwrap().unwrap_or(0).to_string(),
         "/login" => {
             session.cycle_id();
             session.insert("user", "alice").unwrap();
@@ -273,6 +284,7 @@ macro_rules! http_scenarios {
             api_clients_carry_the_token_in_a_named_header,
             api_clients_carry_a_bearer_token,
             store_calls_errors_and_503s_are_counted_through_metrics,
+            concurrent_increments_through_http_all_count,
         );
     };
 }
@@ -1025,4 +1037,60 @@ pub async fn store_calls_errors_and_503s_are_counted_through_metrics<F: Framewor
         recorded.counter(STORE_ERRORS, &[("op", "load"), ("kind", "corrupt")]),
         1
     );
+}
+
+/// Every request adds to the counter: 50 requests with one cookie, all loading the session
+/// before any saves, leave exactly 50 more (the increment travels to the store as an
+/// addition, not as the sum each request saw).
+pub async fn concurrent_increments_through_http_all_count<F: Framework>(f: &F) {
+    const REQUESTS: usize = 50;
+    let fx = Fixture::new();
+    let first = get(f, &fx.app, "/hit", None).await;
+    assert_eq!(first.body, "1");
+    let cookie = first.cookie();
+    let replies = all((0..REQUESTS)
+        .map(|_| Box::pin(get(f, &fx.app, "/hit", Some(&cookie))) as Pending<'_, Reply>)
+        .collect())
+    .await;
+    assert!(
+        replies.iter().all(|r| r.status == 200),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let total = get(f, &fx.app, "/hits", Some(&cookie)).await;
+    assert_eq!(
+        total.body,
+        (REQUESTS + 1).to_string(),
+        "increments were lost"
+    );
+}
+
+type Pending<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// Runs `futures` together on the current task, polling each in turn, and returns their
+/// outputs in order (a `join_all` without a dependency; test clients need not be `Send`).
+async fn all<T>(futures: Vec<Pending<'_, T>>) -> Vec<T> {
+    let mut pending: Vec<Option<Pending<'_, T>>> = futures.into_iter().map(Some).collect();
+    let mut done: Vec<Option<T>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (slot, out) in pending.iter_mut().zip(done.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *out = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
 }
