@@ -7,8 +7,8 @@
 //! use session_actix::{Key, Session, SessionMiddleware};
 //!
 //! async fn counter(session: Session) -> String {
-//!     let n = session.get::<u64>("n").ok().flatten().unwrap_or(0) + 1;
-//!     session.insert("n", n).expect("a u64 encodes");
+//!     // An atomic increment: concurrent visits with one cookie all count.
+//!     let n = session.increment("n", 1).expect("n holds a counter");
 //!     format!("visit {n}")
 //! }
 //!
@@ -38,8 +38,8 @@
 //! use session_memory::MemoryStore;
 //!
 //! async fn counter(session: Session) -> String {
-//!     let n = session.get::<u64>("n").ok().flatten().unwrap_or(0) + 1;
-//!     session.insert("n", n).expect("a u64 encodes");
+//!     // An atomic increment: concurrent visits with one cookie all count.
+//!     let n = session.increment("n", 1).expect("n holds a counter");
 //!     format!("visit {n}")
 //! }
 //!

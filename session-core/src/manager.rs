@@ -591,18 +591,18 @@ fn missed_writes(
     }
     let own = |key: &str| mine.written().contains_key(key) || mine.removed().contains(key);
     for (key, value) in last {
-        if own(key) || snapshot.get(key) == Some(value) {
+        if own(key) {
             continue;
         }
-        match mine.incremented().get(key) {
-            // Both this handle and another request added to the counter: the new record
-            // holds the snapshot plus this handle's additions, so the other's go on top.
-            Some(inc) => missed.increment(
-                key.clone(),
-                counter_delta(inc.codec(), snapshot.get(key), value),
-                inc.codec(),
-            ),
-            None => missed.set(key.clone(), value.clone()),
+        if let Some(inc) = mine.incremented().get(key) {
+            // The new record holds what this handle loaded plus its own additions; what
+            // other requests added to the old record since goes on top.
+            let delta = counter_delta(inc.codec(), snapshot.get(key), value, inc.by());
+            if delta != 0 {
+                missed.increment(key.clone(), delta, inc.codec());
+            }
+        } else if snapshot.get(key) != Some(value) {
+            missed.set(key.clone(), value.clone());
         }
     }
     for key in snapshot.keys() {
@@ -613,9 +613,11 @@ fn missed_writes(
     missed
 }
 
-/// What another request added to a counter between `before` and `after` (0 for a value that
-/// is not a counter: the counter started over).
-fn counter_delta(codec: Codec, before: Option<&Vec<u8>>, after: &[u8]) -> i64 {
+/// What other requests added to a counter of the old record: its last value `after` less
+/// the value this handle loaded, which is the new record's value `with_mine` less this
+/// handle's own additions `mine` (a value that is no counter reads as 0).
+fn counter_delta(codec: Codec, with_mine: Option<&Vec<u8>>, after: &[u8], mine: i64) -> i64 {
     let read = |bytes: &[u8]| codec.decode_counter(bytes).unwrap_or(0);
-    read(after).saturating_sub(before.map_or(0, |b| read(b)))
+    let loaded = with_mine.map_or(0, |b| read(b)).saturating_sub(mine);
+    read(after).saturating_sub(loaded)
 }

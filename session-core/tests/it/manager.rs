@@ -348,3 +348,79 @@ async fn cycle_grace_decides_whether_the_old_id_forwards() {
         assert_eq!(store.forwarded(&old).await.unwrap(), expected, "{grace:?}");
     }
 }
+
+/// What README.md says of counters: two handles that read a counter and `insert` the sum
+/// leave one addition (last write wins); two that `increment` leave both. Increments also
+/// survive a login (`cycle_id`) racing them, and a destroy restarts the count.
+#[tokio::test]
+async fn insert_of_a_read_counter_loses_an_addition_and_increment_does_not() {
+    let (manager, _, _) = setup(Some(30 * MINUTE), None);
+    let session = manager.create();
+    session.insert("read", 10i64).unwrap();
+    session.increment("added", 10).unwrap();
+    manager.save(&session).await.unwrap();
+    let id = session.id();
+
+    let (left, right) = (
+        manager.load(&id).await.unwrap().unwrap(),
+        manager.load(&id).await.unwrap().unwrap(),
+    );
+    for handle in [&left, &right] {
+        let read = handle.get::<i64>("read").unwrap().unwrap();
+        handle.insert("read", read + 1).unwrap();
+        assert_eq!(handle.increment("added", 1).unwrap(), 11);
+    }
+    manager.save(&left).await.unwrap();
+    manager.save(&right).await.unwrap();
+    let after = manager.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        after.get::<i64>("read").unwrap(),
+        Some(11),
+        "last write wins"
+    );
+    assert_eq!(
+        after.get::<i64>("added").unwrap(),
+        Some(12),
+        "both additions count"
+    );
+
+    // A login races increments: one saved to the old record while the login was under way
+    // (carried over by the login), one saved after it (forwarded to the new record).
+    let early = manager.load(&id).await.unwrap().unwrap();
+    let login = manager.load(&id).await.unwrap().unwrap();
+    let mid = manager.load(&id).await.unwrap().unwrap();
+    mid.increment("added", 10).unwrap();
+    manager.save(&mid).await.unwrap();
+    login.cycle_id();
+    login.increment("added", 100).unwrap();
+    assert_eq!(manager.save(&login).await.unwrap(), SaveOutcome::Cycled);
+    let after = manager.load(&login.id()).await.unwrap().unwrap();
+    assert_eq!(after.get::<i64>("added").unwrap(), Some(122));
+    early.increment("added", 1).unwrap();
+    assert_eq!(manager.save(&early).await.unwrap(), SaveOutcome::Forwarded);
+    let after = manager.load(&login.id()).await.unwrap().unwrap();
+    assert_eq!(after.get::<i64>("added").unwrap(), Some(123));
+
+    after.destroy();
+    assert_eq!(
+        after.increment("added", 1).unwrap(),
+        1,
+        "a destroyed count restarts"
+    );
+
+    let text = manager.create();
+    text.insert("t", "words").unwrap();
+    assert!(matches!(
+        text.increment("t", 1),
+        Err(SessionError::Decode { .. })
+    ));
+    text.insert("max", i64::MAX).unwrap();
+    assert!(matches!(
+        text.increment("max", 1),
+        Err(SessionError::Encode { .. })
+    ));
+    assert!(matches!(
+        text.increment("\u{0}session:x", 1),
+        Err(SessionError::ReservedKey { .. })
+    ));
+}
