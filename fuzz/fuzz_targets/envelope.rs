@@ -1,10 +1,11 @@
 #![no_main]
 //! The record envelope and body decoders never panic on any bytes, whatever they accept
 //! survives an encode/decode round trip unchanged, and patching a body equals decoding it,
-//! applying the changes and encoding it again (for bodies and for whole envelopes).
+//! applying the changes (counter increments included) and encoding it again (for bodies and
+//! for whole envelopes).
 
 use libfuzzer_sys::fuzz_target;
-use session_core::{Changes, StorageKey, Timestamp, body, envelope};
+use session_core::{Changes, Codec, StorageKey, Timestamp, body, envelope};
 
 fuzz_target!(|data: &[u8]| {
     let key = StorageKey::from_bytes([7; 32]);
@@ -18,13 +19,20 @@ fuzz_target!(|data: &[u8]| {
     let patch_at = Timestamp::from_unix_millis(42);
     let patched = envelope::patch(data, &patch_changes, patch_at);
     if let Ok(mut record) = envelope::decode(key, data) {
-        let again = envelope::decode(key, &envelope::encode(&record)).expect("our own encoding decodes");
+        let again =
+            envelope::decode(key, &envelope::encode(&record)).expect("our own encoding decodes");
         assert_eq!(again, record);
         patch_changes.apply_to_record(&mut record);
         record.expires_at = patch_at;
-        assert_eq!(patched.expect("an envelope that decodes patches"), envelope::encode(&record));
+        assert_eq!(
+            patched.expect("an envelope that decodes patches"),
+            envelope::encode(&record)
+        );
     } else {
-        assert!(patched.is_err(), "an envelope that does not decode does not patch");
+        assert!(
+            patched.is_err(),
+            "an envelope that does not decode does not patch"
+        );
     }
 
     let _ = body::peek_expiry(data);
@@ -32,10 +40,15 @@ fuzz_target!(|data: &[u8]| {
     // Changes drawn from the input's first bytes, applied to the body that follows.
     let (pick, rest) = data.split_at(data.len().min(2));
     let mut changes = Changes::new();
-    match pick.first().copied().unwrap_or(0) % 4 {
+    match pick.first().copied().unwrap_or(0) % 5 {
         0 => changes.set("k", pick.to_vec()),
         1 => changes.remove("k"),
         2 => changes.clear(),
+        3 => changes.increment(
+            "k",
+            i64::from(pick.last().copied().unwrap_or(0)) - 128,
+            Codec::Bincode,
+        ),
         _ => changes.set_owner(Some("u")),
     }
     let at = Timestamp::from_unix_millis(i64::from(pick.last().copied().unwrap_or(0)));
@@ -50,6 +63,9 @@ fuzz_target!(|data: &[u8]| {
             body::encode_into(&record, &mut want);
             assert_eq!(patched, want);
         }
-        Err(_) => assert!(result.is_err(), "a body that does not decode does not patch"),
+        Err(_) => assert!(
+            result.is_err(),
+            "a body that does not decode does not patch"
+        ),
     }
 });

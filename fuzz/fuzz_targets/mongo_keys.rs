@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use session_mongo::{escape_key, unescape_key};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let field = escape_key(text);
     assert!(!field.is_empty() && !field.contains(['.', '$', '\0']));
     assert_eq!(unescape_key(&field).as_deref(), Some(text));
