@@ -74,7 +74,7 @@ pub use fallback::FallbackStore;
 pub use id::{
     HexKey, IdGenerator, InvalidId, MAX_ID_LEN, MIN_ID_LEN, SessionId, StorageKey, UuidV4Generator,
 };
-pub use manager::{Expiry, SaveOutcome, SessionManager, SessionManagerBuilder};
+pub use manager::{Expiry, SaveOutcome, SessionExpiry, SessionManager, SessionManagerBuilder};
 pub use record::{Changes, Increment, OwnerChange, Record};
 pub use session::{RESERVED_PREFIX, Session};
 pub use store::{

@@ -73,6 +73,114 @@ impl Default for Expiry {
     }
 }
 
+/// A session's own expiry, set with [`Session::set_expiry`]: "remember me" (a long idle
+/// timeout and lifetime, with a persistent cookie) or a shorter life than the manager's
+/// (a shared computer's sign-in, with a cookie the browser forgets when it closes).
+///
+/// It is stored with the session (a reserved key of its data, so every store keeps it), and
+/// every later load and save of the session follows it instead of the manager's
+/// [`Expiry`]: the record's `expires_at`, the absolute lifetime checked on load, how often
+/// an unchanged session is touched (a tenth of its own idle timeout at most), and in the
+/// HTTP layers whether the cookie has a `Max-Age`.
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::SessionExpiry;
+///
+/// const DAY: Duration = Duration::from_secs(24 * 3600);
+/// let remember = SessionExpiry::persistent(Some(30 * DAY), Some(90 * DAY));
+/// assert!(remember.is_persistent());
+/// assert_eq!(remember.expiry().idle(), Some(30 * DAY));
+/// let shared_computer = SessionExpiry::browser_session(Some(Duration::from_secs(600)), None);
+/// assert!(!shared_computer.is_persistent());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionExpiry {
+    expiry: Expiry,
+    persistent: bool,
+}
+
+/// The reserved data key a session's own expiry is stored under.
+pub(crate) const EXPIRY_KEY: &str = "\u{0}session:expiry";
+
+impl SessionExpiry {
+    const VERSION: u8 = 1;
+    const LEN: usize = 18;
+
+    /// An idle timeout and an absolute lifetime (either optional), with a persistent cookie
+    /// (`Max-Age` following the session's expiry): the cookie outlives the browser.
+    pub const fn persistent(idle: Option<Duration>, absolute: Option<Duration>) -> Self {
+        Self {
+            expiry: Expiry::new(idle, absolute),
+            persistent: true,
+        }
+    }
+
+    /// An idle timeout and an absolute lifetime (either optional), with a browser-session
+    /// cookie (no `Max-Age`): the browser forgets it when it closes, and the server still
+    /// ends the session by these timeouts.
+    pub const fn browser_session(idle: Option<Duration>, absolute: Option<Duration>) -> Self {
+        Self {
+            expiry: Expiry::new(idle, absolute),
+            persistent: false,
+        }
+    }
+
+    /// The timeouts.
+    pub const fn expiry(&self) -> Expiry {
+        self.expiry
+    }
+
+    /// Whether the cookie is persistent.
+    pub const fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// How often an unchanged session with this expiry is touched: the manager's
+    /// `touch_after`, or a tenth of this idle timeout when that is shorter.
+    pub(crate) fn touch_after(own: Option<Self>, manager: Duration) -> Duration {
+        own.and_then(|own| own.expiry.idle())
+            .map_or(manager, |idle| manager.min(idle / 10))
+    }
+
+    /// Version, flags (persistent, idle set, absolute set), idle and absolute milliseconds.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let millis =
+            |d: Option<Duration>| u64::try_from(d.map_or(0, |d| d.as_millis())).unwrap_or(u64::MAX);
+        let flags = u8::from(self.persistent)
+            | u8::from(self.expiry.idle.is_some()) << 1
+            | u8::from(self.expiry.absolute.is_some()) << 2;
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.push(Self::VERSION);
+        out.push(flags);
+        out.extend_from_slice(&millis(self.expiry.idle).to_le_bytes());
+        out.extend_from_slice(&millis(self.expiry.absolute).to_le_bytes());
+        out
+    }
+
+    /// The expiry [`SessionExpiry::encode`] wrote; `None` for anything else (a damaged or
+    /// foreign value: the manager's expiry applies).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != Self::LEN || bytes[0] != Self::VERSION || bytes[1] > 0b111 {
+            return None;
+        }
+        let read = |at: usize, present: bool| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at..at + 8]);
+            present.then(|| Duration::from_millis(u64::from_le_bytes(b)))
+        };
+        Some(Self {
+            expiry: Expiry::new(read(2, bytes[1] & 2 != 0), read(10, bytes[1] & 4 != 0)),
+            persistent: bytes[1] & 1 != 0,
+        })
+    }
+
+    /// The own expiry stored in a record's data.
+    pub(crate) fn of(data: &BTreeMap<String, Vec<u8>>) -> Option<Self> {
+        data.get(EXPIRY_KEY).and_then(|bytes| Self::decode(bytes))
+    }
+}
+
 /// What [`SessionManager::save`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -291,6 +399,19 @@ impl SessionManager {
         refresh_due(self.inner.touch_after, written, deadline)
     }
 
+    /// [`SessionManager::refresh_due`] for `session`, whose own expiry (see
+    /// [`SessionExpiry`]) may call for a shorter `touch_after`: what the HTTP layers re-send
+    /// a persistent cookie by.
+    pub fn refresh_due_for(
+        &self,
+        session: &Session,
+        written: Timestamp,
+        deadline: Timestamp,
+    ) -> bool {
+        let touch_after = SessionExpiry::touch_after(session.own_expiry(), self.inner.touch_after);
+        refresh_due(touch_after, written, deadline)
+    }
+
     /// The manager's clock's time.
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
@@ -317,9 +438,8 @@ impl SessionManager {
             return Ok(None);
         };
         let now = self.now();
-        let past_lifetime = self
-            .inner
-            .expiry
+        let expiry = SessionExpiry::of(&record.data).map_or(self.inner.expiry, |own| own.expiry);
+        let past_lifetime = expiry
             .absolute
             .is_some_and(|lifetime| record.created_at.saturating_add(lifetime) <= now);
         if record.is_expired_at(now) || past_lifetime {

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::Codec;
 use crate::error::SessionError;
 use crate::id::{IdGenerator, SessionId, StorageKey};
-use crate::manager::{Expiry, SaveOutcome};
+use crate::manager::{EXPIRY_KEY, Expiry, SaveOutcome, SessionExpiry};
 use crate::record::{Changes, Record};
 use crate::time::Timestamp;
 
@@ -312,11 +312,49 @@ impl Session {
         self.len() == 0
     }
 
-    /// Removes every value and flash message.
+    /// Removes every value and flash message (an own expiry set with
+    /// [`Session::set_expiry`] stays).
     pub fn clear(&self) {
         let mut state = self.lock();
+        let own = state.data.remove(EXPIRY_KEY);
         state.data.clear();
         state.changes.clear();
+        if let Some(own) = own {
+            state.put(EXPIRY_KEY.to_owned(), own);
+        }
+    }
+
+    /// Gives this session its own expiry ("remember me", or a shorter life than the
+    /// manager's), or with `None` returns it to the manager's. It is saved with the session,
+    /// and every later request follows it (see [`SessionExpiry`]); the HTTP layers send the
+    /// cookie again on this response, persistent or browser-session to match.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use session_core::{SessionExpiry, SessionManager};
+    /// # fn demo(manager: &SessionManager) {
+    /// const DAY: Duration = Duration::from_secs(24 * 3600);
+    /// let session = manager.create();
+    /// session.set_expiry(Some(SessionExpiry::persistent(Some(30 * DAY), None)));
+    /// assert_eq!(session.own_expiry().unwrap().expiry().idle(), Some(30 * DAY));
+    /// session.set_expiry(None);
+    /// assert_eq!(session.own_expiry(), None);
+    /// # }
+    /// ```
+    pub fn set_expiry(&self, expiry: Option<SessionExpiry>) {
+        let mut state = self.lock();
+        match expiry {
+            Some(expiry) => state.put(EXPIRY_KEY.to_owned(), expiry.encode()),
+            None => {
+                state.delete(EXPIRY_KEY);
+            }
+        }
+    }
+
+    /// The session's own expiry (see [`Session::set_expiry`]); `None` when it follows the
+    /// manager's.
+    pub fn own_expiry(&self) -> Option<SessionExpiry> {
+        SessionExpiry::of(&self.lock().data)
     }
 
     /// Leaves a read-once message for a later request: it is saved
@@ -514,7 +552,10 @@ impl State {
         } else {
             self.created_at
         };
-        let deadline = rules.expiry.deadline(created_at, rules.now);
+        // The session's own expiry, when it has one, instead of the manager's.
+        let own = SessionExpiry::of(&self.data);
+        let expiry = own.map_or(rules.expiry, |own| own.expiry());
+        let deadline = expiry.deadline(created_at, rules.now);
         if !self.stored || self.cycle {
             let id = if self.cycle {
                 rules.ids.generate()
@@ -544,8 +585,12 @@ impl State {
                 expires_at: deadline,
             };
         }
-        if rules.expiry.idle().is_some()
-            && refresh_due(rules.touch_after, self.expires_at, deadline)
+        if expiry.idle().is_some()
+            && refresh_due(
+                SessionExpiry::touch_after(own, rules.touch_after),
+                self.expires_at,
+                deadline,
+            )
         {
             return SavePlan::Touch {
                 key: self.key,

@@ -696,6 +696,53 @@ pub async fn check_increments_are_atomic(store: Arc<dyn SessionStore>) {
     );
 }
 
+/// A session's own expiry ([`crate::SessionExpiry`]) is kept by the store: a remembered
+/// session's record expires 30 days out and loads with its expiry intact, and a session
+/// with a 1 s own idle timeout is gone 1.5 s later while a default one lives on.
+pub async fn check_own_expiry_is_kept(store: Arc<dyn SessionStore>) {
+    use crate::SessionExpiry;
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let manager = SessionManager::builder_arc(store.clone()).build();
+    let remember = SessionExpiry::persistent(Some(30 * DAY), Some(90 * DAY));
+
+    let remembered = manager.create();
+    remembered.insert("user", "alice").unwrap();
+    remembered.set_expiry(Some(remember));
+    manager.save(&remembered).await.unwrap();
+    let record = must_load(&*store, &remembered.id().storage_key()).await;
+    let expected = Timestamp::now().saturating_add(30 * DAY);
+    let off = expected.as_unix_millis() - record.expires_at.as_unix_millis();
+    assert!(
+        (0..60_000).contains(&off),
+        "a remembered session's record expires {off} ms from 30 days out"
+    );
+    let again = manager.load(&remembered.id()).await.unwrap().unwrap();
+    assert_eq!(
+        again.own_expiry(),
+        Some(remember),
+        "the own expiry did not round-trip"
+    );
+    assert_eq!(again.keys(), ["user"]);
+
+    let short = manager.create();
+    short.insert("user", "bob").unwrap();
+    short.set_expiry(Some(SessionExpiry::browser_session(
+        Some(Duration::from_secs(1)),
+        None,
+    )));
+    manager.save(&short).await.unwrap();
+    let default = manager.create();
+    default.insert("user", "carol").unwrap();
+    manager.save(&default).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        manager.load(&short.id()).await.unwrap().is_none(),
+        "a session with a 1 s own idle timeout outlived it"
+    );
+    assert!(manager.load(&default.id()).await.unwrap().is_some());
+    assert!(manager.load(&remembered.id()).await.unwrap().is_some());
+}
+
 /// Logout is final: in each of 50 rounds `delete` races an `update` and a `touch` of the same
 /// session, and afterwards the session is gone and stays gone.
 pub async fn check_logout_is_final(store: Arc<dyn SessionStore>) {
@@ -1406,6 +1453,7 @@ macro_rules! conformance_tests {
             check_update_semantics,
             check_no_lost_updates,
             check_increments_are_atomic,
+            check_own_expiry_is_kept,
             check_logout_is_final,
             check_large_value,
             check_many_keys,

@@ -205,14 +205,15 @@ impl CookieConfig {
         signer.verify_with(&self.name, value.trim())
     }
 
-    /// `Set-Cookie` carrying `id`, signed by the signer's first key; with `Max-Age` when the
-    /// cookie is persistent.
+    /// `Set-Cookie` carrying `id`, signed by the signer's first key; with `Max-Age` when
+    /// `persistent` (the configuration's `persistent` setting, or the session's own expiry's).
     pub(crate) fn set_cookie(
         &self,
         id: &SessionId,
         signer: &CookieSigner,
         expires_at: Timestamp,
         now: Timestamp,
+        persistent: bool,
     ) -> Option<String> {
         let mut header = String::with_capacity(160);
         let _ = write!(
@@ -221,7 +222,7 @@ impl CookieConfig {
             self.name,
             signer.sign(&self.name, id, expires_at)
         );
-        if self.persistent {
+        if persistent {
             // Rounded up: a session that is still live never gets `Max-Age=0`, which would
             // make the browser drop the cookie at once.
             let max_age: Duration = expires_at.duration_since(now);
@@ -355,7 +356,7 @@ mod tests {
         let signer = CookieSigner::new(&key);
         let id = UuidV4Generator.generate();
         let set = config
-            .set_cookie(&id, &signer, at(1_000_060), at(1_000_000))
+            .set_cookie(&id, &signer, at(1_000_060), at(1_000_000), true)
             .unwrap();
         let text = set.as_str();
         for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Max-Age=60"] {
@@ -471,10 +472,10 @@ mod tests {
                 ..CookieConfig::default()
             },
         ] {
-            assert_eq!(config.set_cookie(&id, &signer, at(60), at(0)), None);
+            assert_eq!(config.set_cookie(&id, &signer, at(60), at(0), true), None);
             assert_eq!(config.removal(), None);
         }
-        let fine = CookieConfig::default().set_cookie(&id, &signer, at(60), at(0));
+        let fine = CookieConfig::default().set_cookie(&id, &signer, at(60), at(0), true);
         assert!(fine.is_some_and(|header| header.starts_with("id=")));
     }
 
@@ -502,17 +503,23 @@ mod tests {
         ];
         for config in refused {
             assert!(config.refused_because().is_some(), "{config:?}");
-            assert_eq!(config.set_cookie(&id, &signer, at(60), at(0)), None);
+            assert_eq!(config.set_cookie(&id, &signer, at(60), at(0), true), None);
             assert_eq!(config.removal(), None);
         }
-        let host = config("__Host-id", |_| {}).set_cookie(&id, &signer, at(60), at(0));
+        let host = config("__Host-id", |_| {}).set_cookie(&id, &signer, at(60), at(0), true);
         assert!(
             host.is_some_and(|h| h.starts_with("__Host-id=") && h.contains("; Secure; Path=/"))
         );
         let secure = config("__Secure-id", |c| c.path = "/app".into());
-        assert!(secure.set_cookie(&id, &signer, at(60), at(0)).is_some());
+        assert!(
+            secure
+                .set_cookie(&id, &signer, at(60), at(0), true)
+                .is_some()
+        );
         let partitioned = config("id", |c| c.partitioned = true);
-        let set = partitioned.set_cookie(&id, &signer, at(60), at(0)).unwrap();
+        let set = partitioned
+            .set_cookie(&id, &signer, at(60), at(0), true)
+            .unwrap();
         assert!(set.ends_with("; Partitioned"), "{set}");
         assert!(partitioned.removal().unwrap().ends_with("; Partitioned"));
         assert!(

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use cookie::Key;
 use session_core::{
-    SaveOutcome, Session, SessionError, SessionId, SessionManager, StoreError, Timestamp,
+    SaveOutcome, Session, SessionError, SessionExpiry, SessionId, SessionManager, StoreError,
+    Timestamp,
 };
 use tokio::sync::OnceCell;
 use tracing::Instrument as _;
@@ -350,6 +351,9 @@ struct Loaded {
     session: Session,
     /// False for the empty stand-in a fail-open layer hands out during an outage.
     persist: bool,
+    /// The session's own expiry when it was loaded: when the handler changes it, the
+    /// response carries the cookie again (persistent or not, with its new `Max-Age`).
+    own_expiry: Option<SessionExpiry>,
 }
 
 impl LazySession {
@@ -425,6 +429,7 @@ impl LazySession {
         let fresh = |persist| Loaded {
             session: manager.create(),
             persist,
+            own_expiry: None,
         };
         let Some(id) = &self.inner.id else {
             tracing::debug!(outcome = "new", "no valid session cookie");
@@ -434,6 +439,7 @@ impl LazySession {
             Ok(Some(session)) => {
                 tracing::debug!(outcome = "loaded");
                 Ok(Loaded {
+                    own_expiry: session.own_expiry(),
                     session,
                     persist: true,
                 })
@@ -510,8 +516,11 @@ impl LazySession {
         tracing::debug!(?outcome, "session saved");
         let header = match outcome {
             SaveOutcome::Created | SaveOutcome::Cycled => self.cookie_for(&loaded.session),
+            SaveOutcome::Updated if loaded.session.own_expiry() != loaded.own_expiry => {
+                self.cookie_for(&loaded.session)
+            }
             SaveOutcome::Updated | SaveOutcome::Touched
-                if (config.cookie.persistent || config.transport != Transport::Cookie)
+                if (self.persistent(&loaded.session) || config.transport != Transport::Cookie)
                     && self.cookie_behind(&loaded.session) =>
             {
                 self.cookie_for(&loaded.session)
@@ -545,8 +554,17 @@ impl LazySession {
             self.inner
                 .config
                 .manager
-                .refresh_due(cookie_expires, session.expires_at())
+                .refresh_due_for(session, cookie_expires, session.expires_at())
         })
+    }
+
+    /// Whether `session`'s cookie is persistent: its own expiry says, or the configuration.
+    fn persistent(&self, session: &Session) -> bool {
+        session
+            .own_expiry()
+            .map_or(self.inner.config.cookie.persistent, |own| {
+                own.is_persistent()
+            })
     }
 
     /// The request's old-key cookie signed under the current key, while it has not expired.
@@ -557,19 +575,32 @@ impl LazySession {
         if expires <= now {
             return None;
         }
-        self.header_value(id, expires, now)
+        // Not loaded: the session's own expiry is unknown here, so the configuration says.
+        self.header_value(id, expires, now, config.cookie.persistent)
     }
 
     fn cookie_for(&self, session: &Session) -> Option<String> {
         let now = self.inner.config.manager.now();
-        self.header_value(&session.id(), session.expires_at(), now)
+        let persistent = self.persistent(session);
+        self.header_value(&session.id(), session.expires_at(), now, persistent)
     }
 
-    /// The response header's value carrying `id`: a `Set-Cookie`, or the bare token.
-    fn header_value(&self, id: &SessionId, expires: Timestamp, now: Timestamp) -> Option<String> {
+    /// The response header's value carrying `id`: a `Set-Cookie` (with `Max-Age` when
+    /// `persistent`), or the bare token.
+    fn header_value(
+        &self,
+        id: &SessionId,
+        expires: Timestamp,
+        now: Timestamp,
+        persistent: bool,
+    ) -> Option<String> {
         let config = &self.inner.config;
         match config.transport {
-            Transport::Cookie => config.cookie.set_cookie(id, &config.signer, expires, now),
+            Transport::Cookie => {
+                config
+                    .cookie
+                    .set_cookie(id, &config.signer, expires, now, persistent)
+            }
             // base64url, digits and dots: always a valid header value.
             _ => Some(config.signer.sign(&config.cookie.name, id, expires)),
         }

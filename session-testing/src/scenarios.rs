@@ -87,6 +87,8 @@ pub fn explain(status: u16, rejection: &dyn std::error::Error) -> String {
 /// - `/fail-mid`: writes `n = 100`, then makes the probe fail.
 /// - `/spawned`: adds one to `n` in a spawned task, across awaits, and answers it.
 /// - `/fail-500`: writes `n = 100` and answers 500; `/logout-500`: `destroy`, then 500.
+/// - `/remember`: gives the session its own persistent expiry (idle 30 days, lifetime 90
+///   days); `/short`: a browser-session one (idle 5 minutes).
 /// - `/hit`: increments the counter `hits` ([`Session::increment`]), yields a few times (so
 ///   that concurrent requests all load before any saves), answers the value it saw;
 ///   `/hits`: answers `hits` (0 when unset).
@@ -118,6 +120,21 @@ async fn respond_ok(path: &str, session: &Session, hooks: &Hooks) -> String {
             next.to_string()
         }
         "/peek" => n().to_string(),
+        "/remember" => {
+            const DAY: Duration = Duration::from_secs(24 * 3600);
+            session.set_expiry(Some(session_core::SessionExpiry::persistent(
+                Some(30 * DAY),
+                Some(90 * DAY),
+            )));
+            "remembered".into()
+        }
+        "/short" => {
+            session.set_expiry(Some(session_core::SessionExpiry::browser_session(
+                Some(Duration::from_secs(5 * 60)),
+                None,
+            )));
+            "short".into()
+        }
         "/hit" => {
             let seen = session.increment("hits", 1).unwrap();
             for _ in 0..3 {
@@ -285,6 +302,7 @@ macro_rules! http_scenarios {
             api_clients_carry_a_bearer_token,
             store_calls_errors_and_503s_are_counted_through_metrics,
             concurrent_increments_through_http_all_count,
+            a_remembered_session_outlives_the_default_and_a_short_one_dies_early,
         );
     };
 }
@@ -1093,4 +1111,48 @@ async fn all<T>(futures: Vec<Pending<'_, T>>) -> Vec<T> {
     })
     .await;
     done.into_iter().flatten().collect()
+}
+
+/// A session's own expiry through HTTP: "remember me" re-sends the cookie at once with a
+/// 30-day `Max-Age` and the session outlives the manager's idle timeout (30 min) and
+/// lifetime (2 h); a short one re-sends it without `Max-Age` (a browser-session cookie) and
+/// the session ends after its own 5 idle minutes, where the manager's would keep it.
+pub async fn a_remembered_session_outlives_the_default_and_a_short_one_dies_early<F: Framework>(
+    f: &F,
+) {
+    let fx = Fixture::new();
+    let first = get(f, &fx.app, "/", None).await;
+    assert!(first.set_cookies[0].contains("Max-Age=1800"));
+    let cookie = first.cookie();
+    let remembered = get(f, &fx.app, "/remember", Some(&cookie)).await;
+    let set = remembered
+        .set_cookies
+        .first()
+        .expect("remember me did not send the cookie again");
+    assert!(set.contains("Max-Age=2592000"), "{set}");
+    for _ in 0..9 {
+        fx.clock.advance(Duration::from_secs(20 * 60));
+        assert_ne!(
+            get(f, &fx.app, "/", Some(&cookie)).await.body,
+            "1",
+            "the remembered session ended by the manager's expiry"
+        );
+    }
+
+    let fx = Fixture::new();
+    let cookie = get(f, &fx.app, "/", None).await.cookie();
+    let short = get(f, &fx.app, "/short", Some(&cookie)).await;
+    let set = short
+        .set_cookies
+        .first()
+        .expect("a browser-session expiry did not send the cookie again");
+    assert!(!set.contains("Max-Age"), "{set}");
+    fx.clock.advance(Duration::from_secs(4 * 60));
+    assert_eq!(get(f, &fx.app, "/", Some(&cookie)).await.body, "2");
+    fx.clock.advance(Duration::from_secs(6 * 60));
+    assert_eq!(
+        get(f, &fx.app, "/", Some(&cookie)).await.body,
+        "1",
+        "the short session outlived its own 5 idle minutes"
+    );
 }

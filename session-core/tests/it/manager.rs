@@ -424,3 +424,93 @@ async fn insert_of_a_read_counter_loses_an_addition_and_increment_does_not() {
         Err(SessionError::ReservedKey { .. })
     ));
 }
+
+/// A session's own expiry ("remember me"): stored with it, it outlives the manager's idle
+/// timeout and absolute lifetime; a shorter one ends the session early; an active session
+/// with a short own idle timeout is touched often enough to stay alive; `None` returns to the
+/// manager's; `clear` keeps it and `destroy` drops it.
+#[tokio::test]
+async fn an_own_expiry_is_stored_with_the_session_and_overrides_the_managers() {
+    use session_core::SessionExpiry;
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let (manager, probe, clock) = setup(Some(30 * MINUTE), Some(120 * MINUTE));
+
+    let remembered = manager.create();
+    remembered.insert("user", "alice").unwrap();
+    remembered.set_expiry(Some(SessionExpiry::persistent(
+        Some(30 * DAY),
+        Some(90 * DAY),
+    )));
+    manager.save(&remembered).await.unwrap();
+    let stored = probe
+        .load(&remembered.id().storage_key())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.expires_at,
+        manager.now().saturating_add(30 * DAY),
+        "the record's expiry follows the own idle timeout"
+    );
+    assert_eq!(remembered.keys(), ["user"], "the own expiry is no user key");
+
+    let default = manager.create();
+    default.insert("user", "bob").unwrap();
+    manager.save(&default).await.unwrap();
+
+    let short = manager.create();
+    short.insert("user", "carol").unwrap();
+    short.set_expiry(Some(SessionExpiry::browser_session(Some(5 * MINUTE), None)));
+    manager.save(&short).await.unwrap();
+
+    clock.advance(6 * MINUTE);
+    assert!(
+        manager.load(&short.id()).await.unwrap().is_none(),
+        "the short session outlived its 5 min"
+    );
+    assert!(manager.load(&default.id()).await.unwrap().is_some());
+
+    // Three hours on, visiting every 20 minutes: past the manager's 2 h lifetime.
+    for _ in 0..9 {
+        clock.advance(20 * MINUTE);
+        let again = manager.load(&remembered.id()).await.unwrap();
+        let again = again.expect("the remembered session ended with the manager's expiry");
+        assert_eq!(
+            again.own_expiry(),
+            Some(SessionExpiry::persistent(Some(30 * DAY), Some(90 * DAY)))
+        );
+        manager.save(&again).await.unwrap();
+    }
+    assert!(manager.load(&default.id()).await.unwrap().is_none());
+
+    // A short own idle timeout is touched by its own rule (a tenth of it), so an active
+    // session lives on; the manager's touch_after (3 min) alone would let it die.
+    let active = manager.create();
+    active.insert("user", "dave").unwrap();
+    active.set_expiry(Some(SessionExpiry::browser_session(Some(2 * MINUTE), None)));
+    manager.save(&active).await.unwrap();
+    for _ in 0..10 {
+        clock.advance(Duration::from_secs(90));
+        let again = manager.load(&active.id()).await.unwrap();
+        let again = again.expect("an active session with a short own idle timeout died");
+        manager.save(&again).await.unwrap();
+    }
+
+    let back = manager.load(&remembered.id()).await.unwrap().unwrap();
+    back.clear();
+    assert!(back.own_expiry().is_some(), "clear dropped the own expiry");
+    back.set_expiry(None);
+    back.insert("user", "alice").unwrap();
+    manager.save(&back).await.unwrap();
+    let stored = probe
+        .load(&remembered.id().storage_key())
+        .await
+        .unwrap()
+        .unwrap();
+    // Back under the manager's expiry, whose 2 h lifetime this 4 h old session is past.
+    assert!(stored.expires_at <= manager.now(), "{stored:?}");
+    assert!(manager.load(&remembered.id()).await.unwrap().is_none());
+    back.set_expiry(Some(SessionExpiry::persistent(Some(DAY), None)));
+    back.destroy();
+    assert_eq!(back.own_expiry(), None, "destroy kept the own expiry");
+}
