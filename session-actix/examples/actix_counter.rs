@@ -42,6 +42,8 @@ async fn index(session: Session) -> HttpResponse {
 #[derive(Deserialize)]
 struct Login {
     username: String,
+    /// The "Remember me" box: present (`on`) when ticked.
+    remember: Option<String>,
 }
 
 fn to_home() -> HttpResponse {
@@ -51,7 +53,7 @@ fn to_home() -> HttpResponse {
 }
 
 async fn login(session: Session, form: web::Form<Login>) -> HttpResponse {
-    common::login(&session, &form.username);
+    common::login(&session, &form.username, form.remember.is_some());
     to_home()
 }
 

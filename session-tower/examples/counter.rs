@@ -50,10 +50,12 @@ async fn index(session: Session) -> Html<String> {
 #[derive(Deserialize)]
 struct Login {
     username: String,
+    /// The "Remember me" box: present (`on`) when ticked.
+    remember: Option<String>,
 }
 
 async fn login(session: Session, Form(form): Form<Login>) -> Redirect {
-    common::login(&session, &form.username);
+    common::login(&session, &form.username, form.remember.is_some());
     Redirect::to("/")
 }
 

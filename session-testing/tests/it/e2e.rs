@@ -413,6 +413,54 @@ async fn walk_one(app: &App, peek: Option<&Peek>) {
     let after = request(addr, "GET", "/", Some(&signed_in), None).await;
     assert_eq!(visits(&after.body), 1, "the session survived logout");
     assert!(!after.body.contains("Signed in"));
+
+    // Remember me: a login with the box ticked gets a 30-day persistent cookie, and the
+    // store keeps the record 30 days instead of the app's 30 idle minutes.
+    let visitor = request(addr, "GET", "/", None, None).await.cookie();
+    let login = request(
+        addr,
+        "POST",
+        "/login",
+        Some(&visitor),
+        Some("username=bob&remember=on"),
+    )
+    .await;
+    assert_eq!(login.status, 303);
+    let max_age = max_age(login.set_cookies()[0]);
+    assert!(
+        (30 * DAY - 60..=30 * DAY).contains(&max_age),
+        "remember me set Max-Age={max_age}"
+    );
+    let remembered = login.cookie();
+    let page = request(addr, "GET", "/", Some(&remembered), None).await;
+    assert!(
+        page.body.contains("Signed in as <b>bob</b>"),
+        "{}",
+        page.body
+    );
+    if let Some(peek) = peek {
+        let stored = (peek.record)(bearer(&remembered).storage_key())
+            .await
+            .expect("no record for the remembered login");
+        if let Some(ttl) = stored.ttl_secs {
+            assert!(
+                (30 * DAY - 60..=30 * DAY).contains(&ttl),
+                "the remembered session's TTL is {ttl} s"
+            );
+        }
+    }
+}
+
+const DAY: i64 = 24 * 3600;
+
+/// The `Max-Age` of a `Set-Cookie` value.
+fn max_age(set_cookie: &str) -> i64 {
+    set_cookie
+        .split(';')
+        .find_map(|attr| attr.trim().strip_prefix("Max-Age="))
+        .unwrap_or_else(|| panic!("no Max-Age in {set_cookie}"))
+        .parse()
+        .unwrap()
 }
 
 const CONCURRENT_VISITS: u64 = 1000;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::{FallbackStore, Session, SessionManager, SessionStore};
+use session_core::{FallbackStore, Session, SessionExpiry, SessionManager, SessionStore};
 use session_http::Key;
 
 /// The store named by `SESSION_STORE` (default `memory://`): the one place that changes to
@@ -103,7 +103,9 @@ pub(crate) fn index_page(session: &Session) -> String {
             escape(&user)
         ),
         None => "<form method=\"post\" action=\"/login\">\
-                 <input name=\"username\" placeholder=\"name\" required> <button>Log in</button></form>"
+                 <input name=\"username\" placeholder=\"name\" required> \
+                 <label><input type=\"checkbox\" name=\"remember\"> Remember me</label> \
+                 <button>Log in</button></form>"
             .to_owned(),
     };
     format!(
@@ -111,8 +113,9 @@ pub(crate) fn index_page(session: &Session) -> String {
     )
 }
 
-/// `POST /login` with the form's `username`; the response redirects to `/`.
-pub(crate) fn login(session: &Session, username: &str) {
+/// `POST /login` with the form's `username` (and `remember`, the "Remember me" box); the
+/// response redirects to `/`.
+pub(crate) fn login(session: &Session, username: &str, remember: bool) {
     let name: String = username.trim().chars().take(64).collect();
     if name.is_empty() {
         let _ = session.flash("notice", "Please enter a name to log in.");
@@ -120,6 +123,15 @@ pub(crate) fn login(session: &Session, username: &str) {
     }
     // A new id at login: an id planted before login (session fixation) becomes worthless.
     session.cycle_id();
+    if remember {
+        // Remember me: 30 days after the last visit (90 at most), with a cookie that
+        // outlives the browser; otherwise the app's 30 idle minutes.
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        session.set_expiry(Some(SessionExpiry::persistent(
+            Some(30 * DAY),
+            Some(90 * DAY),
+        )));
+    }
     let _ = session.insert("user", &name);
     let _ = session.flash("notice", format!("Welcome, {name}!"));
 }
