@@ -53,6 +53,7 @@ pub mod body;
 mod codec;
 pub mod envelope;
 mod error;
+pub mod events;
 mod fallback;
 mod id;
 mod manager;
@@ -70,6 +71,7 @@ pub mod suite;
 
 pub use codec::Codec;
 pub use error::{BoxError, SessionError, StoreError};
+pub use events::{SessionEvent, SessionListener};
 pub use fallback::FallbackStore;
 pub use id::{
     HexKey, IdGenerator, InvalidId, MAX_ID_LEN, MIN_ID_LEN, SessionId, StorageKey, UuidV4Generator,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::codec::Codec;
 use crate::error::{SessionError, StoreError};
+use crate::events::{Listener, SessionEvent, SessionListener};
 use crate::id::{IdGenerator, SessionId, StorageKey, UuidV4Generator};
 use crate::record::{Changes, Record};
 use crate::session::{NewRecord, SavePlan, SaveRules, Session, refresh_due};
@@ -261,6 +262,7 @@ struct ManagerInner {
     codec: Codec,
     clock: Arc<dyn Clock>,
     cycle_grace: Duration,
+    listener: Listener,
 }
 
 /// Settings for a [`SessionManager`].
@@ -274,6 +276,7 @@ pub struct SessionManagerBuilder {
     codec: Codec,
     clock: Arc<dyn Clock>,
     cycle_grace: Duration,
+    listener: Listener,
 }
 
 impl SessionManagerBuilder {
@@ -325,6 +328,13 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// The listener told of each session's life: created, id cycled, destroyed, an owner
+    /// logged out everywhere, expired (see [`crate::events`]). Default none.
+    pub fn listener(mut self, listener: impl SessionListener) -> Self {
+        self.listener = Listener::new(Arc::new(listener));
+        self
+    }
+
     /// The clock (default [`SystemClock`]); tests pass a [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -345,6 +355,7 @@ impl SessionManagerBuilder {
                 codec: self.codec,
                 clock: self.clock,
                 cycle_grace: self.cycle_grace,
+                listener: self.listener,
             }),
         }
     }
@@ -371,6 +382,7 @@ impl SessionManager {
             codec: Codec::default(),
             clock: Arc::new(SystemClock),
             cycle_grace: Duration::from_secs(30),
+            listener: Listener::default(),
         }
     }
 
@@ -434,8 +446,46 @@ impl SessionManager {
     /// # Errors
     /// [`SessionError::Store`] when the store fails or holds a damaged record.
     pub async fn load(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
-        let Some(record) = self.store_dyn().load(&id.storage_key()).await? else {
-            return Ok(None);
+        Ok(match self.find(id).await? {
+            Found::Live(session) => Some(session),
+            Found::Expired | Found::Absent => None,
+        })
+    }
+
+    /// [`SessionManager::load`] for a request that presented `id` with a signed expiry
+    /// (`presented_expiry`, what the cookie or token carries): when the store has no record
+    /// and that expiry has passed, the session is reported [`SessionEvent::Expired`] to the
+    /// listener — expiry found on read, on every store, without the store's own
+    /// notifications. (A record deleted after that expiry passed is reported so too.) The
+    /// HTTP layers load through it.
+    ///
+    /// # Errors
+    /// As [`SessionManager::load`].
+    pub async fn load_presented(
+        &self,
+        id: &SessionId,
+        presented_expiry: Timestamp,
+    ) -> Result<Option<Session>, SessionError> {
+        Ok(match self.find(id).await? {
+            Found::Live(session) => Some(session),
+            Found::Expired => None,
+            Found::Absent => {
+                if presented_expiry <= self.now() {
+                    self.inner.listener.emit(|| SessionEvent::Expired {
+                        key: id.storage_key(),
+                    });
+                }
+                None
+            }
+        })
+    }
+
+    /// The session under `id`, or why there is none. A record past its expiry by this
+    /// manager's clock and rules is reported [`SessionEvent::Expired`].
+    async fn find(&self, id: &SessionId) -> Result<Found, SessionError> {
+        let key = id.storage_key();
+        let Some(record) = self.store_dyn().load(&key).await? else {
+            return Ok(Found::Absent);
         };
         let now = self.now();
         let expiry = SessionExpiry::of(&record.data).map_or(self.inner.expiry, |own| own.expiry);
@@ -443,9 +493,10 @@ impl SessionManager {
             .absolute
             .is_some_and(|lifetime| record.created_at.saturating_add(lifetime) <= now);
         if record.is_expired_at(now) || past_lifetime {
-            return Ok(None);
+            self.inner.listener.emit(|| SessionEvent::Expired { key });
+            return Ok(Found::Expired);
         }
-        Ok(Some(Session::from_record(
+        Ok(Found::Live(Session::from_record(
             self.inner.codec,
             id.clone(),
             record,
@@ -485,7 +536,12 @@ impl SessionManager {
     /// # Errors
     /// As [`SessionManager::sessions_of`].
     pub async fn destroy_all_of(&self, owner: &str) -> Result<u64, SessionError> {
-        Ok(self.store_dyn().delete_sessions_of(owner).await?)
+        let sessions = self.store_dyn().delete_sessions_of(owner).await?;
+        self.inner.listener.emit(|| SessionEvent::OwnerLoggedOut {
+            owner: owner.to_owned(),
+            sessions,
+        });
+        Ok(sessions)
     }
 
     /// Ends the session now: deletes its record.
@@ -522,12 +578,18 @@ impl SessionManager {
                         session.lock().delete_later(stale);
                         return Err(e.into());
                     }
+                    if session.lock().take_destroyed(stale) {
+                        self.inner
+                            .listener
+                            .emit(|| SessionEvent::Destroyed { key: stale });
+                    }
                     continue;
                 }
                 SavePlan::Nothing(outcome) => Ok(outcome),
                 SavePlan::Delete(key) => {
                     store.delete(&key).await?;
                     session.lock().on_deleted();
+                    self.inner.listener.emit(|| SessionEvent::Destroyed { key });
                     Ok(SaveOutcome::Destroyed)
                 }
                 // Boxed: its state (a whole record) would otherwise triple the size of every
@@ -619,8 +681,17 @@ impl SessionManager {
         }
         session.lock().on_created(id, &record);
         let Some((old, mine)) = cycled_from else {
+            self.inner.listener.emit(|| SessionEvent::Created {
+                key: record.key,
+                owner: record.owner.clone(),
+            });
             return Ok(SaveOutcome::Created);
         };
+        self.inner.listener.emit(|| SessionEvent::IdCycled {
+            from: old,
+            to: record.key,
+            owner: record.owner.clone(),
+        });
         if let Err(e) = self.retire(&old, &record, &mine).await {
             // The new record is live; the old one goes at the next save.
             session.lock().delete_later(old);
@@ -740,4 +811,12 @@ fn counter_delta(codec: Codec, with_mine: Option<&Vec<u8>>, after: &[u8], mine: 
     let read = |bytes: &[u8]| codec.decode_counter(bytes).unwrap_or(0);
     let loaded = with_mine.map_or(0, |b| read(b)).saturating_sub(mine);
     read(after).saturating_sub(loaded)
+}
+
+/// What [`SessionManager::find`] found under an id.
+enum Found {
+    Live(Session),
+    /// A record past its expiry (told to the listener).
+    Expired,
+    Absent,
 }

@@ -67,6 +67,9 @@ pub(crate) struct State {
     /// A record `cycle_id` replaced but could not delete yet, or the record of a destroyed
     /// session written to again; the next save deletes it first.
     stale: Option<StorageKey>,
+    /// The record of a session destroyed and then written to, which `stale` deletes: its
+    /// deletion is a [`crate::SessionEvent::Destroyed`].
+    destroyed_key: Option<StorageKey>,
     /// Written to after `destroy`: a fresh session (new id, new creation time) that the next
     /// save creates after deleting the destroyed one.
     restarted: bool,
@@ -93,6 +96,7 @@ impl Session {
                 destroyed: false,
                 cycle: false,
                 stale: None,
+                destroyed_key: None,
                 restarted: false,
             },
         )
@@ -113,6 +117,7 @@ impl Session {
                 destroyed: false,
                 cycle: false,
                 stale: None,
+                destroyed_key: None,
                 restarted: false,
             },
         )
@@ -606,6 +611,15 @@ impl State {
         self.stale = Some(key);
     }
 
+    /// Whether `key`, just deleted as stale, was a destroyed session's record (told once).
+    pub(crate) fn take_destroyed(&mut self, key: StorageKey) -> bool {
+        if self.destroyed_key == Some(key) {
+            self.destroyed_key = None;
+            return true;
+        }
+        false
+    }
+
     /// [`SavePlan::Delete`] deleted the record.
     pub(crate) fn on_deleted(&mut self) {
         self.stored = false;
@@ -659,6 +673,7 @@ impl State {
         if self.stored {
             // Deleted by the next save before the fresh session is created.
             self.stale = Some(self.key);
+            self.destroyed_key = Some(self.key);
         }
         self.destroyed = false;
         self.restarted = true;

@@ -743,6 +743,112 @@ pub async fn check_own_expiry_is_kept(store: Arc<dyn SessionStore>) {
     assert!(manager.load(&remembered.id()).await.unwrap().is_some());
 }
 
+/// Lifecycle events ([`crate::events`]) on this store: created, id cycled, destroyed, an
+/// owner logged out everywhere (where the store keeps the per-user index), and expiry found
+/// on read — a session with a 1 s own idle timeout, presented 1.5 s later with its signed
+/// expiry, is reported expired, without any notification from the store, while a destroyed
+/// one presented before its expiry is not. A listener that panics changes nothing.
+pub async fn check_lifecycle_events(store: Arc<dyn SessionStore>) {
+    use crate::{SessionEvent, SessionExpiry};
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let told = events.clone();
+    let manager = SessionManager::builder_arc(store.clone())
+        .listener(move |event: &SessionEvent| told.lock().unwrap().push(event.clone()))
+        .build();
+    let taken = || std::mem::take(&mut *events.lock().unwrap());
+
+    let session = manager.create();
+    session.insert("user", "alice").unwrap();
+    manager.save(&session).await.unwrap();
+    let first = session.id().storage_key();
+    assert_eq!(
+        taken(),
+        [SessionEvent::Created {
+            key: first,
+            owner: None
+        }]
+    );
+    let owner = format!("events-{}", UuidV4Generator.generate().as_str());
+    session.set_owner(Some(&owner));
+    session.cycle_id();
+    manager.save(&session).await.unwrap();
+    let second = session.id().storage_key();
+    assert_eq!(
+        taken(),
+        [SessionEvent::IdCycled {
+            from: first,
+            to: second,
+            owner: Some(owner.clone())
+        }]
+    );
+    let presented = session.expires_at();
+    manager.destroy(&session).await.unwrap();
+    assert_eq!(taken(), [SessionEvent::Destroyed { key: second }]);
+    assert!(
+        manager
+            .load_presented(&session.id(), presented)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(taken(), [], "a destroyed session was reported expired");
+
+    let owned = manager.create();
+    owned.set_owner(Some(&owner));
+    owned.insert("n", 1u8).unwrap();
+    manager.save(&owned).await.unwrap();
+    taken();
+    match manager.destroy_all_of(&owner).await {
+        Ok(ended) => assert_eq!(
+            taken(),
+            [SessionEvent::OwnerLoggedOut {
+                owner: owner.clone(),
+                sessions: ended
+            }]
+        ),
+        Err(crate::SessionError::Store(StoreError::Unsupported { .. })) => {
+            assert_eq!(taken(), [], "a failed logout everywhere was told");
+        }
+        Err(e) => panic!("destroy_all_of: {e}"),
+    }
+
+    let short = manager.create();
+    short.insert("n", 1u8).unwrap();
+    short.set_expiry(Some(SessionExpiry::browser_session(
+        Some(Duration::from_secs(1)),
+        None,
+    )));
+    manager.save(&short).await.unwrap();
+    taken();
+    let presented = short.expires_at();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        manager
+            .load_presented(&short.id(), presented)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        taken(),
+        [SessionEvent::Expired {
+            key: short.id().storage_key()
+        }],
+        "expiry was not found on read"
+    );
+
+    let panicking = SessionManager::builder_arc(store.clone())
+        .listener(|_: &SessionEvent| panic!("a listener that panics"))
+        .build();
+    let session = panicking.create();
+    session.insert("n", 1u8).unwrap();
+    assert_eq!(
+        panicking.save(&session).await.unwrap(),
+        SaveOutcome::Created,
+        "a panicking listener failed the save"
+    );
+}
+
 /// Logout is final: in each of 50 rounds `delete` races an `update` and a `touch` of the same
 /// session, and afterwards the session is gone and stays gone.
 pub async fn check_logout_is_final(store: Arc<dyn SessionStore>) {
@@ -1454,6 +1560,7 @@ macro_rules! conformance_tests {
             check_no_lost_updates,
             check_increments_are_atomic,
             check_own_expiry_is_kept,
+            check_lifecycle_events,
             check_logout_is_final,
             check_large_value,
             check_many_keys,

@@ -435,7 +435,14 @@ impl LazySession {
             tracing::debug!(outcome = "new", "no valid session cookie");
             return Ok(fresh(true));
         };
-        match manager.load(id).await {
+        // The token's signed expiry (under the current key or an old one): a session whose
+        // record is gone after it passed is reported expired to the manager's listener.
+        let presented = self
+            .inner
+            .cookie_expires
+            .or(self.inner.old_key_expires)
+            .unwrap_or(Timestamp::from_unix_millis(i64::MAX));
+        match manager.load_presented(id, presented).await {
             Ok(Some(session)) => {
                 tracing::debug!(outcome = "loaded");
                 Ok(Loaded {

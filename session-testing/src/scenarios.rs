@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::suite::{Hooks as StoreHooks, Intercept, ProbeStore};
-use session_core::{ManualClock, Record, Session, SessionManager, StorageKey, StoreError};
+use session_core::{
+    ManualClock, Record, Session, SessionEvent, SessionManager, StorageKey, StoreError,
+};
 use session_http::{CorruptPolicy, Key, SessionConfig, Transport};
 use session_memory::MemoryStore;
 use tokio::sync::Notify;
@@ -203,6 +205,8 @@ pub struct Fixture {
     pub key: Key,
     /// The app: default settings.
     pub app: App,
+    /// What the manager's listener was told, in order.
+    pub events: Arc<std::sync::Mutex<Vec<SessionEvent>>>,
 }
 
 impl Fixture {
@@ -215,10 +219,13 @@ impl Fixture {
     pub fn with(configure: impl FnOnce(&mut SessionConfig)) -> Self {
         let probe = Arc::new(ProbeStore::new(Arc::new(MemoryStore::default())));
         let clock = Arc::new(ManualClock::new());
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let told = events.clone();
         let manager = SessionManager::builder_arc(probe.clone())
             .idle_timeout(Some(Duration::from_secs(30 * 60)))
             .absolute_lifetime(Some(Duration::from_secs(2 * 3600)))
             .clock(clock.clone())
+            .listener(move |event: &SessionEvent| told.lock().unwrap().push(event.clone()))
             .build();
         let key = Key::generate();
         let app = app(&manager, &key, Some(probe.clone()), configure);
@@ -228,6 +235,7 @@ impl Fixture {
             manager,
             key,
             app,
+            events,
         }
     }
 
@@ -303,6 +311,7 @@ macro_rules! http_scenarios {
             store_calls_errors_and_503s_are_counted_through_metrics,
             concurrent_increments_through_http_all_count,
             a_remembered_session_outlives_the_default_and_a_short_one_dies_early,
+            lifecycle_events_reach_the_listener,
         );
     };
 }
@@ -1155,4 +1164,52 @@ pub async fn a_remembered_session_outlives_the_default_and_a_short_one_dies_earl
         "1",
         "the short session outlived its own 5 idle minutes"
     );
+}
+
+/// The manager's listener hears each session's life through HTTP: created on the first
+/// write, id cycled at login, destroyed at logout (and a fresh session created for the
+/// logout's flash), expired when a request presents a session past its idle timeout.
+pub async fn lifecycle_events_reach_the_listener<F: Framework>(f: &F) {
+    let fx = Fixture::new();
+    let taken = || std::mem::take(&mut *fx.events.lock().unwrap());
+    let cookie = get(f, &fx.app, "/", None).await.cookie();
+    let created = match &taken()[..] {
+        [SessionEvent::Created { key, owner: None }] => *key,
+        other => panic!("first visit: {other:?}"),
+    };
+    assert!(
+        get(f, &fx.app, "/peek", Some(&cookie))
+            .await
+            .set_cookies
+            .is_empty()
+    );
+    assert_eq!(taken(), [], "a read told the listener something");
+    let login = get(f, &fx.app, "/login", Some(&cookie)).await.cookie();
+    let cycled = match &taken()[..] {
+        [SessionEvent::IdCycled { from, to, .. }] if *from == created => *to,
+        other => panic!("login: {other:?}"),
+    };
+    get(f, &fx.app, "/bye", Some(&login)).await;
+    match &taken()[..] {
+        [
+            SessionEvent::Destroyed { key },
+            SessionEvent::Created { key: fresh, .. },
+        ] if *key == cycled && *fresh != cycled => {}
+        other => panic!("logout with a flash: {other:?}"),
+    }
+
+    let cookie = get(f, &fx.app, "/", None).await.cookie();
+    let key = match &taken()[..] {
+        [SessionEvent::Created { key, .. }] => *key,
+        other => panic!("{other:?}"),
+    };
+    fx.clock.advance(Duration::from_secs(31 * 60));
+    assert_eq!(get(f, &fx.app, "/", Some(&cookie)).await.body, "1");
+    match &taken()[..] {
+        [
+            SessionEvent::Expired { key: expired },
+            SessionEvent::Created { .. },
+        ] if *expired == key => {}
+        other => panic!("a request after the idle timeout: {other:?}"),
+    }
 }
