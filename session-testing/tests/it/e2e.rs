@@ -314,6 +314,12 @@ async fn walk_one(app: &App, peek: Option<&Peek>) {
         "login must change the session id"
     );
 
+    // The example logs the manager's lifecycle events.
+    app.wait_logged(&format!(
+        "IdCycled {{ from: StorageKey({})",
+        bearer(&anonymous).storage_key().to_hex().as_str()
+    ))
+    .await;
     let page = request(addr, "GET", "/", Some(&signed_in), None).await;
     assert!(
         page.body.contains("Welcome, alice!"),
@@ -384,6 +390,11 @@ async fn walk_one(app: &App, peek: Option<&Peek>) {
     assert_eq!(logout.status, 303);
     // The logged-out session is gone; its flash lives in a fresh one, under a new cookie.
     let logged_out = logout.cookie();
+    app.wait_logged(&format!(
+        "Destroyed {{ key: StorageKey({}) }}",
+        bearer(&signed_in).storage_key().to_hex().as_str()
+    ))
+    .await;
     assert_ne!(
         bearer(&logged_out).as_str(),
         bearer(&signed_in).as_str(),

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::{FallbackStore, Session, SessionExpiry, SessionManager, SessionStore};
+use session_core::{
+    FallbackStore, Session, SessionEvent, SessionExpiry, SessionManager, SessionStore,
+};
 use session_http::Key;
 
 /// The store named by `SESSION_STORE` (default `memory://`): the one place that changes to
@@ -34,6 +36,9 @@ pub(crate) fn manager(store: Arc<dyn SessionStore>) -> SessionManager {
     SessionManager::builder_arc(store)
         .idle_timeout(Some(Duration::from_secs(30 * 60)))
         .absolute_lifetime(Some(Duration::from_secs(12 * 3600)))
+        // Lifecycle events (created, id cycled, destroyed, expired) to the log; an app
+        // would send them to its audit trail through a channel.
+        .listener(|event: &SessionEvent| tracing::info!(?event, "session event"))
         .build()
 }
 
