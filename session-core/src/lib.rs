@@ -51,6 +51,7 @@
 pub mod blob;
 pub mod body;
 mod codec;
+pub mod devices;
 pub mod envelope;
 mod error;
 pub mod events;
@@ -70,6 +71,7 @@ mod time;
 pub mod suite;
 
 pub use codec::Codec;
+pub use devices::DeviceSession;
 pub use error::{BoxError, SessionError, StoreError};
 pub use events::{SessionEvent, SessionListener};
 pub use fallback::FallbackStore;

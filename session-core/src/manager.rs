@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::Codec;
+use crate::devices::DeviceSession;
 use crate::error::{SessionError, StoreError};
 use crate::events::{Listener, SessionEvent, SessionListener};
 use crate::id::{IdGenerator, SessionId, StorageKey, UuidV4Generator};
-use crate::record::{Changes, Record};
+use crate::record::{Changes, OwnerChange, Record};
 use crate::session::{NewRecord, SavePlan, SaveRules, Session, refresh_due};
 use crate::store::SessionStore;
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -263,6 +264,7 @@ struct ManagerInner {
     clock: Arc<dyn Clock>,
     cycle_grace: Duration,
     listener: Listener,
+    max_per_owner: Option<usize>,
 }
 
 /// Settings for a [`SessionManager`].
@@ -277,6 +279,7 @@ pub struct SessionManagerBuilder {
     clock: Arc<dyn Clock>,
     cycle_grace: Duration,
     listener: Listener,
+    max_per_owner: Option<usize>,
 }
 
 impl SessionManagerBuilder {
@@ -335,6 +338,19 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// At most this many sessions per owner (Spring Security's `maximumSessions`; default
+    /// no limit, `Some(0)` counts as 1): when a save gives a session an owner (a login) and
+    /// the owner then has more, the oldest others (by creation) are ended, each told to the
+    /// listener as [`SessionEvent::Destroyed`]. The trim follows the login's save, it is not
+    /// part of it: two logins at once each keep the newest sessions by the same order, so
+    /// together they end the right ones, but for a moment the owner may have one more. A
+    /// store that keeps no per-user index (memcached) cannot enforce it; the login then
+    /// succeeds and a warning is logged.
+    pub fn max_sessions_per_owner(mut self, max: Option<usize>) -> Self {
+        self.max_per_owner = max.map(|m| m.max(1));
+        self
+    }
+
     /// The clock (default [`SystemClock`]); tests pass a [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -356,6 +372,7 @@ impl SessionManagerBuilder {
                 clock: self.clock,
                 cycle_grace: self.cycle_grace,
                 listener: self.listener,
+                max_per_owner: self.max_per_owner,
             }),
         }
     }
@@ -383,6 +400,7 @@ impl SessionManager {
             clock: Arc::new(SystemClock),
             cycle_grace: Duration::from_secs(30),
             listener: Listener::default(),
+            max_per_owner: None,
         }
     }
 
@@ -544,6 +562,91 @@ impl SessionManager {
         Ok(sessions)
     }
 
+    /// The live sessions of `owner` with their devices (see [`crate::devices`]), most
+    /// recently seen first: what an "active sessions" page lists. Each is loaded from the
+    /// store (one load per session).
+    ///
+    /// # Errors
+    /// As [`SessionManager::sessions_of`].
+    pub async fn devices_of(&self, owner: &str) -> Result<Vec<DeviceSession>, SessionError> {
+        let store = self.store_dyn();
+        let now = self.now();
+        let mut devices = Vec::new();
+        for info in self.sessions_of(owner).await? {
+            if let Some(record) = store.load(&info.key).await?
+                && record.owner.as_deref() == Some(owner)
+                && !record.is_expired_at(now)
+            {
+                devices.push(DeviceSession::of_record(&record));
+            }
+        }
+        devices.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then(b.created_at.cmp(&a.created_at))
+        });
+        Ok(devices)
+    }
+
+    /// Ends **one** session of `owner`, named by the handle [`SessionManager::devices_of`]
+    /// lists (its storage key, never the bearer id): `true` when it was `owner`'s and is now
+    /// gone, `false` when there is no such live session of `owner` (a handle of another
+    /// user's session ends nothing).
+    ///
+    /// # Errors
+    /// [`SessionError::Store`] when the store fails.
+    pub async fn end_session_of(
+        &self,
+        owner: &str,
+        key: &StorageKey,
+    ) -> Result<bool, SessionError> {
+        let store = self.store_dyn();
+        let Some(record) = store.load(key).await? else {
+            return Ok(false);
+        };
+        if record.owner.as_deref() != Some(owner) {
+            return Ok(false);
+        }
+        store.delete(key).await?;
+        self.inner
+            .listener
+            .emit(|| SessionEvent::Destroyed { key: *key });
+        Ok(true)
+    }
+
+    /// After a save that gave the session under `current` to `owner`: ends the oldest other
+    /// sessions of `owner` beyond [`SessionManagerBuilder::max_sessions_per_owner`].
+    async fn trim_owner(&self, owner: &str, current: StorageKey) {
+        let Some(max) = self.inner.max_per_owner else {
+            return;
+        };
+        let mut others = match self.store_dyn().sessions_of(owner).await {
+            Ok(sessions) => sessions,
+            Err(error) => {
+                tracing::warn!(%error, "max_sessions_per_owner: the owner's sessions could not be listed");
+                return;
+            }
+        };
+        let now = self.now();
+        others.retain(|s| s.key != current && s.expires_at > now);
+        if others.len() < max {
+            return;
+        }
+        // Newest first; the same order in every process, so racing logins agree.
+        others.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.key.cmp(&a.key)));
+        for old in &others[max - 1..] {
+            match self.store_dyn().delete(&old.key).await {
+                Ok(()) => self
+                    .inner
+                    .listener
+                    .emit(|| SessionEvent::Destroyed { key: old.key }),
+                Err(error) => {
+                    tracing::warn!(%error, "max_sessions_per_owner: an old session could not be ended");
+                }
+            }
+        }
+    }
+
     /// Ends the session now: deletes its record.
     ///
     /// # Errors
@@ -610,11 +713,20 @@ impl SessionManager {
                         },
                         Err(e) => Err(e),
                     };
-                    let mut state = session.lock();
-                    match written {
-                        Ok(SaveOutcome::Updated) => state.on_updated(expires_at),
-                        Ok(_) => state.on_gone(),
-                        Err(_) => state.restore(changes),
+                    let login = match (&written, changes.owner()) {
+                        (Ok(SaveOutcome::Updated), OwnerChange::Set(owner)) => Some(owner.clone()),
+                        _ => None,
+                    };
+                    {
+                        let mut state = session.lock();
+                        match written {
+                            Ok(SaveOutcome::Updated) => state.on_updated(expires_at),
+                            Ok(_) => state.on_gone(),
+                            Err(_) => state.restore(changes),
+                        }
+                    }
+                    if let Some(owner) = login {
+                        self.trim_owner(&owner, key).await;
                     }
                     written.map_err(SessionError::from)
                 }
@@ -685,6 +797,9 @@ impl SessionManager {
                 key: record.key,
                 owner: record.owner.clone(),
             });
+            if let Some(owner) = &record.owner {
+                self.trim_owner(owner, record.key).await;
+            }
             return Ok(SaveOutcome::Created);
         };
         self.inner.listener.emit(|| SessionEvent::IdCycled {
@@ -692,7 +807,12 @@ impl SessionManager {
             to: record.key,
             owner: record.owner.clone(),
         });
-        if let Err(e) = self.retire(&old, &record, &mine).await {
+        let retired = self.retire(&old, &record, &mine).await;
+        // After the retire: the old record is a pointer by then, not one of the owner's.
+        if let Some(owner) = &record.owner {
+            self.trim_owner(owner, record.key).await;
+        }
+        if let Err(e) = retired {
             // The new record is live; the old one goes at the next save.
             session.lock().delete_later(old);
             return Err(e.into());

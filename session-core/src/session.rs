@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::Codec;
+use crate::devices::{DEVICE_KEY, DeviceRecord};
 use crate::error::SessionError;
 use crate::id::{IdGenerator, SessionId, StorageKey};
 use crate::manager::{EXPIRY_KEY, Expiry, SaveOutcome, SessionExpiry};
@@ -559,6 +560,18 @@ impl State {
         };
         // The session's own expiry, when it has one, instead of the manager's.
         let own = SessionExpiry::of(&self.data);
+        let touch_after = SessionExpiry::touch_after(own, rules.touch_after);
+        // A recorded device's last-seen time, kept current to within `touch_after`.
+        if let Some(mut device) = DeviceRecord::of(&self.data) {
+            let now = rules.now.as_unix_millis();
+            let due = device.last_seen_ms.is_none_or(|seen| {
+                u128::try_from(now.saturating_sub(seen)).unwrap_or(0) >= touch_after.as_millis()
+            });
+            if due {
+                device.last_seen_ms = Some(now);
+                self.put(DEVICE_KEY.to_owned(), device.encode());
+            }
+        }
         let expiry = own.map_or(rules.expiry, |own| own.expiry());
         let deadline = expiry.deadline(created_at, rules.now);
         if !self.stored || self.cycle {
@@ -590,13 +603,7 @@ impl State {
                 expires_at: deadline,
             };
         }
-        if expiry.idle().is_some()
-            && refresh_due(
-                SessionExpiry::touch_after(own, rules.touch_after),
-                self.expires_at,
-                deadline,
-            )
-        {
+        if expiry.idle().is_some() && refresh_due(touch_after, self.expires_at, deadline) {
             return SavePlan::Touch {
                 key: self.key,
                 expires_at: deadline,
@@ -681,6 +688,27 @@ impl State {
         self.cycle = true;
         self.owner = None;
         self.changes = Changes::new();
+    }
+
+    pub(crate) fn is_stored(&self) -> bool {
+        self.stored
+    }
+
+    pub(crate) fn data(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.data
+    }
+
+    /// How many keys the application wrote (reserved ones left out).
+    pub(crate) fn user_keys(&self) -> usize {
+        self.data
+            .keys()
+            .filter(|k| !k.starts_with(RESERVED_PREFIX))
+            .count()
+    }
+
+    /// Writes one of the session's own reserved keys.
+    pub(crate) fn put_reserved(&mut self, key: &str, bytes: Vec<u8>) {
+        self.put(key.to_owned(), bytes);
     }
 
     fn put(&mut self, key: String, bytes: Vec<u8>) {

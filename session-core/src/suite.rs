@@ -849,6 +849,102 @@ pub async fn check_lifecycle_events(store: Arc<dyn SessionStore>) {
     );
 }
 
+/// Devices ([`crate::devices`]) and the per-owner cap on this store: three logins of one
+/// user with `max_sessions_per_owner(2)` end the oldest; [`SessionManager::devices_of`]
+/// lists the other two, newest first, with the user agent, IP and last-seen time each
+/// recorded; [`SessionManager::end_session_of`] ends one by its handle for its owner and
+/// nothing for another user; an anonymous session records no device and writes nothing. On
+/// a store without the per-user index (`supported` false) the listing is `Unsupported` and
+/// a capped login still succeeds.
+pub async fn check_devices(store: Arc<dyn SessionStore>, supported: bool) {
+    use crate::SessionEvent;
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let told = events.clone();
+    let manager = SessionManager::builder_arc(store.clone())
+        .max_sessions_per_owner(Some(2))
+        .listener(move |event: &SessionEvent| told.lock().unwrap().push(event.clone()))
+        .build();
+    let owner = format!("devices-{}", UuidV4Generator.generate().as_str());
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        let session = manager.create();
+        session.insert("user", &owner).unwrap();
+        session.set_client(Some(&format!("agent-{i}")), Some(&format!("203.0.113.{i}")));
+        session.set_owner(Some(&owner));
+        assert_eq!(manager.save(&session).await.unwrap(), SaveOutcome::Created);
+        keys.push(session.id().storage_key());
+        // Creation times a few milliseconds apart: "oldest" is well defined.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if !supported {
+        assert!(matches!(
+            manager.devices_of(&owner).await,
+            Err(crate::SessionError::Store(StoreError::Unsupported { .. }))
+        ));
+        return;
+    }
+    assert!(
+        store.load(&keys[0]).await.unwrap().is_none(),
+        "the oldest session outlived the cap"
+    );
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .contains(&SessionEvent::Destroyed { key: keys[0] })
+    );
+    let devices = manager.devices_of(&owner).await.unwrap();
+    let listed: Vec<StorageKey> = devices.iter().map(|d| d.key).collect();
+    assert_eq!(listed, [keys[2], keys[1]], "newest first");
+    let now = Timestamp::now().as_unix_millis();
+    for (device, i) in devices.iter().zip([2, 1]) {
+        assert_eq!(
+            device.user_agent.as_deref(),
+            Some(format!("agent-{i}").as_str())
+        );
+        assert_eq!(
+            device.ip.as_deref(),
+            Some(format!("203.0.113.{i}").as_str())
+        );
+        let seen = device
+            .last_seen
+            .expect("no last-seen time")
+            .as_unix_millis();
+        assert!(
+            (0..60_000).contains(&(now - seen)),
+            "last seen {seen}, now {now}"
+        );
+    }
+
+    assert!(
+        !manager
+            .end_session_of("someone-else", &keys[1])
+            .await
+            .unwrap(),
+        "another user's handle ended a session"
+    );
+    assert!(store.load(&keys[1]).await.unwrap().is_some());
+    assert!(manager.end_session_of(&owner, &keys[1]).await.unwrap());
+    assert!(store.load(&keys[1]).await.unwrap().is_none());
+    assert!(!manager.end_session_of(&owner, &keys[1]).await.unwrap());
+    let left: Vec<StorageKey> = manager
+        .devices_of(&owner)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.key)
+        .collect();
+    assert_eq!(left, [keys[2]]);
+
+    let anonymous = manager.create();
+    anonymous.set_client(Some("agent"), Some("198.51.100.1"));
+    assert_eq!(
+        manager.save(&anonymous).await.unwrap(),
+        SaveOutcome::Unchanged,
+        "an anonymous visitor's device was written"
+    );
+}
+
 /// Logout is final: in each of 50 rounds `delete` races an `update` and a `touch` of the same
 /// session, and afterwards the session is gone and stays gone.
 pub async fn check_logout_is_final(store: Arc<dyn SessionStore>) {
@@ -1579,6 +1675,14 @@ macro_rules! conformance_tests {
             if let ::std::option::Option::Some(fixture) = factory().await {
                 let (store, _guard) = $crate::suite::IntoFixture::into_fixture(fixture);
                 $crate::suite::check_owner_index(store, $owner_index).await;
+            }
+        }
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn check_devices() {
+            let factory = $factory;
+            if let ::std::option::Option::Some(fixture) = factory().await {
+                let (store, _guard) = $crate::suite::IntoFixture::into_fixture(fixture);
+                $crate::suite::check_devices(store, $owner_index).await;
             }
         }
     };

@@ -514,3 +514,47 @@ async fn an_own_expiry_is_stored_with_the_session_and_overrides_the_managers() {
     back.destroy();
     assert_eq!(back.own_expiry(), None, "destroy kept the own expiry");
 }
+
+/// A recorded device's last-seen time moves with use, but only once `touch_after` has
+/// passed: requests in between write nothing.
+#[tokio::test]
+async fn last_seen_moves_no_more_often_than_the_touch_throttle() {
+    let (manager, probe, clock) = setup(Some(30 * MINUTE), None);
+    let session = manager.create();
+    session.insert("user", "alice").unwrap();
+    session.set_client(Some("agent"), None);
+    manager.save(&session).await.unwrap();
+    let id = session.id();
+    let seen = |record: session_core::Record| {
+        session_core::DeviceSession::of_record(&record)
+            .last_seen
+            .unwrap()
+    };
+    let first = seen(probe.load(&id.storage_key()).await.unwrap().unwrap());
+    assert_eq!(first, manager.now());
+
+    let calls = probe.calls();
+    for _ in 0..5 {
+        clock.advance(Duration::from_secs(30)); // touch_after is 3 min
+        let again = manager.load(&id).await.unwrap().unwrap();
+        again.set_client(Some("agent"), None); // the same device: no change
+        assert_eq!(manager.save(&again).await.unwrap(), SaveOutcome::Unchanged);
+    }
+    assert_eq!(
+        probe.calls() - calls,
+        5,
+        "only the five loads reached the store"
+    );
+    assert_eq!(
+        seen(probe.load(&id.storage_key()).await.unwrap().unwrap()),
+        first
+    );
+
+    clock.advance(Duration::from_secs(31));
+    let again = manager.load(&id).await.unwrap().unwrap();
+    assert_eq!(manager.save(&again).await.unwrap(), SaveOutcome::Updated);
+    assert_eq!(
+        seen(probe.load(&id.storage_key()).await.unwrap().unwrap()),
+        manager.now()
+    );
+}
