@@ -77,8 +77,13 @@ where
             None => req.headers().get_all(COOKIE),
             Some(_) => req.headers().get_all(self.config.request_header()),
         };
-        let lazy =
+        let mut lazy =
             LazySession::from_headers(self.config.clone(), values.map(HeaderValue::as_bytes));
+        if self.config.records_devices() {
+            let header = |name: &str| req.headers().get(name).map(HeaderValue::as_bytes);
+            let ip = self.config.client_ip_header().and_then(header);
+            lazy.set_client(header("user-agent"), ip);
+        }
         req.extensions_mut().insert(lazy.clone());
         let service = self.service.clone();
         Box::pin(async move {

@@ -55,6 +55,8 @@ pub struct SessionConfig {
     pub(crate) on_corrupt: CorruptPolicy,
     pub(crate) save_on_server_error: bool,
     pub(crate) transport: Transport,
+    pub(crate) record_user_agent: bool,
+    pub(crate) client_ip_header: Option<String>,
 }
 
 impl SessionConfig {
@@ -70,6 +72,8 @@ impl SessionConfig {
             on_corrupt: CorruptPolicy::default(),
             save_on_server_error: false,
             transport: Transport::Cookie,
+            record_user_agent: false,
+            client_ip_header: None,
         }
     }
 
@@ -161,7 +165,39 @@ impl SessionConfig {
     pub fn set_transport(&mut self, transport: Transport) {
         self.transport = transport;
     }
+
+    /// Record each session's `User-Agent` for [`SessionManager::devices_of`].
+    pub fn set_record_user_agent(&mut self, record: bool) {
+        self.record_user_agent = record;
+    }
+
+    /// Record each session's client IP, read from this request header (lowercase).
+    pub fn set_client_ip_header(&mut self, name: Option<String>) {
+        self.client_ip_header = name.map(|n| n.to_ascii_lowercase());
+    }
+
+    /// Whether sessions record their `User-Agent`.
+    pub fn records_user_agent(&self) -> bool {
+        self.record_user_agent
+    }
+
+    /// The request header sessions record their client IP from, if any.
+    pub fn client_ip_header(&self) -> Option<&str> {
+        self.client_ip_header.as_deref()
+    }
+
+    /// Whether an integration must hand each request's device headers to
+    /// [`LazySession::set_client`].
+    pub fn records_devices(&self) -> bool {
+        self.record_user_agent || self.client_ip_header.is_some()
+    }
 }
+
+/// The longest `User-Agent` recorded; longer ones are cut (a header is not a place to store
+/// kilobytes in every session).
+const MAX_USER_AGENT: usize = 256;
+/// The longest client IP recorded.
+const MAX_IP: usize = 64;
 
 /// The constructors and builder methods every HTTP integration offers, with the same names
 /// and docs: expanded inside the `impl` block of a type whose one field is
@@ -293,6 +329,25 @@ macro_rules! settings_methods {
         pub fn save_on_server_error(self, save: bool) -> Self {
             self.with(|c| c.set_save_on_server_error(save))
         }
+
+        /// Record each session's `User-Agent` for an "active sessions" page
+        /// (`SessionManager::devices_of`; default off). Written only when it changes, and
+        /// never for a visitor whose session holds no data. Personal data: see the privacy
+        /// note in `session_core::devices`.
+        #[must_use]
+        pub fn record_user_agent(self, record: bool) -> Self {
+            self.with(|c| c.set_record_user_agent(record))
+        }
+
+        /// Record each session's client IP, read from the request header `name` (default
+        /// none): the first address of `X-Forwarded-For`, or `X-Real-IP`, as the app's own
+        /// reverse proxy sets it — only a header that proxy overwrites can be trusted.
+        /// Personal data: see the privacy note in `session_core::devices`.
+        #[must_use]
+        pub fn client_ip_header(self, name: impl Into<String>) -> Self {
+            let name = name.into();
+            self.with(|c| c.set_client_ip_header(Some(name)))
+        }
     };
 }
 
@@ -343,6 +398,8 @@ struct LazyInner {
     /// The expiry of a cookie signed by an old key (rotation): the response signs it again
     /// under the current key, even when the session is not written.
     old_key_expires: Option<Timestamp>,
+    /// The request's `User-Agent` and client IP, when the configuration records them.
+    client: Option<(Option<String>, Option<String>)>,
     cell: OnceCell<Loaded>,
 }
 
@@ -392,8 +449,36 @@ impl LazySession {
                 id,
                 cookie_expires,
                 old_key_expires,
+                client: None,
                 cell: OnceCell::new(),
             }),
+        }
+    }
+
+    /// Hands over the request's `User-Agent` and client-IP header values (the one
+    /// [`SessionConfig::client_ip_header`] names), for a configuration that
+    /// [records devices](SessionConfig::records_devices); the response's save records them
+    /// with the session. Call it right after [`LazySession::from_headers`], before cloning.
+    pub fn set_client(&mut self, user_agent: Option<&[u8]>, ip: Option<&[u8]>) {
+        let config = &self.inner.config;
+        let text = |bytes: &[u8], max: usize| {
+            let text = std::str::from_utf8(bytes).ok()?.trim();
+            (!text.is_empty()).then(|| text.chars().take(max).collect::<String>())
+        };
+        let user_agent = user_agent
+            .filter(|_| config.record_user_agent)
+            .and_then(|ua| text(ua, MAX_USER_AGENT));
+        // `X-Forwarded-For: client, proxy1, proxy2`: the first is the client.
+        let ip = ip
+            .filter(|_| config.client_ip_header.is_some())
+            .and_then(|ip| text(ip, 1024))
+            .and_then(|ip| {
+                ip.split(',')
+                    .next()
+                    .map(|first| first.trim().chars().take(MAX_IP).collect())
+            });
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.client = Some((user_agent, ip));
         }
     }
 
@@ -499,6 +584,11 @@ impl LazySession {
         };
         if !loaded.persist {
             return Finish::Nothing;
+        }
+        if let Some((user_agent, ip)) = &self.inner.client {
+            loaded
+                .session
+                .set_client(user_agent.as_deref(), ip.as_deref());
         }
         let span = debug_span(|| tracing::debug_span!("session.save"));
         let saved = config

@@ -91,6 +91,7 @@ pub fn explain(status: u16, rejection: &dyn std::error::Error) -> String {
 /// - `/fail-500`: writes `n = 100` and answers 500; `/logout-500`: `destroy`, then 500.
 /// - `/remember`: gives the session its own persistent expiry (idle 30 days, lifetime 90
 ///   days); `/short`: a browser-session one (idle 5 minutes).
+/// - `/own`: gives the session to the owner `alice`.
 /// - `/hit`: increments the counter `hits` ([`Session::increment`]), yields a few times (so
 ///   that concurrent requests all load before any saves), answers the value it saw;
 ///   `/hits`: answers `hits` (0 when unset).
@@ -122,6 +123,10 @@ async fn respond_ok(path: &str, session: &Session, hooks: &Hooks) -> String {
             next.to_string()
         }
         "/peek" => n().to_string(),
+        "/own" => {
+            session.set_owner(Some("alice"));
+            "owned".into()
+        }
         "/remember" => {
             const DAY: Duration = Duration::from_secs(24 * 3600);
             session.set_expiry(Some(session_core::SessionExpiry::persistent(
@@ -312,6 +317,7 @@ macro_rules! http_scenarios {
             concurrent_increments_through_http_all_count,
             a_remembered_session_outlives_the_default_and_a_short_one_dies_early,
             lifecycle_events_reach_the_listener,
+            devices_are_recorded_and_one_session_can_be_ended,
         );
     };
 }
@@ -1212,4 +1218,88 @@ pub async fn lifecycle_events_reach_the_listener<F: Framework>(f: &F) {
         ] if *expired == key => {}
         other => panic!("a request after the idle timeout: {other:?}"),
     }
+}
+
+/// With `record_user_agent` and `client_ip_header`, each session records its device when it
+/// is written and again only when the device changes; the owner's "active sessions" list
+/// shows both browsers with their user agent and client IP (the first address of
+/// `X-Forwarded-For`); ending one by its handle logs that browser out and leaves the other.
+pub async fn devices_are_recorded_and_one_session_can_be_ended<F: Framework>(f: &F) {
+    let fx = Fixture::with(|c| {
+        c.set_record_user_agent(true);
+        c.set_client_ip_header(Some("X-Forwarded-For".into()));
+    });
+    let send = |path: &'static str, cookie: Option<String>, agent: &'static [u8]| {
+        let app = fx.app.clone();
+        async move {
+            let mut headers: Vec<(&str, &[u8])> = vec![
+                ("user-agent", agent),
+                ("x-forwarded-for", b"203.0.113.9, 10.0.0.1"),
+            ];
+            if let Some(cookie) = &cookie {
+                headers.push(("cookie", cookie.as_bytes()));
+                return f.send_headers(&app, path, &headers).await;
+            }
+            f.send_headers(&app, path, &headers).await
+        }
+    };
+    let anonymous = send("/peek", None, b"Bot/1.0").await;
+    assert!(
+        anonymous.set_cookies.is_empty(),
+        "an anonymous visitor got a cookie"
+    );
+    let calls = fx.probe.calls();
+    let laptop = send("/", None, b"Laptop/1.0").await.cookie();
+    send("/own", Some(laptop.clone()), b"Laptop/1.0").await;
+    let phone = send("/", None, b"Phone/2.0").await.cookie();
+    send("/own", Some(phone.clone()), b"Phone/2.0").await;
+    assert!(fx.probe.calls() > calls);
+
+    let devices = fx.manager.devices_of("alice").await.unwrap();
+    let mut agents: Vec<&str> = devices
+        .iter()
+        .map(|d| d.user_agent.as_deref().unwrap())
+        .collect();
+    agents.sort_unstable();
+    assert_eq!(agents, ["Laptop/1.0", "Phone/2.0"]);
+    assert!(
+        devices
+            .iter()
+            .all(|d| d.ip.as_deref() == Some("203.0.113.9") && d.last_seen.is_some()),
+        "{devices:?}"
+    );
+
+    // The same device again: a read costs the load only, no write.
+    let calls = fx.probe.calls();
+    let reply = send("/peek", Some(laptop.clone()), b"Laptop/1.0").await;
+    assert_eq!(reply.body, "1");
+    assert_eq!(
+        fx.probe.calls() - calls,
+        1,
+        "a read with the same device wrote"
+    );
+
+    let laptop_key = devices
+        .iter()
+        .find(|d| d.user_agent.as_deref() == Some("Laptop/1.0"))
+        .unwrap()
+        .key;
+    assert!(
+        !fx.manager
+            .end_session_of("mallory", &laptop_key)
+            .await
+            .unwrap()
+    );
+    assert!(
+        fx.manager
+            .end_session_of("alice", &laptop_key)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        send("/", Some(laptop), b"Laptop/1.0").await.body,
+        "1",
+        "the ended session still worked"
+    );
+    assert_eq!(send("/", Some(phone), b"Phone/2.0").await.body, "2");
 }

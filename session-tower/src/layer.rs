@@ -70,10 +70,16 @@ where
             None => req.headers().get_all(COOKIE),
             Some(_) => req.headers().get_all(self.config.request_header()),
         };
-        let lazy = LazySession(session_http::LazySession::from_headers(
+        let mut lazy = session_http::LazySession::from_headers(
             self.config.clone(),
             values.iter().map(HeaderValue::as_bytes),
-        ));
+        );
+        if self.config.records_devices() {
+            let header = |name: &str| req.headers().get(name).map(HeaderValue::as_bytes);
+            let ip = self.config.client_ip_header().and_then(header);
+            lazy.set_client(header("user-agent"), ip);
+        }
+        let lazy = LazySession(lazy);
         req.extensions_mut().insert(lazy.clone());
         // The clone that was made ready is the one to call.
         let clone = self.inner.clone();
