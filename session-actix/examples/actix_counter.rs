@@ -31,7 +31,7 @@ use actix_web::http::header::LOCATION;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde::Deserialize;
 use session_actix::{Session, SessionMiddleware};
-use session_core::{CancellationToken, spawn_sweeper};
+use session_core::{CancellationToken, SessionManager, spawn_sweeper};
 
 async fn index(session: Session) -> HttpResponse {
     HttpResponse::Ok()
@@ -62,6 +62,28 @@ async fn logout(session: Session) -> HttpResponse {
     to_home()
 }
 
+async fn sessions(manager: web::Data<SessionManager>, session: Session) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(common::sessions_page(&manager, &session).await)
+}
+
+#[derive(Deserialize)]
+struct End {
+    key: String,
+}
+
+async fn end_session(
+    manager: web::Data<SessionManager>,
+    session: Session,
+    form: web::Form<End>,
+) -> HttpResponse {
+    common::end_session(&manager, &session, &form.key).await;
+    HttpResponse::SeeOther()
+        .insert_header((LOCATION, "/sessions"))
+        .finish()
+}
+
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     common::init_logging();
@@ -79,7 +101,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("session store: {shown}");
     let manager = common::manager(store);
     let middleware = SessionMiddleware::new(manager.clone(), common::key_from_env()?)
-        .secure(common::secure_from_env());
+        .secure(common::secure_from_env())
+        // For "Your sessions": each session's browser (personal data; see the README).
+        .record_user_agent(true);
+    let data = web::Data::new(manager.clone());
 
     let cancel = CancellationToken::new();
     let sweeper = spawn_sweeper(
@@ -91,7 +116,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let server = HttpServer::new(move || {
         App::new()
             .wrap(middleware.clone())
+            .app_data(data.clone())
             .route("/", web::get().to(index))
+            .route("/sessions", web::get().to(sessions))
+            .route("/sessions/end", web::post().to(end_session))
             .route("/login", web::post().to(login))
             .route("/logout", web::post().to(logout))
             .route("/health", web::get().to(|| async { "ok" }))

@@ -1,5 +1,6 @@
-//! The example app: a visit counter, a login that cycles the session id, a flash message,
-//! and a logout that destroys the session.
+//! The example app: a visit counter (an atomic increment), a login that cycles the session
+//! id (with "Remember me"), a flash message, "Your sessions" (each browser signed in, and a
+//! button to end any one), and a logout that destroys the session.
 //!
 //! ```sh
 //! cargo run -p session-tower --example counter            # memory store, 127.0.0.1:3000
@@ -64,6 +65,11 @@ async fn logout(session: Session) -> Redirect {
     Redirect::to("/")
 }
 
+#[derive(Deserialize)]
+struct End {
+    key: String,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     common::init_logging();
@@ -81,12 +87,28 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("session store: {shown}");
     let manager = common::manager(store);
     let layer = SessionLayer::new(manager.clone(), common::key_from_env()?)
-        .secure(common::secure_from_env());
+        .secure(common::secure_from_env())
+        // For "Your sessions": each session's browser (personal data; see the README).
+        .record_user_agent(true);
 
+    let (list, end) = (manager.clone(), manager.clone());
     let app = Router::new()
         .route("/", get(index))
         .route("/login", post(login))
         .route("/logout", post(logout))
+        .route(
+            "/sessions",
+            get(move |session: Session| async move {
+                Html(common::sessions_page(&list, &session).await)
+            }),
+        )
+        .route(
+            "/sessions/end",
+            post(move |session: Session, Form(form): Form<End>| async move {
+                common::end_session(&end, &session, &form.key).await;
+                Redirect::to("/sessions")
+            }),
+        )
         .route("/health", get(|| async { "ok" }))
         .layer(layer);
 

@@ -90,6 +90,9 @@ impl Reply {
     }
 }
 
+/// The `User-Agent` of every request the tests send.
+const USER_AGENT: &str = "e2e-walk/1.0";
+
 pub(crate) async fn request(
     addr: &str,
     method: &str,
@@ -98,7 +101,9 @@ pub(crate) async fn request(
     form: Option<&str>,
 ) -> Reply {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: {USER_AGENT}\r\nConnection: close\r\n"
+    );
     if let Some(cookie) = cookie {
         req.push_str(&format!("Cookie: {cookie}\r\n"));
     }
@@ -386,6 +391,56 @@ async fn walk_one(app: &App, peek: Option<&Peek>) {
         "concurrent visits were lost"
     );
 
+    // "Your sessions": a second browser signs in as alice; the first lists both, with the
+    // browser each was used from, and ends the second by its handle.
+    let other = request(addr, "GET", "/", None, None).await.cookie();
+    let other = request(addr, "POST", "/login", Some(&other), Some("username=alice"))
+        .await
+        .cookie();
+    let theirs = bearer(&other).storage_key().to_hex();
+    let mine = bearer(&signed_in).storage_key().to_hex();
+    let page = request(addr, "GET", "/sessions", Some(&signed_in), None).await;
+    if app
+        .store
+        .as_deref()
+        .is_some_and(|s| s.starts_with("memcache"))
+    {
+        // memcached keeps no per-user index.
+        assert!(page.body.contains("Not available"), "{}", page.body);
+    } else {
+        let listed = listed_sessions(&page.body);
+        assert!(
+            listed.contains(&(mine.as_str().to_owned(), true))
+                && listed.contains(&(theirs.as_str().to_owned(), false)),
+            "{}",
+            page.body
+        );
+        assert!(
+            page.body.contains(USER_AGENT),
+            "no device shown: {}",
+            page.body
+        );
+        let end = request(
+            addr,
+            "POST",
+            "/sessions/end",
+            Some(&signed_in),
+            Some(&format!("key={}", theirs.as_str())),
+        )
+        .await;
+        assert_eq!(end.status, 303);
+        let page = request(addr, "GET", "/sessions", Some(&signed_in), None).await;
+        assert!(page.body.contains("Session ended."), "{}", page.body);
+        let listed = listed_sessions(&page.body);
+        assert!(!listed.iter().any(|(key, _)| key == theirs.as_str()));
+        let ended = request(addr, "GET", "/", Some(&other), None).await;
+        assert!(
+            !ended.body.contains("Signed in"),
+            "the ended session still signs in: {}",
+            ended.body
+        );
+    }
+
     let logout = request(addr, "POST", "/logout", Some(&signed_in), None).await;
     assert_eq!(logout.status, 303);
     // The logged-out session is gone; its flash lives in a fresh one, under a new cookie.
@@ -463,6 +518,17 @@ async fn walk_one(app: &App, peek: Option<&Peek>) {
 }
 
 const DAY: i64 = 24 * 3600;
+
+/// The sessions `/sessions` lists: each handle, and whether it is the requesting one.
+fn listed_sessions(body: &str) -> Vec<(String, bool)> {
+    body.split("<li data-key=\"")
+        .skip(1)
+        .map(|item| {
+            let (key, rest) = item.split_once('"').unwrap();
+            (key.to_owned(), rest.starts_with(" data-this=\"1\""))
+        })
+        .collect()
+}
 
 /// The `Max-Age` of a `Set-Cookie` value.
 fn max_age(set_cookie: &str) -> i64 {

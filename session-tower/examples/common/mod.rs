@@ -39,7 +39,68 @@ pub(crate) fn manager(store: Arc<dyn SessionStore>) -> SessionManager {
         // Lifecycle events (created, id cycled, destroyed, expired) to the log; an app
         // would send them to its audit trail through a channel.
         .listener(|event: &SessionEvent| tracing::info!(?event, "session event"))
+        // A login beyond 10 sessions of one user ends the oldest.
+        .max_sessions_per_owner(Some(10))
         .build()
+}
+
+/// `GET /sessions`: the signed-in user's sessions, with the device each was last used from
+/// (the layers record the `User-Agent`) and a button to end any one of them.
+pub(crate) async fn sessions_page(manager: &SessionManager, session: &Session) -> String {
+    let notice = session
+        .take_flash::<String>("notice")
+        .ok()
+        .flatten()
+        .map(|m| format!("<p class=\"flash\">{}</p>", escape(&m)))
+        .unwrap_or_default();
+    let Some(user) = session.get::<String>("user").ok().flatten() else {
+        return format!("<!doctype html><title>Sessions</title>{notice}<p>Not signed in.</p>");
+    };
+    let this = session.id().storage_key();
+    let list = match manager.devices_of(&user).await {
+        Ok(devices) => devices
+            .iter()
+            .map(|d| {
+                let key = d.key.to_hex();
+                let seen = d
+                    .last_seen
+                    .map(|t| format!("last seen at {} (unix ms)", t.as_unix_millis()))
+                    .unwrap_or_default();
+                format!(
+                    "<li data-key=\"{key}\" data-this=\"{this}\">{agent} {seen}{mark}\
+                     <form method=\"post\" action=\"/sessions/end\">\
+                     <input type=\"hidden\" name=\"key\" value=\"{key}\"><button>End</button></form></li>",
+                    key = key.as_str(),
+                    this = u8::from(d.key == this),
+                    agent = escape(d.user_agent.as_deref().unwrap_or("unknown device")),
+                    mark = if d.key == this { " (this session)" } else { "" },
+                )
+            })
+            .collect::<String>(),
+        Err(e) => format!("<li>Not available: {}</li>", escape(&e.to_string())),
+    };
+    format!(
+        "<!doctype html><title>Sessions</title>{notice}<p>Sessions of <b>{}</b>:</p><ul>{list}</ul>",
+        escape(&user)
+    )
+}
+
+/// `POST /sessions/end` with the form's `key` (a handle from `/sessions`): ends that session
+/// if it is the signed-in user's; the response redirects to `/sessions`.
+pub(crate) async fn end_session(manager: &SessionManager, session: &Session, key: &str) {
+    let Some(user) = session.get::<String>("user").ok().flatten() else {
+        return;
+    };
+    let ended = match session_core::StorageKey::parse_hex(key) {
+        Some(key) => manager.end_session_of(&user, &key).await.unwrap_or(false),
+        None => false,
+    };
+    let notice = if ended {
+        "Session ended."
+    } else {
+        "No such session."
+    };
+    let _ = session.flash("notice", notice);
 }
 
 /// The signing key from `SESSION_KEY` (at least 32 bytes), or a random one.
@@ -103,7 +164,7 @@ pub(crate) fn index_page(session: &Session) -> String {
         .unwrap_or_default();
     let account = match user {
         Some(user) => format!(
-            "<p>Signed in as <b>{}</b>.</p>\
+            "<p>Signed in as <b>{}</b>. <a href=\"/sessions\">Your sessions</a></p>\
              <form method=\"post\" action=\"/logout\"><button>Log out</button></form>",
             escape(&user)
         ),
@@ -128,6 +189,8 @@ pub(crate) fn login(session: &Session, username: &str, remember: bool) {
     }
     // A new id at login: an id planted before login (session fixation) becomes worthless.
     session.cycle_id();
+    // The per-user index: "Your sessions", and at most 10 sessions per user.
+    session.set_owner(Some(&name));
     if remember {
         // Remember me: 30 days after the last visit (90 at most), with a cookie that
         // outlives the browser; otherwise the app's 30 idle minutes.
