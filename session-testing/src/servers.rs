@@ -90,8 +90,12 @@ impl ServerKind {
                     return Ok(());
                 }
                 std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+                // Its own temporary directory: servers started at once never share /tmp's
+                // temporary tables (a CI run once lost one there and the install failed).
+                std::fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
                 let mut cmd = Command::new("mariadb-install-db");
-                cmd.arg(format!("--datadir={}", data.display()))
+                cmd.env("TMPDIR", dir.join("tmp"))
+                    .arg(format!("--datadir={}", data.display()))
                     .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
                     .args(["--skip-name-resolve", "--no-defaults"]);
                 if running_as_root() {
@@ -168,6 +172,7 @@ impl ServerKind {
             Self::MariaDb => {
                 cmd.arg("--no-defaults")
                     .arg(format!("--datadir={}", dir.join("mariadb").display()))
+                    .arg(format!("--tmpdir={}", dir.join("tmp").display()))
                     .arg(format!("--socket={}", dir.join("mariadb.sock").display()))
                     .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
                     .args(["--bind-address=127.0.0.1", &format!("--port={port}")])
