@@ -31,7 +31,7 @@ pub(crate) struct DeviceRecord {
 
 impl DeviceRecord {
     pub(crate) fn of(data: &BTreeMap<String, Vec<u8>>) -> Option<Self> {
-        data.get(DEVICE_KEY)
+        crate::session::reserved(data, DEVICE_KEY)
             .and_then(|bytes| Codec::Bincode.decode(bytes).ok())
     }
 

@@ -752,6 +752,20 @@ fn diff(written: &BTreeMap<String, Vec<u8>>, current: &BTreeMap<String, Vec<u8>>
     left
 }
 
+/// The value of the reserved key `key` (one starting with [`RESERVED_PREFIX`]). Reserved
+/// keys start with NUL, so only the empty key sorts before them: a map whose first
+/// non-empty key is not reserved has none, and the common case costs no search (this runs
+/// several times a request).
+pub(crate) fn reserved<'a>(data: &'a BTreeMap<String, Vec<u8>>, key: &str) -> Option<&'a [u8]> {
+    debug_assert!(key.starts_with(RESERVED_PREFIX));
+    match data.first_key_value() {
+        Some((first, _)) if first.starts_with('\0') => {}
+        Some((empty, _)) if empty.is_empty() => {}
+        _ => return None,
+    }
+    data.get(key).map(Vec::as_slice)
+}
+
 fn check_key(key: &str) -> Result<(), SessionError> {
     if key.starts_with(RESERVED_PREFIX) {
         return Err(SessionError::ReservedKey {
@@ -780,6 +794,20 @@ mod plan_tests {
     //! The save plan as a table: a session's state in, the plan out, without a store.
 
     use super::*;
+
+    #[test]
+    fn reserved_keys_are_found_behind_the_empty_key_and_only_there() {
+        let data = |keys: &[&str]| -> BTreeMap<String, Vec<u8>> {
+            keys.iter().map(|k| ((*k).to_owned(), vec![1])).collect()
+        };
+        let key = "\u{0}session:expiry";
+        assert_eq!(reserved(&data(&[key, "a"]), key), Some(&[1u8][..]));
+        assert_eq!(reserved(&data(&["", key, "a"]), key), Some(&[1u8][..]));
+        assert_eq!(reserved(&data(&["", "a"]), key), None);
+        assert_eq!(reserved(&data(&["a"]), key), None);
+        assert_eq!(reserved(&data(&[]), key), None);
+        assert_eq!(reserved(&data(&["\u{0}session:flash:x"]), key), None);
+    }
     use crate::id::UuidV4Generator;
 
     const HOUR: Duration = Duration::from_secs(3600);
