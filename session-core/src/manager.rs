@@ -179,7 +179,7 @@ impl SessionExpiry {
 
     /// The own expiry stored in a record's data.
     pub(crate) fn of(data: &BTreeMap<String, Vec<u8>>) -> Option<Self> {
-        crate::session::reserved(data, EXPIRY_KEY).and_then(|bytes| Self::decode(bytes))
+        crate::session::reserved(data, EXPIRY_KEY).and_then(Self::decode)
     }
 }
 
