@@ -195,6 +195,12 @@ impl Changes {
         &self.written
     }
 
+    /// Bytes of the written key names and values (what a store checks against its size
+    /// limit before an update).
+    pub fn written_size(&self) -> usize {
+        self.written.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
     /// The keys removed, in key order (none after a clear: the clear removes them).
     pub fn removed(&self) -> &BTreeSet<String> {
         &self.removed

@@ -602,13 +602,7 @@ impl MongoStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        check_size(
-            changes
-                .written()
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum(),
-        )?;
+        check_size(changes.written_size())?;
         let small = changes.written().len() + changes.removed().len() <= SMALL_UPDATE;
         let update: UpdateModifications = if !changes.is_cleared() && small {
             paths_update(changes, expires_at).into()

@@ -627,13 +627,7 @@ impl SessionStore for SqlStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.check_size(
-            changes
-                .written()
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum(),
-        )?;
+        self.check_size(changes.written_size())?;
         let now = millis(Timestamp::now());
         self.write(|| {
             self.inner

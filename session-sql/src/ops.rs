@@ -308,11 +308,7 @@ macro_rules! ops_for {
                 let (removed, written) = (changes.removed(), changes.written());
                 let small = removed.len() <= ROWS_PER_INSERT
                     && written.len() <= ROWS_PER_INSERT
-                    && written
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len())
-                        .sum::<usize>()
-                        <= BYTES_PER_INSERT;
+                    && changes.written_size() <= BYTES_PER_INSERT;
                 // Increments read the counters under the session row's lock: the long way.
                 let one = if small && !changes.is_cleared() && changes.incremented().is_empty() {
                     s.update_in_one(owner.is_some(), removed.len(), written.len())

@@ -1238,7 +1238,6 @@ pub async fn devices_are_recorded_and_one_session_can_be_ended<F: Framework>(f: 
             ];
             if let Some(cookie) = &cookie {
                 headers.push(("cookie", cookie.as_bytes()));
-                return f.send_headers(&app, path, &headers).await;
             }
             f.send_headers(&app, path, &headers).await
         }
