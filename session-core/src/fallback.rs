@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::id::StorageKey;
 use crate::record::{Changes, Record};
-use crate::store::{ScanCursor, ScanPage, SessionInfo, SessionStore};
+use crate::store::{
+    CappedWrite, OwnedWrite, OwnerCap, ScanCursor, ScanPage, SessionInfo, SessionStore,
+    write_then_cap,
+};
 use crate::time::Timestamp;
 
 /// A store that serves from `primary` (the new store) and falls back to `fallback` (the
@@ -203,6 +206,15 @@ impl SessionStore for FallbackStore {
         let from_primary = self.primary.delete_sessions_of(owner).await?;
         // A session in both stores is one session; one created meanwhile is counted too.
         Ok(listed.max(from_fallback).max(from_primary))
+    }
+
+    /// Writes, then ends ([`write_then_cap`]): the owner's sessions are in two stores.
+    async fn write_capped(
+        &self,
+        write: OwnedWrite<'_>,
+        cap: &OwnerCap<'_>,
+    ) -> Result<CappedWrite, StoreError> {
+        write_then_cap(self, write, cap).await
     }
 
     /// `primary`'s pages, then `fallback`'s: a session copied during the scan may be listed

@@ -82,7 +82,8 @@ pub use manager::{Expiry, SaveOutcome, SessionExpiry, SessionManager, SessionMan
 pub use record::{Changes, Increment, OwnerChange, Record};
 pub use session::{RESERVED_PREFIX, Session};
 pub use store::{
-    ScanCursor, ScanPage, SessionInfo, SessionStore, bad_cursor, bounded, cas_backoff,
+    CappedWrite, OwnedWrite, OwnerCap, ScanCursor, ScanPage, SessionInfo, SessionStore, bad_cursor,
+    bounded, cas_backoff, write_then_cap,
 };
 pub use sweeper::spawn_sweeper;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

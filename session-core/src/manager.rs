@@ -11,7 +11,7 @@ use crate::events::{Listener, SessionEvent, SessionListener};
 use crate::id::{IdGenerator, SessionId, StorageKey, UuidV4Generator};
 use crate::record::{Changes, OwnerChange, Record};
 use crate::session::{NewRecord, SavePlan, SaveRules, Session, refresh_due};
-use crate::store::SessionStore;
+use crate::store::{OwnedWrite, OwnerCap, SessionStore};
 use crate::time::{Clock, SystemClock, Timestamp};
 
 /// How long sessions live: an idle timeout (sliding) and an absolute lifetime (fixed at
@@ -341,11 +341,15 @@ impl SessionManagerBuilder {
     /// At most this many sessions per owner (Spring Security's `maximumSessions`; default
     /// no limit, `Some(0)` counts as 1): when a save gives a session an owner (a login) and
     /// the owner then has more, the oldest others (by creation) are ended, each told to the
-    /// listener as [`SessionEvent::Destroyed`]. The trim follows the login's save, it is not
-    /// part of it: two logins at once each keep the newest sessions by the same order, so
-    /// together they end the right ones, but for a moment the owner may have one more. A
-    /// store that keeps no per-user index (memcached) cannot enforce it; the login then
-    /// succeeds and a warning is logged.
+    /// listener as [`SessionEvent::Destroyed`].
+    ///
+    /// The login's write and the ending are one call to the store,
+    /// [`SessionStore::write_capped`]. The SQL stores make it one transaction serialized per
+    /// owner and the memory store one step under its login lock: the owner is never over
+    /// the cap, even for a moment or after a crash. The Redis, MongoDB and disk stores write
+    /// and then end ([`crate::write_then_cap`]): for a moment the owner may have one more,
+    /// and two logins at once end the same oldest sessions. A store that keeps no per-user
+    /// index (memcached) cannot enforce it; the login then succeeds and a warning is logged.
     pub fn max_sessions_per_owner(mut self, max: Option<usize>) -> Self {
         self.max_per_owner = max.map(|m| m.max(1));
         self
@@ -614,36 +618,22 @@ impl SessionManager {
         Ok(true)
     }
 
-    /// After a save that gave the session under `current` to `owner`: ends the oldest other
-    /// sessions of `owner` beyond [`SessionManagerBuilder::max_sessions_per_owner`].
-    async fn trim_owner(&self, owner: &str, current: StorageKey) {
-        let Some(max) = self.inner.max_per_owner else {
-            return;
-        };
-        let mut others = match self.store_dyn().sessions_of(owner).await {
-            Ok(sessions) => sessions,
-            Err(error) => {
-                tracing::warn!(%error, "max_sessions_per_owner: the owner's sessions could not be listed");
-                return;
-            }
-        };
-        let now = self.now();
-        others.retain(|s| s.key != current && s.expires_at > now);
-        if others.len() < max {
-            return;
-        }
-        // Newest first; the same order in every process, so racing logins agree.
-        others.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.key.cmp(&a.key)));
-        for old in &others[max - 1..] {
-            match self.store_dyn().delete(&old.key).await {
-                Ok(()) => self
-                    .inner
-                    .listener
-                    .emit(|| SessionEvent::Destroyed { key: old.key }),
-                Err(error) => {
-                    tracing::warn!(%error, "max_sessions_per_owner: an old session could not be ended");
-                }
-            }
+    /// The cap on `owner`'s sessions for a login's write, when the manager has one.
+    fn cap<'a>(&self, owner: &'a str, spare: Option<&'a StorageKey>) -> Option<OwnerCap<'a>> {
+        self.inner.max_per_owner.map(|max| OwnerCap {
+            owner,
+            max,
+            spare,
+            now: self.now(),
+        })
+    }
+
+    /// Tells the listener of the sessions a login's cap ended.
+    fn ended(&self, ended: &[StorageKey]) {
+        for key in ended {
+            self.inner
+                .listener
+                .emit(|| SessionEvent::Destroyed { key: *key });
         }
     }
 
@@ -703,7 +693,26 @@ impl SessionManager {
                     changes,
                     expires_at,
                 } => {
-                    let written = match store.update(&key, &changes, expires_at).await {
+                    // A login under a cap: the store ends the owner's oldest sessions with it.
+                    let cap = match changes.owner() {
+                        OwnerChange::Set(owner) => self.cap(owner, None),
+                        _ => None,
+                    };
+                    let updated = match &cap {
+                        None => store.update(&key, &changes, expires_at).await,
+                        Some(cap) => {
+                            let write = OwnedWrite::Update {
+                                key: &key,
+                                changes: &changes,
+                                expires_at,
+                            };
+                            store.write_capped(write, cap).await.map(|done| {
+                                self.ended(&done.ended);
+                                done.written
+                            })
+                        }
+                    };
+                    let written = match updated {
                         Ok(true) => Ok(SaveOutcome::Updated),
                         // No record: gone, or cycled by another request (then follow it).
                         Ok(false) => match self.forward(&key, &changes, expires_at).await {
@@ -713,10 +722,6 @@ impl SessionManager {
                         },
                         Err(e) => Err(e),
                     };
-                    let login = match (&written, changes.owner()) {
-                        (Ok(SaveOutcome::Updated), OwnerChange::Set(owner)) => Some(owner.clone()),
-                        _ => None,
-                    };
                     {
                         let mut state = session.lock();
                         match written {
@@ -724,9 +729,6 @@ impl SessionManager {
                             Ok(_) => state.on_gone(),
                             Err(_) => state.restore(changes),
                         }
-                    }
-                    if let Some(owner) = login {
-                        self.trim_owner(&owner, key).await;
                     }
                     written.map_err(SessionError::from)
                 }
@@ -779,9 +781,22 @@ impl SessionManager {
         }: NewRecord,
     ) -> Result<SaveOutcome, SessionError> {
         let store = self.store_dyn();
+        let spare = cycled_from.as_ref().map(|(old, _)| *old);
         let mut attempt = 1;
         loop {
-            match store.create(&record).await {
+            // A login under a cap: the store ends the owner's oldest sessions with it.
+            let created = match record
+                .owner
+                .as_deref()
+                .and_then(|o| self.cap(o, spare.as_ref()))
+            {
+                None => store.create(&record).await,
+                Some(cap) => store
+                    .write_capped(OwnedWrite::Create(&record), &cap)
+                    .await
+                    .map(|done| self.ended(&done.ended)),
+            };
+            match created {
                 Ok(()) => break,
                 Err(StoreError::IdCollision) if attempt < CREATE_ATTEMPTS => {
                     attempt += 1;
@@ -797,9 +812,6 @@ impl SessionManager {
                 key: record.key,
                 owner: record.owner.clone(),
             });
-            if let Some(owner) = &record.owner {
-                self.trim_owner(owner, record.key).await;
-            }
             return Ok(SaveOutcome::Created);
         };
         self.inner.listener.emit(|| SessionEvent::IdCycled {
@@ -808,10 +820,6 @@ impl SessionManager {
             owner: record.owner.clone(),
         });
         let retired = self.retire(&old, &record, &mine).await;
-        // After the retire: the old record is a pointer by then, not one of the owner's.
-        if let Some(owner) = &record.owner {
-            self.trim_owner(owner, record.key).await;
-        }
         if let Err(e) = retired {
             // The new record is live; the old one goes at the next save.
             session.lock().delete_later(old);
@@ -885,6 +893,7 @@ metered! {
     retire(key: &'b StorageKey, to: &'b StorageKey, until: Timestamp) -> Option<Record>;
     forwarded(key: &'b StorageKey) -> Option<StorageKey>;
     sessions_of(owner: &'b str) -> Vec<crate::SessionInfo>;
+    write_capped(write: OwnedWrite<'b>, cap: &'b OwnerCap<'b>) -> crate::CappedWrite;
     delete_sessions_of(owner: &'b str) -> u64;
 }
 

@@ -5,7 +5,7 @@
 //!
 //! | name | kind | labels | counts |
 //! |---|---|---|---|
-//! | `session_store_calls_total` | counter | `op` | every store call the manager makes: `load`, `create`, `update`, `touch`, `delete`, `retire`, `forwarded`, `sessions_of`, `delete_sessions_of` |
+//! | `session_store_calls_total` | counter | `op` | every store call the manager makes: `load`, `create`, `update`, `touch`, `delete`, `retire`, `forwarded`, `sessions_of`, `delete_sessions_of`, `write_capped` |
 //! | `session_store_call_seconds` | histogram | `op` | how long each of those calls took |
 //! | `session_store_errors_total` | counter | `op`, `kind` | the calls that failed, by [`error_kind`]: `unavailable`, `backend`, `corrupt`, `too_large`, `config`, `unsupported`, `id_collision` |
 //! | `session_damaged_records_total` | counter | | damaged or foreign records the HTTP layer found and started afresh from |
@@ -88,6 +88,7 @@ op_keys!(
     "forwarded",
     "sessions_of",
     "delete_sessions_of",
+    "write_capped",
 );
 
 #[cfg(feature = "metrics")]

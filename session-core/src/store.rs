@@ -31,6 +31,122 @@ impl From<&Record> for SessionInfo {
     }
 }
 
+/// The write of a login, for [`SessionStore::write_capped`]: it gives a session to an owner.
+#[derive(Debug, Clone, Copy)]
+pub enum OwnedWrite<'a> {
+    /// A new record whose `owner` is set, written as [`SessionStore::create`] writes it.
+    Create(&'a Record),
+    /// Changes that set the owner of an existing record, applied as
+    /// [`SessionStore::update`] applies them.
+    Update {
+        /// The record's key.
+        key: &'a StorageKey,
+        /// The changes; their [`Changes::owner`] is the owner.
+        changes: &'a Changes,
+        /// The record's new expiry.
+        expires_at: Timestamp,
+    },
+}
+
+impl OwnedWrite<'_> {
+    /// The key of the record written.
+    pub fn key(&self) -> &StorageKey {
+        match self {
+            Self::Create(record) => &record.key,
+            Self::Update { key, .. } => key,
+        }
+    }
+}
+
+/// How many sessions one owner may keep, for [`SessionStore::write_capped`]
+/// (the manager's `max_sessions_per_owner`).
+#[derive(Debug, Clone, Copy)]
+pub struct OwnerCap<'a> {
+    /// The owner the write gives the session to.
+    pub owner: &'a str,
+    /// At most this many live sessions, the written one included (at least 1).
+    pub max: usize,
+    /// A session never ended nor counted: the old record of a cycled id, about to become a
+    /// forward pointer.
+    pub spare: Option<&'a StorageKey>,
+    /// The manager's now: sessions expired by then are neither counted nor ended.
+    pub now: Timestamp,
+}
+
+impl OwnerCap<'_> {
+    /// Which of the owner's `sessions` to end after the session under `written` became
+    /// theirs: all but the newest `max - 1` of the others (by creation, then key, the same
+    /// order in every process), leaving out `written`, the spare and the expired.
+    pub fn to_end(&self, written: &StorageKey, mut sessions: Vec<SessionInfo>) -> Vec<StorageKey> {
+        sessions
+            .retain(|s| s.key != *written && Some(&s.key) != self.spare && s.expires_at > self.now);
+        let keep = self.max.max(1) - 1;
+        if sessions.len() <= keep {
+            return Vec::new();
+        }
+        // Newest first.
+        sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.key.cmp(&a.key)));
+        sessions.drain(keep..).map(|s| s.key).collect()
+    }
+}
+
+/// What [`SessionStore::write_capped`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CappedWrite {
+    /// Whether the write was made: `false` when an [`OwnedWrite::Update`] found no live
+    /// record (then nothing was ended either).
+    pub written: bool,
+    /// The owner's sessions ended to keep the cap, oldest last.
+    pub ended: Vec<StorageKey>,
+}
+
+/// [`SessionStore::write_capped`] for a store that cannot make a login and the ending of
+/// the owner's oldest sessions one atomic step: the write (`create` or `update`), then
+/// `sessions_of` and a `delete` of each session beyond the cap. The owner may have one
+/// session more for the moment between, and keeps it if the process stops there; two
+/// logins at once end the same oldest sessions, so together they end the right ones. A
+/// failure after the write (listing or ending) is logged, not returned: the login stands.
+///
+/// # Errors
+/// The write's errors.
+pub async fn write_then_cap<S: SessionStore + ?Sized>(
+    store: &S,
+    write: OwnedWrite<'_>,
+    cap: &OwnerCap<'_>,
+) -> Result<CappedWrite, StoreError> {
+    let written = match write {
+        OwnedWrite::Create(record) => store.create(record).await.map(|()| true)?,
+        OwnedWrite::Update {
+            key,
+            changes,
+            expires_at,
+        } => store.update(key, changes, expires_at).await?,
+    };
+    let mut done = CappedWrite {
+        written,
+        ended: Vec::new(),
+    };
+    if !written {
+        return Ok(done);
+    }
+    let sessions = match store.sessions_of(cap.owner).await {
+        Ok(sessions) => sessions,
+        Err(error) => {
+            tracing::warn!(%error, "max_sessions_per_owner: the owner's sessions could not be listed");
+            return Ok(done);
+        }
+    };
+    for key in cap.to_end(write.key(), sessions) {
+        match store.delete(&key).await {
+            Ok(()) => done.ended.push(key),
+            Err(error) => {
+                tracing::warn!(%error, "max_sessions_per_owner: an old session could not be ended");
+            }
+        }
+    }
+    Ok(done)
+}
+
 /// Where a [`SessionStore::scan`] goes on from: opaque to callers, made and read by the
 /// store that returned it. A cursor from one store means nothing to another.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -234,6 +350,26 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// As [`SessionStore::sessions_of`].
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError>;
 
+    /// Writes a login (`write`, which gives a session to `cap.owner`) and ends the oldest
+    /// other live sessions of the owner so that at most `cap.max` remain, the written one
+    /// included; `cap.spare` is neither counted nor ended ([`OwnerCap::to_end`] says which).
+    ///
+    /// A store that can make both one atomic step does: no crash or cancelled call leaves
+    /// the owner over the cap, and concurrent logins of one owner are serialized, so a
+    /// listing never shows more than `cap.max`. Stores that cannot return
+    /// [`write_then_cap`], which writes and then ends, and say so in their docs.
+    ///
+    /// Returns `written: false`, ending nothing, when an [`OwnedWrite::Update`] finds no
+    /// live record.
+    ///
+    /// # Errors
+    /// As [`SessionStore::create`] or [`SessionStore::update`] for the write.
+    async fn write_capped(
+        &self,
+        write: OwnedWrite<'_>,
+        cap: &OwnerCap<'_>,
+    ) -> Result<CappedWrite, StoreError>;
+
     /// One page of the keys of every session the store holds: start with `None`, then pass
     /// each page's [`ScanPage::next`] until it is `None`. A page holds about `limit` keys (a
     /// hint: Redis's `SCAN` may return a few more, and any page may be empty while `next` is
@@ -298,6 +434,13 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     }
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
         (**self).delete_sessions_of(owner).await
+    }
+    async fn write_capped(
+        &self,
+        write: OwnedWrite<'_>,
+        cap: &OwnerCap<'_>,
+    ) -> Result<CappedWrite, StoreError> {
+        (**self).write_capped(write, cap).await
     }
     async fn scan(
         &self,

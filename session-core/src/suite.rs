@@ -210,6 +210,20 @@ impl<H: Hooks> SessionStore for Intercept<H> {
         self.hooks.before("delete_sessions_of")?;
         self.inner.delete_sessions_of(owner).await
     }
+    async fn write_capped(
+        &self,
+        write: crate::OwnedWrite<'_>,
+        cap: &crate::OwnerCap<'_>,
+    ) -> Result<crate::CappedWrite, StoreError> {
+        self.hooks.before("write_capped")?;
+        let crate::OwnedWrite::Create(record) = write else {
+            return self.inner.write_capped(write, cap).await;
+        };
+        self.hooks.creating(record)?;
+        let done = self.inner.write_capped(write, cap).await?;
+        self.hooks.created(record).await?;
+        Ok(done)
+    }
     async fn scan(
         &self,
         cursor: Option<&ScanCursor>,
@@ -1625,6 +1639,235 @@ pub async fn check_owner_index(store: Arc<dyn SessionStore>, supported: bool) {
     assert_eq!(store.sessions_of(&bob).await.unwrap().len(), 3);
 }
 
+/// [`SessionStore::write_capped`] on this store: a login's create and update each end the
+/// owner's oldest other sessions beyond the cap (reported oldest last), never the spare nor
+/// another owner's; an update of a missing session writes and ends nothing; a taken id is
+/// an `IdCollision` that ends nothing. Eight logins of one owner at once leave at most the
+/// cap. When `atomic` (the store makes the write and the ending one step), they leave
+/// exactly the cap, each ended session is reported once, and a listing taken meanwhile never
+/// shows more than the cap. On a store without the per-user index (`supported` false) a
+/// capped login is written and ends nothing.
+pub async fn check_capped_writes(store: Arc<dyn SessionStore>, supported: bool, atomic: bool) {
+    use crate::store::{OwnedWrite, OwnerCap};
+    let owner = format!("cap-{}", UuidV4Generator.generate().as_str());
+    let now = Timestamp::now();
+    let owned = |owner: &str, age_ms: u64| {
+        let mut record = record(&[("k", b"v")]);
+        record.owner = Some(owner.to_owned());
+        record.created_at = now.saturating_sub(Duration::from_millis(age_ms));
+        record
+    };
+    let cap = |owner, max, spare| OwnerCap {
+        owner,
+        max,
+        spare,
+        now,
+    };
+    let old: Vec<Record> = [4000, 3000, 2000].map(|age| owned(&owner, age)).into();
+    for record in &old {
+        store.create(record).await.unwrap();
+    }
+    let someone_else = owned(&format!("{owner}-other"), 9000);
+    store.create(&someone_else).await.unwrap();
+
+    let fresh = owned(&owner, 0);
+    let done = store
+        .write_capped(OwnedWrite::Create(&fresh), &cap(&owner, 2, None))
+        .await
+        .unwrap();
+    assert!(done.written);
+    assert!(store.load(&fresh.key).await.unwrap().is_some());
+    if !supported {
+        assert!(done.ended.is_empty());
+        for record in &old {
+            assert!(store.load(&record.key).await.unwrap().is_some());
+        }
+        return;
+    }
+    assert_eq!(
+        done.ended,
+        [old[1].key, old[0].key],
+        "the oldest, oldest last"
+    );
+    for gone in &done.ended {
+        assert!(
+            store.load(gone).await.unwrap().is_none(),
+            "an ended session loads"
+        );
+    }
+    let mut listed: Vec<StorageKey> = store
+        .sessions_of(&owner)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.key)
+        .collect();
+    listed.sort();
+    let mut expected = vec![fresh.key, old[2].key];
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert!(
+        store.load(&someone_else.key).await.unwrap().is_some(),
+        "another owner's session was ended"
+    );
+
+    // The spare (a cycled session's old record) is neither counted nor ended.
+    let spare = owned(&owner, 10_000);
+    store.create(&spare).await.unwrap();
+    let newcomer = owned(&owner, 0);
+    let done = store
+        .write_capped(
+            OwnedWrite::Create(&newcomer),
+            &cap(&owner, 2, Some(&spare.key)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.ended, [old[2].key]);
+    assert!(
+        store.load(&spare.key).await.unwrap().is_some(),
+        "the spare was ended"
+    );
+
+    // An update that gives an anonymous session to the owner, under a cap of one.
+    let anonymous = record(&[("k", b"v")]);
+    store.create(&anonymous).await.unwrap();
+    let mut login = Changes::new();
+    login.set_owner(Some(&owner));
+    login.set("signed-in", b"yes".to_vec());
+    let expires_at = in_one_hour();
+    let done = store
+        .write_capped(
+            OwnedWrite::Update {
+                key: &anonymous.key,
+                changes: &login,
+                expires_at,
+            },
+            &cap(&owner, 1, None),
+        )
+        .await
+        .unwrap();
+    assert!(done.written);
+    let mut ended = done.ended.clone();
+    ended.sort();
+    let mut expected = vec![fresh.key, newcomer.key, spare.key];
+    expected.sort();
+    assert_eq!(ended, expected);
+    let loaded = store.load(&anonymous.key).await.unwrap().unwrap();
+    assert_eq!(loaded.owner.as_deref(), Some(owner.as_str()));
+    assert_eq!(
+        loaded.data.get("signed-in").map(Vec::as_slice),
+        Some(&b"yes"[..])
+    );
+
+    // No live record: nothing written, nothing ended.
+    let missing = fresh_key();
+    let done = store
+        .write_capped(
+            OwnedWrite::Update {
+                key: &missing,
+                changes: &login,
+                expires_at,
+            },
+            &cap(&owner, 1, None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done, crate::CappedWrite::default());
+    assert!(store.load(&anonymous.key).await.unwrap().is_some());
+
+    // A taken id: a collision, and nothing ended.
+    let mut taken = owned(&owner, 0);
+    taken.key = anonymous.key;
+    let extra = owned(&owner, 500);
+    store.create(&extra).await.unwrap();
+    assert!(matches!(
+        store
+            .write_capped(OwnedWrite::Create(&taken), &cap(&owner, 1, None))
+            .await,
+        Err(StoreError::IdCollision)
+    ));
+    assert!(
+        store.load(&extra.key).await.unwrap().is_some(),
+        "a failed login ended a session"
+    );
+
+    // Eight logins of one owner at once, under a cap of three.
+    let crowd = format!("{owner}-crowd");
+    let records: Vec<Record> = (0..8u64).map(|i| owned(&crowd, 8000 - i * 1000)).collect();
+    let running = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (store, crowd, running) = (store.clone(), crowd.clone(), running.clone());
+        tokio::spawn(async move {
+            let mut most = 0;
+            for _ in 0..10_000 {
+                if !running.load(Ordering::SeqCst) {
+                    break;
+                }
+                most = most.max(store.sessions_of(&crowd).await.unwrap().len());
+                tokio::task::yield_now().await;
+            }
+            most
+        })
+    };
+    let barrier = Arc::new(Barrier::new(records.len()));
+    let logins: Vec<_> = records
+        .iter()
+        .cloned()
+        .map(|record| {
+            let (store, crowd, barrier) = (store.clone(), crowd.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let cap = OwnerCap {
+                    owner: &crowd,
+                    max: 3,
+                    spare: None,
+                    now,
+                };
+                store
+                    .write_capped(OwnedWrite::Create(&record), &cap)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ended = Vec::new();
+    for login in logins {
+        let done = login.await.unwrap();
+        assert!(done.written);
+        ended.extend(done.ended);
+    }
+    running.store(false, Ordering::SeqCst);
+    let most = watcher.await.unwrap();
+    let left = store.sessions_of(&crowd).await.unwrap();
+    assert!(
+        (1..=3).contains(&left.len()),
+        "{} sessions left under a cap of 3",
+        left.len()
+    );
+    if atomic {
+        assert_eq!(left.len(), 3, "concurrent logins ended too many");
+        assert!(
+            most <= 3,
+            "a listing showed {most} sessions under a cap of 3"
+        );
+        ended.sort();
+        let reported = ended.len();
+        ended.dedup();
+        assert_eq!(ended.len(), reported, "a session was reported ended twice");
+        let mut all: Vec<StorageKey> = ended
+            .into_iter()
+            .chain(left.iter().map(|s| s.key))
+            .collect();
+        all.sort();
+        let mut expected: Vec<StorageKey> = records.iter().map(|r| r.key).collect();
+        expected.sort();
+        assert_eq!(
+            all, expected,
+            "every session is either left or reported ended"
+        );
+    }
+}
+
 /// Expands to one `#[tokio::test]` per conformance check.
 ///
 /// The first argument is a closure returning a future of `Option<F>`, a fresh store per
@@ -1633,19 +1876,29 @@ pub async fn check_owner_index(store: Arc<dyn SessionStore>, supported: bool) {
 /// ([`suite::IntoFixture`](crate::suite::IntoFixture)); `None` skips, see
 /// [`suite::server_url`](crate::suite::server_url). Then the store's capabilities:
 /// `owner_index = false` for a store that cannot keep a per-user index (the default,
-/// `true`, requires one). The calling crate needs `tokio` with the `macros` and
+/// `true`, requires one), and `atomic_cap = true` for a store whose
+/// [`write_capped`](crate::SessionStore::write_capped) makes the login and the ending one
+/// atomic step (checked: concurrent logins leave exactly the cap, and no listing shows
+/// more). The calling crate needs `tokio` with the `macros` and
 /// `rt-multi-thread` features as a dev-dependency.
 ///
 /// ```text
 /// session_core::conformance_tests!(|| async { Some(MyStore::new()) });
 /// session_core::conformance_tests!(|| async { Some(MyCache::new()) }, owner_index = false);
+/// session_core::conformance_tests!(|| async { Some(MyDatabase::new()) }, atomic_cap = true);
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:expr $(,)?) => {
-        $crate::conformance_tests!($factory, owner_index = true);
+        $crate::conformance_tests!($factory, owner_index = true, atomic_cap = false);
     };
     ($factory:expr, owner_index = $owner_index:expr $(,)?) => {
+        $crate::conformance_tests!($factory, owner_index = $owner_index, atomic_cap = false);
+    };
+    ($factory:expr, atomic_cap = $atomic:expr $(,)?) => {
+        $crate::conformance_tests!($factory, owner_index = true, atomic_cap = $atomic);
+    };
+    ($factory:expr, owner_index = $owner_index:expr, atomic_cap = $atomic:expr $(,)?) => {
         $crate::conformance_tests!(@cases $factory;
             check_round_trip_values,
             check_hostile_key_names,
@@ -1683,6 +1936,14 @@ macro_rules! conformance_tests {
             if let ::std::option::Option::Some(fixture) = factory().await {
                 let (store, _guard) = $crate::suite::IntoFixture::into_fixture(fixture);
                 $crate::suite::check_devices(store, $owner_index).await;
+            }
+        }
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn check_capped_writes() {
+            let factory = $factory;
+            if let ::std::option::Option::Some(fixture) = factory().await {
+                let (store, _guard) = $crate::suite::IntoFixture::into_fixture(fixture);
+                $crate::suite::check_capped_writes(store, $owner_index, $atomic).await;
             }
         }
     };

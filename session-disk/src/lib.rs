@@ -666,6 +666,15 @@ impl SessionStore for DiskStore {
         self.blocking(|inner| inner.sweep(Timestamp::now())).await
     }
 
+    /// Writes, then ends ([`session_core::write_then_cap`]): files have no transaction across them.
+    async fn write_capped(
+        &self,
+        write: session_core::OwnedWrite<'_>,
+        cap: &session_core::OwnerCap<'_>,
+    ) -> Result<session_core::CappedWrite, StoreError> {
+        session_core::write_then_cap(self, write, cap).await
+    }
+
     /// A scan of every session file: O(sessions), fine for a rare "log out everywhere" on the
     /// single-server deployments this store is for.
     /// Session files in key order (forward pointers and temporary files are not listed); the

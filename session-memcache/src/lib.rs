@@ -702,6 +702,15 @@ impl SessionStore for MemcacheStore {
         true
     }
 
+    /// Writes, then ends ([`session_core::write_then_cap`]): memcached keeps no per-user index: the listing fails, the login stands and a warning is logged.
+    async fn write_capped(
+        &self,
+        write: session_core::OwnedWrite<'_>,
+        cap: &session_core::OwnerCap<'_>,
+    ) -> Result<session_core::CappedWrite, StoreError> {
+        session_core::write_then_cap(self, write, cap).await
+    }
+
     /// memcached cannot enumerate items, and an index item could not be kept consistent.
     /// Each server in turn (in the order given), its session keys listed with
     /// `lru_crawler metadump hash` (memcached 1.6; `metadump all` on 1.4.31 and later, which

@@ -7,7 +7,9 @@
 //! per session stays close to the data's own size. `update` merges changes into the stored
 //! bytes under the shard's lock, in one pass and in place when the size is unchanged: no
 //! lost updates, and a deleted session stays deleted. The per-user index (`sessions_of`,
-//! `delete_sessions_of`) is a scan of the shards reading only each entry's owner. Expired
+//! `delete_sessions_of`) is a scan of the shards reading only each entry's owner; a login
+//! under a cap (`max_sessions_per_owner`) writes and ends the owner's oldest sessions in one
+//! step under a login lock, so no listing shows the owner over the cap. Expired
 //! records are invisible at once and removed by
 //! [`delete_expired`](SessionStore::delete_expired); run
 //! [`spawn_sweeper`](session_core::spawn_sweeper) to call it periodically.
@@ -53,8 +55,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use hashbrown::HashTable;
 use session_core::{
-    Changes, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey, StoreError,
-    Timestamp, body,
+    CappedWrite, Changes, OwnedWrite, OwnerCap, Record, ScanCursor, ScanPage, SessionInfo,
+    SessionStore, StorageKey, StoreError, Timestamp, body,
 };
 
 const STORE: &str = "memory";
@@ -63,6 +65,8 @@ const KEY_LEN: usize = 32;
 /// The in-process session store. `MemoryStore::default()` has 64 shards.
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
+    /// Held for the whole of a login under a cap (`write_capped`): one login at a time.
+    logins: Mutex<()>,
 }
 
 /// One shard: entries are `key (32 bytes) ++ body`, hashed by the key's first 8 bytes
@@ -126,6 +130,7 @@ impl MemoryStore {
     pub fn with_shards(shards: usize) -> Self {
         Self {
             shards: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
+            logins: Mutex::new(()),
         }
     }
 
@@ -137,6 +142,96 @@ impl MemoryStore {
     /// Whether no record is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn create_now(&self, record: &Record) -> Result<(), StoreError> {
+        let entry = make_entry(record);
+        let now = Timestamp::now();
+        let mut shard = self.shard(&record.key);
+        if shard
+            .forwards
+            .get(&record.key)
+            .is_some_and(|(_, until)| *until > now)
+        {
+            return Err(StoreError::IdCollision);
+        }
+        let hash = record.key.prefix_u64();
+        match shard.table.entry(
+            hash,
+            |e| entry_key(e) == record.key.as_bytes(),
+            |e| hash_entry(e),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut slot) => {
+                if !expired(slot.get(), now) {
+                    return Err(StoreError::IdCollision);
+                }
+                *slot.get_mut() = entry;
+            }
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(entry);
+            }
+        }
+        Ok(())
+    }
+
+    fn update_now(
+        &self,
+        key: &StorageKey,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let now = Timestamp::now();
+        let mut guard = self.shard(key);
+        let Shard { table, scratch, .. } = &mut *guard;
+        let Some(entry) = live_mut(table, key, now) else {
+            return Ok(false);
+        };
+        scratch.clear();
+        body::patch(&entry[KEY_LEN..], changes, expires_at, scratch).map_err(corrupt)?;
+        if scratch.len() == entry.len() - KEY_LEN {
+            entry[KEY_LEN..].copy_from_slice(scratch);
+        } else {
+            let mut resized = Vec::with_capacity(KEY_LEN + scratch.len());
+            resized.extend_from_slice(key.as_bytes());
+            resized.extend_from_slice(scratch);
+            *entry = resized.into_boxed_slice();
+        }
+        if scratch.capacity() > SCRATCH_KEEP {
+            *scratch = Vec::new();
+        }
+        Ok(true)
+    }
+
+    fn delete_now(&self, key: &StorageKey) {
+        let mut shard = self.shard(key);
+        if let Ok(slot) = shard
+            .table
+            .find_entry(key.prefix_u64(), |e| entry_key(e) == key.as_bytes())
+        {
+            slot.remove();
+        }
+        shard.forwards.remove(key);
+    }
+
+    fn sessions_of_now(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let now = Timestamp::now();
+        let mut found = Vec::new();
+        for shard in &*self.shards {
+            let shard = lock(shard);
+            for entry in shard
+                .table
+                .iter()
+                .filter(|e| !expired(e, now) && owned_by(e, owner))
+            {
+                let mut key = [0u8; KEY_LEN];
+                key.copy_from_slice(entry_key(entry));
+                found.push(SessionInfo::from(&read_entry(
+                    StorageKey::from_bytes(key),
+                    entry,
+                )?));
+            }
+        }
+        Ok(found)
     }
 
     fn shard(&self, key: &StorageKey) -> MutexGuard<'_, Shard> {
@@ -202,33 +297,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn create(&self, record: &Record) -> Result<(), StoreError> {
-        let entry = make_entry(record);
-        let now = Timestamp::now();
-        let mut shard = self.shard(&record.key);
-        if shard
-            .forwards
-            .get(&record.key)
-            .is_some_and(|(_, until)| *until > now)
-        {
-            return Err(StoreError::IdCollision);
-        }
-        let hash = record.key.prefix_u64();
-        match shard.table.entry(
-            hash,
-            |e| entry_key(e) == record.key.as_bytes(),
-            |e| hash_entry(e),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut slot) => {
-                if !expired(slot.get(), now) {
-                    return Err(StoreError::IdCollision);
-                }
-                *slot.get_mut() = entry;
-            }
-            hashbrown::hash_table::Entry::Vacant(slot) => {
-                slot.insert(entry);
-            }
-        }
-        Ok(())
+        self.create_now(record)
     }
 
     async fn update(
@@ -237,26 +306,7 @@ impl SessionStore for MemoryStore {
         changes: &Changes,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let now = Timestamp::now();
-        let mut guard = self.shard(key);
-        let Shard { table, scratch, .. } = &mut *guard;
-        let Some(entry) = live_mut(table, key, now) else {
-            return Ok(false);
-        };
-        scratch.clear();
-        body::patch(&entry[KEY_LEN..], changes, expires_at, scratch).map_err(corrupt)?;
-        if scratch.len() == entry.len() - KEY_LEN {
-            entry[KEY_LEN..].copy_from_slice(scratch);
-        } else {
-            let mut resized = Vec::with_capacity(KEY_LEN + scratch.len());
-            resized.extend_from_slice(key.as_bytes());
-            resized.extend_from_slice(scratch);
-            *entry = resized.into_boxed_slice();
-        }
-        if scratch.capacity() > SCRATCH_KEEP {
-            *scratch = Vec::new();
-        }
-        Ok(true)
+        self.update_now(key, changes, expires_at)
     }
 
     async fn touch(&self, key: &StorageKey, expires_at: Timestamp) -> Result<bool, StoreError> {
@@ -269,14 +319,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<(), StoreError> {
-        let mut shard = self.shard(key);
-        if let Ok(slot) = shard
-            .table
-            .find_entry(key.prefix_u64(), |e| entry_key(e) == key.as_bytes())
-        {
-            slot.remove();
-        }
-        shard.forwards.remove(key);
+        self.delete_now(key);
         Ok(())
     }
 
@@ -314,26 +357,37 @@ impl SessionStore for MemoryStore {
     }
 
     /// A scan of every shard (the owner is read from each entry's header, not decoded):
-    /// O(sessions), fine for a rare "log out everywhere".
+    /// O(sessions), fine for a rare "log out everywhere". It waits for a login under a cap
+    /// to finish, so it never shows an owner over the cap.
     async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        let now = Timestamp::now();
-        let mut found = Vec::new();
-        for shard in &*self.shards {
-            let shard = lock(shard);
-            for entry in shard
-                .table
-                .iter()
-                .filter(|e| !expired(e, now) && owned_by(e, owner))
-            {
-                let mut key = [0u8; KEY_LEN];
-                key.copy_from_slice(entry_key(entry));
-                found.push(SessionInfo::from(&read_entry(
-                    StorageKey::from_bytes(key),
-                    entry,
-                )?));
-            }
+        let _login = self.logins.lock().unwrap_or_else(PoisonError::into_inner);
+        self.sessions_of_now(owner)
+    }
+
+    /// One step under the login lock, with no await inside: the write, the listing and the
+    /// ending, so logins under a cap are serialized and none is left half done.
+    async fn write_capped(
+        &self,
+        write: OwnedWrite<'_>,
+        cap: &OwnerCap<'_>,
+    ) -> Result<CappedWrite, StoreError> {
+        let _login = self.logins.lock().unwrap_or_else(PoisonError::into_inner);
+        let written = match write {
+            OwnedWrite::Create(record) => self.create_now(record).map(|()| true)?,
+            OwnedWrite::Update {
+                key,
+                changes,
+                expires_at,
+            } => self.update_now(key, changes, expires_at)?,
+        };
+        if !written {
+            return Ok(CappedWrite::default());
         }
-        Ok(found)
+        let ended = cap.to_end(write.key(), self.sessions_of_now(cap.owner)?);
+        for key in &ended {
+            self.delete_now(key);
+        }
+        Ok(CappedWrite { written, ended })
     }
 
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {

@@ -862,6 +862,15 @@ impl SessionStore for MongoStore {
         true
     }
 
+    /// Writes, then ends ([`session_core::write_then_cap`]): ending other sessions means changing other documents, which needs a multi-document transaction, and the store does not require the replica set those need.
+    async fn write_capped(
+        &self,
+        write: session_core::OwnedWrite<'_>,
+        cap: &session_core::OwnerCap<'_>,
+    ) -> Result<session_core::CappedWrite, StoreError> {
+        session_core::write_then_cap(self, write, cap).await
+    }
+
     /// `_id`s in order after the cursor (the last `_id` listed), forward pointers left out:
     /// one indexed range read of `limit` ids a page.
     async fn scan(

@@ -934,6 +934,15 @@ impl SessionStore for RedisStore {
         true
     }
 
+    /// Writes, then ends ([`session_core::write_then_cap`]): the per-user index lives in its own key, in another Cluster slot than the session, so the two cannot change in one script.
+    async fn write_capped(
+        &self,
+        write: session_core::OwnedWrite<'_>,
+        cap: &session_core::OwnerCap<'_>,
+    ) -> Result<session_core::CappedWrite, StoreError> {
+        session_core::write_then_cap(self, write, cap).await
+    }
+
     /// `SCAN … MATCH {prefix}{* COUNT limit`: the server's cursor, so a key may be listed
     /// twice and a page may hold a few more keys than `limit`, or none. In a cluster each
     /// master is scanned in turn (masters in address order; the cursor is

@@ -104,8 +104,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Record, ScanCursor, ScanPage, SessionInfo, SessionStore, StorageKey, StoreError,
-    Timestamp, bounded,
+    CappedWrite, Changes, OwnedWrite, OwnerCap, Record, ScanCursor, ScanPage, SessionInfo,
+    SessionStore, StorageKey, StoreError, Timestamp, bounded,
 };
 
 use crate::ops::{OpError, Ops};
@@ -715,6 +715,29 @@ impl SessionStore for SqlStore {
     async fn delete_sessions_of(&self, owner: &str) -> Result<u64, StoreError> {
         self.write(|| self.inner.ops.delete_sessions_of(&self.inner.sql, owner))
             .await
+    }
+
+    /// One transaction: the login's write, the owner's live sessions read and the oldest
+    /// beyond the cap deleted. Logins under a cap are serialized first: per owner on
+    /// PostgreSQL (an advisory transaction lock), per table on MySQL (the schema table's
+    /// row), by SQLite's single writer.
+    async fn write_capped(
+        &self,
+        write: OwnedWrite<'_>,
+        cap: &OwnerCap<'_>,
+    ) -> Result<CappedWrite, StoreError> {
+        self.check_size(match write {
+            OwnedWrite::Create(record) => record.data_size(),
+            OwnedWrite::Update { changes, .. } => changes.written_size(),
+        })?;
+        let now = millis(Timestamp::now());
+        self.write(|| {
+            self.inner
+                .ops
+                .write_capped(&self.inner.sql, write, cap, now)
+        })
+        .await?
+        .ok_or(StoreError::IdCollision)
     }
 
     /// Session ids in order after the cursor (the last id listed), forward pointers left

@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use session_core::{Changes, OwnerChange, Record, SessionInfo, StorageKey, Timestamp};
+use session_core::{
+    CappedWrite, Changes, OwnedWrite, OwnerCap, OwnerChange, Record, SessionInfo, StorageKey,
+    Timestamp,
+};
 use sha2::{Digest as _, Sha256};
 
 use crate::sql::Statements;
@@ -128,6 +131,15 @@ pub(crate) trait Ops: Send + Sync + std::fmt::Debug + 'static {
         now: i64,
     ) -> OpResult<Vec<SessionInfo>>;
     async fn delete_sessions_of(&self, s: &Statements, owner: &str) -> OpResult<u64>;
+    /// A login and the ending of the owner's oldest sessions, one transaction; `None` when
+    /// a create's id is taken.
+    async fn write_capped(
+        &self,
+        s: &Statements,
+        write: OwnedWrite<'_>,
+        cap: &OwnerCap<'_>,
+        now: i64,
+    ) -> OpResult<Option<CappedWrite>>;
     /// Up to `limit` session ids after `after`, in order (forward pointers left out).
     async fn scan(
         &self,
@@ -236,6 +248,116 @@ macro_rules! ops_for {
             Ok(())
         }
 
+        /// Inserts the session row and its key rows; `false` when the id is taken.
+        async fn create_in(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            s: &Statements,
+            record: &Record,
+        ) -> OpResult<bool> {
+            let inserted = sqlx::query(sql(&s.insert_session))
+                .bind(record.key.as_bytes().as_slice())
+                .bind(record.created_at.as_unix_millis())
+                .bind(record.expires_at.as_unix_millis())
+                .bind(record.expires_at.as_unix_millis())
+                .bind(record.owner.as_deref().map(str::as_bytes))
+                .execute(&mut *conn)
+                .await;
+            match inserted {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+            insert_rows(conn, s, &record.key, &record.data, false).await?;
+            Ok(true)
+        }
+
+        /// An update the long way, inside the caller's transaction; `false`, having written
+        /// nothing, when the session is not live.
+        async fn update_in(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            s: &Statements,
+            key: &StorageKey,
+            changes: &Changes,
+            expires_at: i64,
+            now: i64,
+        ) -> OpResult<bool> {
+            let owner = match changes.owner() {
+                OwnerChange::Set(owner) => Some(Some(owner.as_bytes())),
+                OwnerChange::Remove => Some(None),
+                _ => None,
+            };
+            let removed = changes.removed();
+            // The session row first: it is live, and it stays locked (a racing delete
+            // waits for this transaction, then takes every key row with it).
+            let bumped = match owner {
+                None => bump(&s.bump, expires_at),
+                Some(owner) => bump(&s.bump_owner, expires_at).bind(owner),
+            }
+            .bind(key.as_bytes().as_slice())
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            if bumped.rows_affected() == 0 {
+                return Ok(false);
+            }
+            // Counters: their values now, read under the session row's lock (every other
+            // increment of this session waits for it), become writes of their sums.
+            let resolved;
+            let changes = if changes.incremented().is_empty() {
+                changes
+            } else {
+                let current = load_rows(&mut *conn, &s.load_locked, key, now).await?;
+                let data = current.map(|r| r.data).unwrap_or_default();
+                resolved = changes.resolved(|k| data.get(k).map(Vec::as_slice));
+                &resolved
+            };
+            if changes.is_cleared() {
+                sqlx::query(sql(&s.clear_data))
+                    .bind(key.as_bytes().as_slice())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let removed: Vec<&String> = removed.iter().collect();
+            for chunk in removed.chunks(ROWS_PER_INSERT) {
+                let mut query = sqlx::query(AssertSqlSafe(s.delete_data(chunk.len())))
+                    .bind(key.as_bytes().as_slice());
+                for name in chunk {
+                    query = query.bind(name_hash(name).to_vec());
+                }
+                query.execute(&mut *conn).await?;
+            }
+            insert_rows(conn, s, key, changes.written(), true).await?;
+            Ok(true)
+        }
+
+        async fn sessions_in<'e, E>(
+            exec: E,
+            stmt: &std::sync::Arc<str>,
+            owner: &str,
+            now: i64,
+        ) -> OpResult<Vec<SessionInfo>>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            let rows = sqlx::query(sql(stmt))
+                .bind(owner.as_bytes())
+                .bind(now)
+                .fetch_all(exec)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    let id: Vec<u8> = row.try_get(0)?;
+                    let key = <[u8; 32]>::try_from(id.as_slice())
+                        .map_err(|_| OpError::Corrupt("a session id is not 32 bytes"))?;
+                    Ok(SessionInfo {
+                        key: StorageKey::from_bytes(key),
+                        created_at: Timestamp::from_unix_millis(row.try_get(1)?),
+                        expires_at: Timestamp::from_unix_millis(row.try_get(2)?),
+                    })
+                })
+                .collect()
+        }
+
         #[async_trait]
         impl Ops for Pool {
             async fn ping(&self) -> OpResult<()> {
@@ -274,20 +396,9 @@ macro_rules! ops_for {
 
             async fn create(&self, s: &Statements, record: &Record) -> OpResult<bool> {
                 let mut tx = self.begin_with(s.begin_write).await?;
-                let inserted = sqlx::query(sql(&s.insert_session))
-                    .bind(record.key.as_bytes().as_slice())
-                    .bind(record.created_at.as_unix_millis())
-                    .bind(record.expires_at.as_unix_millis())
-                    .bind(record.expires_at.as_unix_millis())
-                    .bind(record.owner.as_deref().map(str::as_bytes))
-                    .execute(&mut *tx)
-                    .await;
-                match inserted {
-                    Ok(_) => {}
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(false),
-                    Err(e) => return Err(e.into()),
+                if !create_in(&mut tx, s, record).await? {
+                    return Ok(false);
                 }
-                insert_rows(&mut tx, s, &record.key, &record.data, false).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -336,47 +447,10 @@ macro_rules! ops_for {
                     return Ok(moved > 0);
                 }
                 let mut tx = self.begin_with(s.begin_write).await?;
-                // The session row first: it is live, and it stays locked (a racing delete
-                // waits for this transaction, then takes every key row with it).
-                let bumped = match owner {
-                    None => bump(&s.bump, expires_at),
-                    Some(owner) => bump(&s.bump_owner, expires_at).bind(owner),
-                }
-                .bind(key.as_bytes().as_slice())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                if bumped.rows_affected() == 0 {
+                if !update_in(&mut tx, s, key, changes, expires_at, now).await? {
                     tx.rollback().await?;
                     return Ok(false);
                 }
-                // Counters: their values now, read under the session row's lock (every other
-                // increment of this session waits for it), become writes of their sums.
-                let resolved;
-                let changes = if changes.incremented().is_empty() {
-                    changes
-                } else {
-                    let current = load_rows(&mut *tx, &s.load_locked, key, now).await?;
-                    let data = current.map(|r| r.data).unwrap_or_default();
-                    resolved = changes.resolved(|k| data.get(k).map(Vec::as_slice));
-                    &resolved
-                };
-                if changes.is_cleared() {
-                    sqlx::query(sql(&s.clear_data))
-                        .bind(key.as_bytes().as_slice())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let removed: Vec<&String> = removed.iter().collect();
-                for chunk in removed.chunks(ROWS_PER_INSERT) {
-                    let mut query = sqlx::query(AssertSqlSafe(s.delete_data(chunk.len())))
-                        .bind(key.as_bytes().as_slice());
-                    for name in chunk {
-                        query = query.bind(name_hash(name).to_vec());
-                    }
-                    query.execute(&mut *tx).await?;
-                }
-                insert_rows(&mut tx, s, key, changes.written(), true).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -468,23 +542,7 @@ macro_rules! ops_for {
                 owner: &str,
                 now: i64,
             ) -> OpResult<Vec<SessionInfo>> {
-                let rows = sqlx::query(sql(&s.sessions_of))
-                    .bind(owner.as_bytes())
-                    .bind(now)
-                    .fetch_all(self)
-                    .await?;
-                rows.iter()
-                    .map(|row| {
-                        let id: Vec<u8> = row.try_get(0)?;
-                        let key = <[u8; 32]>::try_from(id.as_slice())
-                            .map_err(|_| OpError::Corrupt("a session id is not 32 bytes"))?;
-                        Ok(SessionInfo {
-                            key: StorageKey::from_bytes(key),
-                            created_at: Timestamp::from_unix_millis(row.try_get(1)?),
-                            expires_at: Timestamp::from_unix_millis(row.try_get(2)?),
-                        })
-                    })
-                    .collect()
+                sessions_in(self, &s.sessions_of, owner, now).await
             }
 
             async fn scan(
@@ -508,6 +566,53 @@ macro_rules! ops_for {
                             .map_err(|_| OpError::Corrupt("a session id is not 32 bytes"))
                     })
                     .collect()
+            }
+
+            async fn write_capped(
+                &self,
+                s: &Statements,
+                write: OwnedWrite<'_>,
+                cap: &OwnerCap<'_>,
+                now: i64,
+            ) -> OpResult<Option<CappedWrite>> {
+                let mut tx = self.begin_with(s.begin_write).await?;
+                if let Some(lock) = &s.lock_logins {
+                    let mut query = sqlx::query(sql(lock));
+                    if s.dialect == crate::Dialect::Postgres {
+                        query = query.bind(s.login_lock_id(cap.owner));
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                let written = match write {
+                    OwnedWrite::Create(record) => {
+                        if !create_in(&mut tx, s, record).await? {
+                            return Ok(None);
+                        }
+                        true
+                    }
+                    OwnedWrite::Update {
+                        key,
+                        changes,
+                        expires_at,
+                    } => {
+                        update_in(&mut tx, s, key, changes, expires_at.as_unix_millis(), now)
+                            .await?
+                    }
+                };
+                if !written {
+                    tx.rollback().await?;
+                    return Ok(Some(CappedWrite::default()));
+                }
+                let sessions = sessions_in(&mut *tx, &s.sessions_of_locked, cap.owner, now).await?;
+                let ended = cap.to_end(write.key(), sessions);
+                for key in &ended {
+                    sqlx::query(sql(&s.delete))
+                        .bind(key.as_bytes().as_slice())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(Some(CappedWrite { written, ended }))
             }
 
             async fn delete_sessions_of(&self, s: &Statements, owner: &str) -> OpResult<u64> {

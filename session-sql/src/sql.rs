@@ -215,6 +215,13 @@ pub(crate) struct Statements {
     pub(crate) point: Arc<str>,
     pub(crate) forwarded: Arc<str>,
     pub(crate) sessions_of: Arc<str>,
+    /// `sessions_of` as a login under a cap reads it, after `lock_logins`.
+    pub(crate) sessions_of_locked: Arc<str>,
+    /// Serializes logins under a cap, run first in their transaction: PostgreSQL's
+    /// transaction-scoped advisory lock on a number made of the table and the owner
+    /// ([`Statements::login_lock_id`]), MySQL's lock on the schema table's row (one login at
+    /// a time per table). SQLite needs none: `BEGIN IMMEDIATE` already serializes writers.
+    pub(crate) lock_logins: Option<Arc<str>>,
     pub(crate) delete_sessions_of: Arc<str>,
     pub(crate) scan_first: Arc<str>,
     pub(crate) scan_after: Arc<str>,
@@ -266,6 +273,12 @@ impl Statements {
             ),
         };
         let m = &tables.meta;
+        let sessions_of = format!(
+            "SELECT id, created_at, expires_at FROM {s} \
+             WHERE owner = {} AND expires_at > {} AND forward_to IS NULL",
+            p(1),
+            p(2)
+        );
         Self {
             dialect,
             begin_write: match dialect {
@@ -329,13 +342,18 @@ impl Statements {
                 p(2)
             )
             .into(),
-            sessions_of: format!(
-                "SELECT id, created_at, expires_at FROM {s} \
-                 WHERE owner = {} AND expires_at > {} AND forward_to IS NULL",
-                p(1),
-                p(2)
-            )
+            sessions_of_locked: match dialect {
+                // A locking read: it sees what the login before this one committed.
+                Dialect::MySql => format!("{sessions_of} FOR UPDATE"),
+                Dialect::Postgres | Dialect::Sqlite => sessions_of.clone(),
+            }
             .into(),
+            sessions_of: sessions_of.into(),
+            lock_logins: match dialect {
+                Dialect::Postgres => Some("SELECT pg_advisory_xact_lock($1)".into()),
+                Dialect::MySql => Some(format!("SELECT version FROM {m} FOR UPDATE").into()),
+                Dialect::Sqlite => None,
+            },
             delete_sessions_of: format!("DELETE FROM {s} WHERE owner = {}", p(1)).into(),
             scan_first: format!(
                 "SELECT id FROM {s} WHERE forward_to IS NULL ORDER BY id LIMIT {}",
@@ -353,6 +371,21 @@ impl Statements {
             set_version: format!("INSERT INTO {m} (version) VALUES ({})", p(1)).into(),
             tables,
         }
+    }
+
+    /// The number PostgreSQL's advisory lock of a login of `owner` takes: the first 8 bytes
+    /// of SHA-256 over the sessions table's name and the owner. Two owners sharing a number
+    /// only wait for each other.
+    pub(crate) fn login_lock_id(&self, owner: &str) -> i64 {
+        use sha2::{Digest as _, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(self.tables.sessions.as_bytes());
+        hash.update([0]);
+        hash.update(owner.as_bytes());
+        let digest = hash.finalize();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&digest[..8]);
+        i64::from_le_bytes(b)
     }
 
     /// `INSERT` of `rows` key rows (session id, name hash, name, value), replacing the rows

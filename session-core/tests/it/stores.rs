@@ -70,6 +70,14 @@ impl SessionStore for MapStore {
         })
     }
 
+    async fn write_capped(
+        &self,
+        write: session_core::OwnedWrite<'_>,
+        cap: &session_core::OwnerCap<'_>,
+    ) -> Result<session_core::CappedWrite, StoreError> {
+        session_core::write_then_cap(self, write, cap).await
+    }
+
     /// Keys in order; the cursor is the last key listed, in hex.
     async fn scan(
         &self,

@@ -7,9 +7,10 @@ use session_core::{CancellationToken, Record, SessionStore, Timestamp, spawn_swe
 use session_core::{IdGenerator, UuidV4Generator};
 use session_memory::MemoryStore;
 
-session_core::conformance_tests!(|| async {
-    Some(Arc::new(MemoryStore::default()) as Arc<dyn SessionStore>)
-});
+session_core::conformance_tests!(
+    || async { Some(Arc::new(MemoryStore::default()) as Arc<dyn SessionStore>) },
+    atomic_cap = true,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_shard_store_passes_the_races_too() {

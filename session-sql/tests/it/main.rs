@@ -87,28 +87,35 @@ pub(crate) async fn mysql_read_committed(table: &str) -> Option<SqlStore> {
 }
 
 mod sqlite_file {
-    session_core::conformance_tests!(|| async { Some(crate::sqlite_file().await) });
+    session_core::conformance_tests!(
+        || async { Some(crate::sqlite_file().await) },
+        atomic_cap = true
+    );
 }
 
 mod sqlite_memory {
-    session_core::conformance_tests!(|| async {
-        let store = session_sql::SqlStore::open("sqlite::memory:")
-            .await
-            .unwrap();
-        Some(store)
-    });
+    session_core::conformance_tests!(
+        || async {
+            let store = session_sql::SqlStore::open("sqlite::memory:")
+                .await
+                .unwrap();
+            Some(store)
+        },
+        atomic_cap = true
+    );
 }
 
 mod postgres {
-    session_core::conformance_tests!(|| crate::postgres());
+    session_core::conformance_tests!(|| crate::postgres(), atomic_cap = true);
 }
 
 mod mysql {
-    session_core::conformance_tests!(|| crate::mysql());
+    session_core::conformance_tests!(|| crate::mysql(), atomic_cap = true);
 }
 
 mod mysql_read_committed {
-    session_core::conformance_tests!(|| async {
-        crate::mysql_read_committed(&crate::table()).await
-    });
+    session_core::conformance_tests!(
+        || async { crate::mysql_read_committed(&crate::table()).await },
+        atomic_cap = true
+    );
 }
