@@ -112,13 +112,13 @@ impl Codec {
 
     /// A counter's value (an `i64`, see [`crate::Increment`]); `None` when the bytes are not
     /// one.
-    pub(crate) fn decode_counter(self, bytes: &[u8]) -> Option<i64> {
+    pub fn decode_counter(self, bytes: &[u8]) -> Option<i64> {
         self.decode(bytes).ok()
     }
 
     /// A counter's encoding. Encoding an `i64` cannot fail in either codec; were it to, the
     /// empty value would read back as 0.
-    pub(crate) fn encode_counter(self, value: i64) -> Vec<u8> {
+    pub fn encode_counter(self, value: i64) -> Vec<u8> {
         self.encode(&value).unwrap_or_default()
     }
 }

@@ -637,6 +637,39 @@ impl SessionManager {
         }
     }
 
+    /// Adds `by` to the counter under `key` ([`Session::increment`]) and saves the session
+    /// now; returns the counter as the store wrote it: every addition saved before this one,
+    /// other requests' included, so concurrent callers each get a different value.
+    ///
+    /// ```
+    /// # use session_core::SessionManager;
+    /// # async fn demo(manager: &SessionManager) -> Result<(), session_core::SessionError> {
+    /// let session = manager.create();
+    /// assert_eq!(manager.increment(&session, "visits", 1).await?, 1);
+    ///
+    /// // Another request adds 5 to the same session.
+    /// let other = manager.load(&session.id()).await?.expect("saved");
+    /// other.increment("visits", 5)?;
+    /// manager.save(&other).await?;
+    ///
+    /// assert_eq!(manager.increment(&session, "visits", 1).await?, 7);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Session::increment`] and [`SessionManager::save`]; on a save error the addition
+    /// stays pending.
+    pub async fn increment(
+        &self,
+        session: &Session,
+        key: &str,
+        by: i64,
+    ) -> Result<i64, SessionError> {
+        let local = session.increment(key, by)?;
+        self.save(session).await?;
+        Ok(session.get::<i64>(key)?.unwrap_or(local))
+    }
+
     /// Ends the session now: deletes its record.
     ///
     /// # Errors
@@ -725,7 +758,7 @@ impl SessionManager {
                     {
                         let mut state = session.lock();
                         match written {
-                            Ok(SaveOutcome::Updated) => state.on_updated(expires_at),
+                            Ok(SaveOutcome::Updated) => state.on_updated(expires_at, &changes),
                             Ok(_) => state.on_gone(),
                             Err(_) => state.restore(changes),
                         }

@@ -2,6 +2,7 @@
 //! formats are [`crate::envelope`] and [`crate::body`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::codec::Codec;
 use crate::id::StorageKey;
@@ -85,16 +86,56 @@ pub struct Changes {
 
 /// An atomic addition to a counter: a session value that is an `i64` in the manager's
 /// [`Codec`] (see [`Session::increment`](crate::Session::increment)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// It also carries back the value the store wrote ([`Increment::written`]): set by
+/// [`Increment::apply`] for stores that add on the client, by
+/// [`Increment::set_written`] for stores that add on the server. Clones share it; equality
+/// ignores it.
+#[derive(Debug, Clone)]
 pub struct Increment {
     by: i64,
     codec: Codec,
+    written: Arc<Mutex<Option<i64>>>,
 }
+
+impl PartialEq for Increment {
+    fn eq(&self, other: &Self) -> bool {
+        self.by == other.by && self.codec == other.codec
+    }
+}
+
+impl Eq for Increment {}
 
 impl Increment {
     /// An addition of `by` to a counter encoded with `codec`.
     pub fn new(by: i64, codec: Codec) -> Self {
-        Self { by, codec }
+        Self {
+            by,
+            codec,
+            written: Arc::default(),
+        }
+    }
+
+    /// The counter's value after the store's write, when the store told it: by
+    /// [`Increment::apply`] (the last call, for a store that retries a compare-and-set) or
+    /// [`Increment::set_written`].
+    ///
+    /// ```
+    /// use session_core::{Codec, Increment};
+    ///
+    /// let add = Increment::new(5, Codec::Bincode);
+    /// assert_eq!(add.written(), None);
+    /// add.apply(Some(&Codec::Bincode.encode(&10i64).unwrap()));
+    /// assert_eq!(add.written(), Some(15));
+    /// ```
+    pub fn written(&self) -> Option<i64> {
+        *self.written.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the counter's value after the write, for a store that adds on the server
+    /// (MongoDB's `$inc`) and reads the result back.
+    pub fn set_written(&self, value: i64) {
+        *self.written.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
     }
 
     /// The amount added.
@@ -122,7 +163,9 @@ impl Increment {
     /// ```
     pub fn apply(&self, current: Option<&[u8]>) -> Vec<u8> {
         let base = current.map_or(0, |bytes| self.codec.decode_counter(bytes).unwrap_or(0));
-        self.codec.encode_counter(base.saturating_add(self.by))
+        let sum = base.saturating_add(self.by);
+        self.set_written(sum);
+        self.codec.encode_counter(sum)
     }
 
     /// The longest value [`Increment::apply`] returns.

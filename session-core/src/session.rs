@@ -13,7 +13,7 @@ use crate::devices::{DEVICE_KEY, DeviceRecord};
 use crate::error::SessionError;
 use crate::id::{IdGenerator, SessionId, StorageKey};
 use crate::manager::{EXPIRY_KEY, Expiry, SaveOutcome, SessionExpiry};
-use crate::record::{Changes, Record};
+use crate::record::{Changes, Increment, Record};
 use crate::time::Timestamp;
 
 /// Keys starting with this are the session's own (flash messages); `insert` refuses them.
@@ -226,8 +226,11 @@ impl Session {
     /// when it writes, atomically, so concurrent requests that each add 1 leave exactly that
     /// many more, on every store. Read a counter with `get::<i64>`.
     ///
-    /// The returned value is the counter as this request loaded it plus its own additions;
-    /// additions other requests save meanwhile show on the next load.
+    /// The returned value is the counter as this request loaded it plus its own additions.
+    /// Once [`SessionManager::save`](crate::SessionManager::save) has written it, the
+    /// counter reads as the store wrote it: every addition saved before, other requests'
+    /// included. [`SessionManager::increment`](crate::SessionManager::increment) does both
+    /// and returns that value.
     ///
     /// A counter is an `i64` in the manager's codec: keep it with `increment` only (or
     /// `insert` an `i64`). Under bincode an integer of another type (a `u64` written by
@@ -650,8 +653,26 @@ impl State {
     }
 
     /// [`SavePlan::Update`] wrote the changes.
-    pub(crate) fn on_updated(&mut self, expires_at: Timestamp) {
+    /// `written` reached the store. Its counters now read as the store wrote them (every
+    /// addition saved before, other requests' included), plus what this handle added since.
+    pub(crate) fn on_updated(&mut self, expires_at: Timestamp, written: &Changes) {
         self.expires_at = expires_at;
+        for (key, inc) in written.incremented() {
+            let Some(stored) = inc.written() else {
+                continue;
+            };
+            // A later write, removal or clear of the key decides its value here.
+            if self.changes.is_cleared()
+                || self.changes.written().contains_key(key)
+                || self.changes.removed().contains(key)
+            {
+                continue;
+            }
+            let pending = self.changes.incremented().get(key).map_or(0, Increment::by);
+            if let Some(value) = self.data.get_mut(key) {
+                *value = inc.codec().encode_counter(stored.saturating_add(pending));
+            }
+        }
     }
 
     /// [`SavePlan::Touch`] moved the expiry.

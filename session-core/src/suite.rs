@@ -708,6 +708,40 @@ pub async fn check_increments_are_atomic(store: Arc<dyn SessionStore>) {
         Some(3),
         "a handle's increment was lost"
     );
+    // After its save a handle reads the counter as the store wrote it.
+    assert_eq!(left.get::<i64>("visits").unwrap(), Some(2));
+    assert_eq!(
+        right.get::<i64>("visits").unwrap(),
+        Some(3),
+        "the saved counter does not include the other handle's addition"
+    );
+    assert_eq!(manager.increment(&after, "visits", 10).await.unwrap(), 13);
+    // Eight requests at once each get the value their own addition made: all different.
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        handles.push(manager.load(&id).await.unwrap().unwrap());
+    }
+    let barrier = Arc::new(Barrier::new(handles.len()));
+    let tasks: Vec<_> = handles
+        .into_iter()
+        .map(|handle| {
+            let (manager, barrier) = (manager.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                manager.increment(&handle, "visits", 1).await.unwrap()
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.push(task.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (14..=21).collect::<Vec<i64>>(),
+        "concurrent increments did not each return the value the store wrote"
+    );
 }
 
 /// A session's own expiry ([`crate::SessionExpiry`]) is kept by the store: a remembered

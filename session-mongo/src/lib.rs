@@ -73,8 +73,8 @@ use async_trait::async_trait;
 use mongodb::bson::{Binary, Bson, DateTime, Document, doc, spec::BinarySubtype};
 use mongodb::error::{Error, ErrorKind, WriteFailure};
 use mongodb::options::{
-    ClientOptions, CollectionOptions, IndexOptions, SelectionCriteria, UpdateModifications,
-    WriteConcern,
+    ClientOptions, CollectionOptions, IndexOptions, ReturnDocument, SelectionCriteria,
+    UpdateModifications, WriteConcern,
 };
 use mongodb::{Client, Collection, Database, IndexModel};
 use session_core::{
@@ -604,6 +604,9 @@ impl MongoStore {
     ) -> Result<bool, StoreError> {
         check_size(changes.written_size())?;
         let small = changes.written().len() + changes.removed().len() <= SMALL_UPDATE;
+        if !changes.incremented().is_empty() {
+            return self.write_increments(filter, changes, expires_at).await;
+        }
         let update: UpdateModifications = if !changes.is_cleared() && small {
             paths_update(changes, expires_at).into()
         } else {
@@ -611,6 +614,49 @@ impl MongoStore {
         };
         let result = bounded(self.timeout, self.sessions.update_one(filter, update)).await?;
         Ok(result.matched_count == 1)
+    }
+
+    /// The `$inc` form of [`MongoStore::write`] (a few keys, not cleared): one
+    /// `find_one_and_update` that returns the counters' fields as written, so each
+    /// [`Increment`] reports the counter's new value ([`Increment::set_written`]).
+    async fn write_increments(
+        &self,
+        filter: Document,
+        changes: &Changes,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let projection: Document = changes
+            .incremented()
+            .keys()
+            .flat_map(|name| [data_path(name), counter_path(name)])
+            .map(|path| (path, Bson::Int32(1)))
+            .collect();
+        let update = self
+            .sessions
+            .find_one_and_update(filter, paths_update(changes, expires_at))
+            .projection(projection)
+            .return_document(ReturnDocument::After);
+        let Some(doc) = bounded(self.timeout, update).await? else {
+            return Ok(false);
+        };
+        let mut current = BTreeMap::new();
+        if let Ok(values) = doc.get_document("data") {
+            for name in changes.incremented().keys() {
+                if let Some(Bson::Binary(bin)) = values.get(escape_key(name)) {
+                    current.insert(name.clone(), bin.bytes.clone());
+                }
+            }
+        }
+        fold_counters(&doc, &mut current)?;
+        for (name, inc) in changes.incremented() {
+            if let Some(value) = current
+                .get(name)
+                .and_then(|b| inc.codec().decode_counter(b))
+            {
+                inc.set_written(value);
+            }
+        }
+        Ok(true)
     }
 
     /// An update that increments counters: a compare-and-set. The counters' fields are read,
