@@ -1,7 +1,8 @@
 //! `cargo xtask bench [--quick] [--only <list>]`: builds the bench crate in release, starts
 //! the servers the store workloads need (as `test-backends` does), runs every workload in
 //! fresh processes with rounds alternating between the contenders, and prints and writes
-//! `target/bench-results.md`.
+//! `target/bench-results.md`, with `target/bench-chart.svg` beside it (ours, the anchor and the
+//! raw limit of each workload as bars).
 //!
 //! `--only` takes a comma-separated list of workloads (`cycle`, `http`, `actix`, `memory`,
 //! `micro`, `migrate`)
@@ -18,6 +19,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::chart::Group;
 use crate::util::{cargo, phase, root, run, spawn_listening};
 
 /// A row of the cycle table: name, our store's spec, the anchor (label, spec), the raw
@@ -121,6 +123,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let disk = std::env::temp_dir().join(format!("session-bench-disk-{}", std::process::id()));
 
     let mut report = String::new();
+    let mut chart: Vec<Group> = Vec::new();
     writeln!(report, "## Session cycle on the store API\n")?;
     writeln!(
         report,
@@ -273,6 +276,17 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
                 "| {name} | {n} | {ours_rate:.0} | {anchor_name} | {anchor_rate} | {anchor_ratio} | {raw_rate} | {raw_ratio} | {} |",
                 spread(&samples[0])
             )?;
+            let mut bars = vec![("ours".to_owned(), ours_rate)];
+            if let Some((label, _)) = anchor {
+                bars.push(((*label).to_owned(), median(&samples[1])));
+            }
+            if raw.is_some() {
+                bars.push(("raw limit".to_owned(), median(&samples[raw_at])));
+            }
+            chart.push(Group {
+                label: format!("{name} · N={n} (cycles/s)"),
+                bars,
+            });
             if json.is_some() {
                 let json_rate = median(&samples[raw_at + usize::from(raw.is_some())]);
                 writeln!(
@@ -284,7 +298,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         }
     }
     if wanted("actix") {
-        actix(&exe, plan, &redis, &mut report)?;
+        actix(&exe, plan, &redis, &mut report, &mut chart)?;
     }
     if wanted("migrate") {
         let cluster = env("SESSION_TEST_REDIS_CLUSTER_URLS")?.replace("redis://", "");
@@ -311,7 +325,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     }
 
     if wanted("http") {
-        http(&exe, plan, &mut report)?;
+        http(&exe, plan, &mut report, &mut chart)?;
     }
     if wanted("memory") {
         memory(&exe, plan, &mut report)?;
@@ -324,6 +338,15 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let out = root().join("target/bench-results.md");
     std::fs::write(&out, &report)?;
     eprintln!("written to {}", out.display());
+    let svg = root().join("target/bench-chart.svg");
+    std::fs::write(
+        &svg,
+        crate::chart::svg(
+            "Ours, the anchor and the raw limit: each bar's share of its group's fastest",
+            &chart,
+        ),
+    )?;
+    eprintln!("chart written to {}", svg.display());
     Ok(())
 }
 
@@ -454,11 +477,12 @@ fn memory(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
 
 /// The counter route: bare axum, with our layer (memory store), with tower-sessions' layer
 /// (its MemoryStore), under wrk, alternating rounds in one run.
-fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
+fn http(exe: &Path, plan: &Plan, report: &mut String, chart: &mut Vec<Group>) -> Result<()> {
     http_table(
         exe,
         plan,
         report,
+        chart,
         &HttpTable {
             title: "HTTP: the counter route",
             serve: &["serve"],
@@ -475,11 +499,18 @@ fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
 
 /// The counter route on actix-web: bare, ours (memory store), actix-session's
 /// `CookieSessionStore`, then ours and actix-session's `RedisSessionStore` on the same Redis.
-fn actix(exe: &Path, plan: &Plan, redis: &str, report: &mut String) -> Result<()> {
+fn actix(
+    exe: &Path,
+    plan: &Plan,
+    redis: &str,
+    report: &mut String,
+    chart: &mut Vec<Group>,
+) -> Result<()> {
     http_table(
         exe,
         plan,
         report,
+        chart,
         &HttpTable {
             title: "HTTP on actix-web: the counter route",
             serve: &["serve-actix"],
@@ -512,7 +543,13 @@ struct HttpTable<'a> {
     redis: Option<&'a str>,
 }
 
-fn http_table(exe: &Path, plan: &Plan, report: &mut String, table: &HttpTable<'_>) -> Result<()> {
+fn http_table(
+    exe: &Path,
+    plan: &Plan,
+    report: &mut String,
+    chart: &mut Vec<Group>,
+    table: &HttpTable<'_>,
+) -> Result<()> {
     crate::servers::ensure_packages(&[("wrk", "wrk")])?;
     let connections = 64;
     let variants = table.variants;
@@ -574,6 +611,14 @@ fn http_table(exe: &Path, plan: &Plan, report: &mut String, table: &HttpTable<'_
             bare_cpu / c
         )?;
     }
+    chart.push(Group {
+        label: format!("{} (requests/s)", table.title),
+        bars: variants
+            .iter()
+            .enumerate()
+            .map(|(i, (_, label))| ((*label).to_owned(), median(&rps[i])))
+            .collect(),
+    });
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 use std::process::ExitCode;
 
 mod bench;
+mod chart;
 mod fuzz;
 mod servers;
 mod tests;
