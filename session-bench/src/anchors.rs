@@ -117,10 +117,12 @@ pub(crate) async fn tower_sessions_mongo(url: &str, sessions: usize) -> Result<C
     Ok(ts_cycle!(store, ids))
 }
 
-/// The raw limits' 250-byte value for `r`.
+/// The raw limits' value for `r`: 250 bytes for the default session shape (5 keys of 40
+/// bytes, with names and encoding), and as large as the session for a larger
+/// `SESSION_BENCH_SHAPE` (keys × (value + 10) bytes: 20 500 for `50x400`).
 pub(crate) fn payload(r: u64) -> Vec<u8> {
     let mut v = format!("{r:020}").into_bytes();
-    v.resize(250, b'x');
+    v.resize(crate::workload::session_bytes().max(250), b'x');
     v
 }
 

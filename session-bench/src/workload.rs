@@ -35,3 +35,12 @@ pub(crate) fn keys() -> u64 {
 pub(crate) fn value(n: u64) -> String {
     format!("{n:0width$}", width = shape().1)
 }
+
+/// About the bytes a session of the shape holds: each key's value and ~10 bytes of name and
+/// encoding (250 for the default `5x40`).
+pub(crate) fn session_bytes() -> usize {
+    let (keys, bytes) = shape();
+    usize::try_from(keys)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(bytes + 10)
+}

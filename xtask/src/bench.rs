@@ -4,8 +4,8 @@
 //! `target/bench-results.md`, with `target/bench-chart.svg` beside it (ours, the anchor and the
 //! raw limit of each workload as bars).
 //!
-//! `--only` takes a comma-separated list of workloads (`cycle`, `http`, `actix`, `memory`,
-//! `micro`, `migrate`)
+//! `--only` takes a comma-separated list of workloads (`cycle`, `large` (the cycle with
+//! 20 KB sessions), `http`, `actix`, `memory`, `micro`, `migrate`)
 //! and cycle backends (`memory`, `disk`, `redis`, `memcached`, `mongodb`, `postgres`,
 //! `mariadb`, `sqlite`), e.g.
 //! `--only redis,http`, for measuring one thing while working on it (`memory` picks both the
@@ -81,8 +81,9 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         ),
         None => None,
     };
-    const KNOWN: [&str; 13] = [
+    const KNOWN: [&str; 14] = [
         "cycle",
+        "large",
         "http",
         "actix",
         "memory",
@@ -216,86 +217,20 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     // The SQL rows also run the layout the SQL store did not take (a JSON object per session,
     // merged in one UPDATE), for the table that records why.
     let mut layout = String::new();
-    for Row(name, ours, anchor, raw, concurrency) in &groups {
-        if !backend_wanted(name) {
-            continue;
-        }
-        for n in *concurrency {
-            let mut contenders = vec![ours.clone()];
-            contenders.extend(anchor.iter().map(|(_, s)| s.clone()));
-            contenders.extend(raw.iter().cloned());
-            let json = ours
-                .strip_prefix("sql:")
-                .map(|url| format!("json-sql:{url}"));
-            contenders.extend(json.iter().cloned());
-            let raw_at = 1 + usize::from(anchor.is_some());
-            let mut samples = vec![Vec::new(); contenders.len()];
-            for round in 1..=plan.rounds {
-                for (spec, out) in contenders.iter().zip(&mut samples) {
-                    phase(&format!(
-                        "cycle: {name} · {} · N={n} · round {round}/{}",
-                        spec.split(':').next().unwrap_or(spec),
-                        plan.rounds
-                    ));
-                    reset_redis(spec)?;
-                    let line = result_line(Command::new(&exe).args([
-                        "cycle",
-                        spec,
-                        n,
-                        plan.secs,
-                        plan.sessions,
-                    ]))?;
-                    out.push(field(&line, "cycles_per_sec").parse::<f64>()?);
-                    let _ = std::fs::remove_dir_all(&disk);
-                }
-            }
-            let ours_rate = median(&samples[0]);
-            let (anchor_name, anchor_rate, anchor_ratio) = match anchor {
-                Some((label, _)) => {
-                    let rate = median(&samples[1]);
-                    (
-                        label.to_string(),
-                        format!("{rate:.0}"),
-                        format!("{:.2}×", ours_rate / rate),
-                    )
-                }
-                None => ("—".into(), "—".into(), "—".into()),
-            };
-            let (raw_rate, raw_ratio) = match raw {
-                Some(_) => {
-                    let rate = median(&samples[raw_at]);
-                    (
-                        format!("{rate:.0}"),
-                        format!("{:.0} %", 100.0 * ours_rate / rate),
-                    )
-                }
-                None => ("—".into(), "—".into()),
-            };
-            writeln!(
-                report,
-                "| {name} | {n} | {ours_rate:.0} | {anchor_name} | {anchor_rate} | {anchor_ratio} | {raw_rate} | {raw_ratio} | {} |",
-                spread(&samples[0])
-            )?;
-            let mut bars = vec![("ours".to_owned(), ours_rate)];
-            if let Some((label, _)) = anchor {
-                bars.push(((*label).to_owned(), median(&samples[1])));
-            }
-            if raw.is_some() {
-                bars.push(("raw limit".to_owned(), median(&samples[raw_at])));
-            }
-            chart.push(Group {
-                label: format!("{name} · N={n} (cycles/s)"),
-                bars,
-            });
-            if json.is_some() {
-                let json_rate = median(&samples[raw_at + usize::from(raw.is_some())]);
-                writeln!(
-                    layout,
-                    "| {name} | {n} | {ours_rate:.0} | {json_rate:.0} | {:.2}× |",
-                    ours_rate / json_rate
-                )?;
-            }
-        }
+    let rows: Vec<&Row> = groups.iter().filter(|r| backend_wanted(r.0)).collect();
+    let mut cycles = Cycles {
+        exe: &exe,
+        plan,
+        disk: &disk,
+        shape: None,
+        sessions: plan.sessions,
+        report: &mut report,
+        layout: &mut layout,
+        chart: &mut chart,
+    };
+    cycles.table(&rows)?;
+    if wanted("large") {
+        large(&mut cycles, &redis, &memcached_one)?;
     }
     if wanted("actix") {
         actix(&exe, plan, &redis, &mut report, &mut chart)?;
@@ -349,6 +284,159 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     eprintln!("chart written to {}", svg.display());
     Ok(())
 }
+
+/// Runs cycle tables, collecting their report, the SQL layout rows and the chart.
+struct Cycles<'a> {
+    exe: &'a Path,
+    plan: &'a Plan,
+    disk: &'a Path,
+    /// `SESSION_BENCH_SHAPE` for the bench processes; `None` for the default (5 × 40 bytes).
+    shape: Option<&'a str>,
+    sessions: &'a str,
+    report: &'a mut String,
+    layout: &'a mut String,
+    chart: &'a mut Vec<Group>,
+}
+
+impl Cycles<'_> {
+    /// The rows of one cycle table, each at its concurrencies, rounds alternating.
+    fn table(&mut self, rows: &[&Row]) -> Result<()> {
+        for Row(name, ours, anchor, raw, concurrency) in rows.iter().copied() {
+            for n in *concurrency {
+                let mut contenders = vec![ours.clone()];
+                contenders.extend(anchor.iter().map(|(_, s)| s.clone()));
+                contenders.extend(raw.iter().cloned());
+                let json = ours
+                    .strip_prefix("sql:")
+                    .map(|url| format!("json-sql:{url}"));
+                contenders.extend(json.iter().cloned());
+                let raw_at = 1 + usize::from(anchor.is_some());
+                let mut samples = vec![Vec::new(); contenders.len()];
+                for round in 1..=self.plan.rounds {
+                    for (spec, out) in contenders.iter().zip(&mut samples) {
+                        phase(&format!(
+                            "cycle: {name} · {} · N={n} · round {round}/{}",
+                            spec.split(':').next().unwrap_or(spec),
+                            self.plan.rounds
+                        ));
+                        reset_redis(spec)?;
+                        let mut cmd = Command::new(self.exe);
+                        cmd.args(["cycle", spec, n, self.plan.secs, self.sessions]);
+                        if let Some(shape) = self.shape {
+                            cmd.env("SESSION_BENCH_SHAPE", shape);
+                        }
+                        let line = result_line(&mut cmd)?;
+                        out.push(field(&line, "cycles_per_sec").parse::<f64>()?);
+                        let _ = std::fs::remove_dir_all(self.disk);
+                    }
+                }
+                let ours_rate = median(&samples[0]);
+                let (anchor_name, anchor_rate, anchor_ratio) = match anchor {
+                    Some((label, _)) => {
+                        let rate = median(&samples[1]);
+                        (
+                            label.to_string(),
+                            format!("{rate:.0}"),
+                            format!("{:.2}×", ours_rate / rate),
+                        )
+                    }
+                    None => ("—".into(), "—".into(), "—".into()),
+                };
+                let (raw_rate, raw_ratio) = match raw {
+                    Some(_) => {
+                        let rate = median(&samples[raw_at]);
+                        (
+                            format!("{rate:.0}"),
+                            format!("{:.0} %", 100.0 * ours_rate / rate),
+                        )
+                    }
+                    None => ("—".into(), "—".into()),
+                };
+                writeln!(
+                    self.report,
+                    "| {name} | {n} | {ours_rate:.0} | {anchor_name} | {anchor_rate} | {anchor_ratio} | {raw_rate} | {raw_ratio} | {} |",
+                    spread(&samples[0])
+                )?;
+                let mut bars = vec![("ours".to_owned(), ours_rate)];
+                if let Some((label, _)) = anchor {
+                    bars.push(((*label).to_owned(), median(&samples[1])));
+                }
+                if raw.is_some() {
+                    bars.push(("raw limit".to_owned(), median(&samples[raw_at])));
+                }
+                self.chart.push(Group {
+                    label: format!("{name} · N={n} (cycles/s)"),
+                    bars,
+                });
+                if json.is_some() {
+                    let json_rate = median(&samples[raw_at + usize::from(raw.is_some())]);
+                    writeln!(
+                        self.layout,
+                        "| {name} | {n} | {ours_rate:.0} | {json_rate:.0} | {:.2}× |",
+                        ours_rate / json_rate
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The cycle with large sessions (50 keys of 400 bytes, about 20 KB), so a layout is not
+/// tuned to small sessions only: memory, Redis and memcached at N = 64 against their anchors
+/// and raw limits (whose value grows to the session's size).
+fn large(cycles: &mut Cycles<'_>, redis: &str, memcached: &str) -> Result<()> {
+    let concurrency: &'static [&'static str] = if cycles.plan.rounds == 1 {
+        &["16"]
+    } else {
+        &["64"]
+    };
+    writeln!(cycles.report, "\n## Session cycle, large sessions\n")?;
+    writeln!(
+        cycles.report,
+        "{} sessions of 50 keys × 400-byte strings (about 20 KB; `SESSION_BENCH_SHAPE=50x400`); the \
+         raw limits move a 20 500-byte value. Otherwise as above.\n",
+        LARGE_SESSIONS
+    )?;
+    writeln!(
+        cycles.report,
+        "| backend | N | ours cycles/s | anchor | anchor cycles/s | ours ÷ anchor | raw limit cycles/s | ours ÷ raw | ours min–max |"
+    )?;
+    writeln!(cycles.report, "|---|---:|---:|---|---:|---:|---:|---:|---|")?;
+    let rows = [
+        Row(
+            "memory, 20 KB",
+            "memory".into(),
+            Some(("tower-sessions MemoryStore", "ts-memory".into())),
+            Some("raw-memory".into()),
+            concurrency,
+        ),
+        Row(
+            "redis, 20 KB",
+            format!("redis:{redis}"),
+            Some(("tower-sessions-redis-store", format!("ts-redis:{redis}"))),
+            Some(format!("raw-redis:{redis}")),
+            concurrency,
+        ),
+        Row(
+            "memcached, 20 KB",
+            format!("memcache:{memcached}"),
+            None,
+            Some(format!("raw-memcache:{memcached}")),
+            concurrency,
+        ),
+    ];
+    let (shape, sessions) = (cycles.shape, cycles.sessions);
+    cycles.shape = Some("50x400");
+    cycles.sessions = LARGE_SESSIONS;
+    let done = cycles.table(&rows.iter().collect::<Vec<_>>());
+    (cycles.shape, cycles.sessions) = (shape, sessions);
+    done
+}
+
+/// Sessions of the large workload: 2 000 × 20 KB = 40 MB a contender, well within the 256 MB
+/// the bench gives memcached.
+const LARGE_SESSIONS: &str = "2000";
 
 /// Empties the bench's Redis before a Redis run, so every contender and round starts from
 /// the same empty server (left alone, each run's 10 000 sessions pile up and slow the later
