@@ -19,7 +19,6 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::chart::Group;
 use crate::util::{cargo, phase, root, run, spawn_listening};
 
 /// A row of the cycle table: name, our store's spec, the anchor (label, spec), the raw
@@ -124,7 +123,6 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let disk = std::env::temp_dir().join(format!("session-bench-disk-{}", std::process::id()));
 
     let mut report = String::new();
-    let mut chart: Vec<Group> = Vec::new();
     writeln!(report, "## Session cycle on the store API\n")?;
     writeln!(
         report,
@@ -226,14 +224,13 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         sessions: plan.sessions,
         report: &mut report,
         layout: &mut layout,
-        chart: &mut chart,
     };
     cycles.table(&rows)?;
     if wanted("large") {
         large(&mut cycles, &redis, &memcached_one)?;
     }
     if wanted("actix") {
-        actix(&exe, plan, &redis, &mut report, &mut chart)?;
+        actix(&exe, plan, &redis, &mut report)?;
     }
     if wanted("migrate") {
         let cluster = env("SESSION_TEST_REDIS_CLUSTER_URLS")?.replace("redis://", "");
@@ -260,7 +257,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     }
 
     if wanted("http") {
-        http(&exe, plan, &mut report, &mut chart)?;
+        http(&exe, plan, &mut report)?;
     }
     if wanted("memory") {
         memory(&exe, plan, &mut report)?;
@@ -276,16 +273,13 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let svg = root().join("target/bench-chart.svg");
     std::fs::write(
         &svg,
-        crate::chart::svg(
-            "Ours, the anchor and the raw limit: each bar's share of its group's fastest",
-            &chart,
-        ),
+        crate::chart::svg(crate::chart::TITLE, &crate::chart::from_report(&report)),
     )?;
     eprintln!("chart written to {}", svg.display());
     Ok(())
 }
 
-/// Runs cycle tables, collecting their report, the SQL layout rows and the chart.
+/// Runs cycle tables, collecting their report and the SQL layout rows.
 struct Cycles<'a> {
     exe: &'a Path,
     plan: &'a Plan,
@@ -295,7 +289,6 @@ struct Cycles<'a> {
     sessions: &'a str,
     report: &'a mut String,
     layout: &'a mut String,
-    chart: &'a mut Vec<Group>,
 }
 
 impl Cycles<'_> {
@@ -357,17 +350,6 @@ impl Cycles<'_> {
                     "| {name} | {n} | {ours_rate:.0} | {anchor_name} | {anchor_rate} | {anchor_ratio} | {raw_rate} | {raw_ratio} | {} |",
                     spread(&samples[0])
                 )?;
-                let mut bars = vec![("ours".to_owned(), ours_rate)];
-                if let Some((label, _)) = anchor {
-                    bars.push(((*label).to_owned(), median(&samples[1])));
-                }
-                if raw.is_some() {
-                    bars.push(("raw limit".to_owned(), median(&samples[raw_at])));
-                }
-                self.chart.push(Group {
-                    label: format!("{name} · N={n} (cycles/s)"),
-                    bars,
-                });
                 if json.is_some() {
                     let json_rate = median(&samples[raw_at + usize::from(raw.is_some())]);
                     writeln!(
@@ -565,12 +547,11 @@ fn memory(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
 
 /// The counter route: bare axum, with our layer (memory store), with tower-sessions' layer
 /// (its MemoryStore), under wrk, alternating rounds in one run.
-fn http(exe: &Path, plan: &Plan, report: &mut String, chart: &mut Vec<Group>) -> Result<()> {
+fn http(exe: &Path, plan: &Plan, report: &mut String) -> Result<()> {
     http_table(
         exe,
         plan,
         report,
-        chart,
         &HttpTable {
             title: "HTTP: the counter route",
             serve: &["serve"],
@@ -587,18 +568,11 @@ fn http(exe: &Path, plan: &Plan, report: &mut String, chart: &mut Vec<Group>) ->
 
 /// The counter route on actix-web: bare, ours (memory store), actix-session's
 /// `CookieSessionStore`, then ours and actix-session's `RedisSessionStore` on the same Redis.
-fn actix(
-    exe: &Path,
-    plan: &Plan,
-    redis: &str,
-    report: &mut String,
-    chart: &mut Vec<Group>,
-) -> Result<()> {
+fn actix(exe: &Path, plan: &Plan, redis: &str, report: &mut String) -> Result<()> {
     http_table(
         exe,
         plan,
         report,
-        chart,
         &HttpTable {
             title: "HTTP on actix-web: the counter route",
             serve: &["serve-actix"],
@@ -631,13 +605,7 @@ struct HttpTable<'a> {
     redis: Option<&'a str>,
 }
 
-fn http_table(
-    exe: &Path,
-    plan: &Plan,
-    report: &mut String,
-    chart: &mut Vec<Group>,
-    table: &HttpTable<'_>,
-) -> Result<()> {
+fn http_table(exe: &Path, plan: &Plan, report: &mut String, table: &HttpTable<'_>) -> Result<()> {
     crate::servers::ensure_packages(&[("wrk", "wrk")])?;
     let connections = 64;
     let variants = table.variants;
@@ -699,14 +667,6 @@ fn http_table(
             bare_cpu / c
         )?;
     }
-    chart.push(Group {
-        label: format!("{} (requests/s)", table.title),
-        bars: variants
-            .iter()
-            .enumerate()
-            .map(|(i, (_, label))| ((*label).to_owned(), median(&rps[i])))
-            .collect(),
-    });
     Ok(())
 }
 

@@ -4,6 +4,31 @@
 
 use std::fmt::Write as _;
 
+/// The chart's title.
+pub(crate) const TITLE: &str =
+    "Ours, the anchor and the raw limit: each bar's share of its group's fastest";
+
+/// `cargo xtask chart [report.md] [out.svg]`: draws the chart of a saved bench report
+/// (default `target/bench-results.md` into `target/bench-chart.svg`).
+pub(crate) fn chart(args: &[String]) -> anyhow::Result<()> {
+    let root = crate::util::root();
+    let report = args
+        .first()
+        .map_or_else(|| root.join("target/bench-results.md"), Into::into);
+    let out = args
+        .get(1)
+        .map_or_else(|| root.join("target/bench-chart.svg"), Into::into);
+    let text = std::fs::read_to_string(&report)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", report.display()))?;
+    let groups = from_report(&text);
+    if groups.is_empty() {
+        anyhow::bail!("{} holds no cycle or HTTP table", report.display());
+    }
+    std::fs::write(&out, svg(TITLE, &groups))?;
+    eprintln!("{} groups drawn into {}", groups.len(), out.display());
+    Ok(())
+}
+
 /// One workload of the chart: a label and the rates of its contenders, in the order drawn.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Group {
@@ -13,7 +38,10 @@ pub(crate) struct Group {
 }
 
 const WIDTH: f64 = 900.0;
-const LABEL_W: f64 = 330.0;
+/// Where bars start; each group's label is a line above its bars.
+const BAR_X: f64 = 20.0;
+/// The height of a group's label line.
+const LABEL_H: f64 = 18.0;
 const BAR_H: f64 = 16.0;
 const GAP: f64 = 14.0;
 const TOP: f64 = 40.0;
@@ -40,7 +68,7 @@ fn escape(text: &str) -> String {
 /// of the group's largest rate.
 pub(crate) fn svg(title: &str, groups: &[Group]) -> String {
     let bars: usize = groups.iter().map(|g| g.bars.len()).sum();
-    let height = TOP + bars as f64 * BAR_H + groups.len() as f64 * GAP + 20.0;
+    let height = TOP + bars as f64 * BAR_H + groups.len() as f64 * (GAP + LABEL_H) + 20.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -51,22 +79,23 @@ pub(crate) fn svg(title: &str, groups: &[Group]) -> String {
         r#"<text x="10" y="22" font-size="15" font-weight="bold">{}</text>"#,
         escape(title)
     );
-    let span = WIDTH - LABEL_W - 170.0;
+    let span = WIDTH - BAR_X - 320.0;
     let mut y = TOP;
     for group in groups {
         let most = group.bars.iter().map(|(_, r)| *r).fold(0.0, f64::max);
         let _ = writeln!(
             out,
             r#"<text x="10" y="{:.1}" font-weight="bold">{}</text>"#,
-            y + BAR_H * 0.75,
+            y + LABEL_H * 0.7,
             escape(&group.label)
         );
+        y += LABEL_H;
         for (name, rate) in &group.bars {
             let share = if most > 0.0 { rate / most } else { 0.0 };
             let colour = colour(name);
             let _ = writeln!(
                 out,
-                r#"<rect class="bar" x="{LABEL_W}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{}: {rate:.0}</title></rect>"#,
+                r#"<rect class="bar" x="{BAR_X}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{}: {rate:.0}</title></rect>"#,
                 span * share,
                 BAR_H - 3.0,
                 escape(name)
@@ -74,7 +103,7 @@ pub(crate) fn svg(title: &str, groups: &[Group]) -> String {
             let _ = writeln!(
                 out,
                 r#"<text x="{:.1}" y="{:.1}">{} {:.0} %</text>"#,
-                LABEL_W + span * share + 6.0,
+                BAR_X + span * share + 6.0,
                 y + BAR_H * 0.7,
                 escape(name),
                 share * 100.0
@@ -85,6 +114,55 @@ pub(crate) fn svg(title: &str, groups: &[Group]) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// The chart's groups from a bench report (`target/bench-results.md`): each row of a cycle
+/// table (ours, its anchor and its raw limit, cycles/s) and each HTTP table (its apps,
+/// requests/s). A `—` cell is a contender the row does not have.
+pub(crate) fn from_report(report: &str) -> Vec<Group> {
+    let mut groups = Vec::new();
+    let mut http: Option<Group> = None;
+    let mut section = "";
+    for line in report.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            groups.extend(http.take());
+            section = title;
+            if title.starts_with("HTTP") {
+                http = Some(Group {
+                    label: format!("{title} (requests/s)"),
+                    bars: Vec::new(),
+                });
+            }
+            continue;
+        }
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        let rate = |i: usize| cells.get(i).and_then(|c| c.parse::<f64>().ok());
+        if section.starts_with("Session cycle") && cells.len() >= 8 {
+            let Some(ours) = rate(2) else { continue };
+            let mut bars = vec![("ours".to_owned(), ours)];
+            if let Some(anchor) = rate(4) {
+                bars.push((cells[3].to_owned(), anchor));
+            }
+            if let Some(raw) = rate(6) {
+                bars.push(("raw limit".to_owned(), raw));
+            }
+            groups.push(Group {
+                label: format!("{} · N={} (cycles/s)", cells[0], cells[1]),
+                bars,
+            });
+        } else if let Some(group) = http.as_mut()
+            && let Some(rps) = rate(1)
+        {
+            group.bars.push((cells[0].to_owned(), rps));
+        }
+    }
+    groups.extend(http);
+    groups
 }
 
 #[cfg(test)]
@@ -148,5 +226,45 @@ mod tests {
         assert!(chart.contains("t &amp; t"));
         assert!(!chart.contains("x<y"));
         assert_eq!(widths(&chart), [0.0]);
+    }
+
+    #[test]
+    fn a_report_gives_a_group_per_cycle_row_and_per_http_table() {
+        let report = "## Session cycle on the store API\n\n\
+| backend | N | ours cycles/s | anchor | anchor cycles/s | ours ÷ anchor | raw limit cycles/s | ours ÷ raw | ours min–max |\n\
+|---|---:|---:|---|---:|---:|---:|---:|---|\n\
+| redis | 64 | 24912 | tower-sessions-redis-store | 22617 | 1.10× | 30174 | 83 % | 1–2 |\n\
+| memcached | 64 | 13864 | — | — | — | 18715 | 74 % | 1–2 |\n\
+\n## HTTP: the counter route\n\n\
+| app | requests/s (median) | rounds min–max | ratio to bare axum | server CPU µs/request (median) | bare's CPU ÷ this |\n\
+|---|---:|---|---:|---:|---:|\n\
+| bare axum (no sessions) | 110339 | 1–2 | 1.00 | 7.86 | 1.00 |\n\
+| session-tower + memory store | 93107 | 1–2 | 0.84 | 9.48 | 0.83 |\n\
+\n## Memory per session\n\n| store | sessions | payload B | bytes/session | ratio to payload |\n\
+| session-memory | 100000 | 200 | 301.1 | 1.51 |\n";
+        let groups = from_report(report);
+        assert_eq!(groups.len(), 3, "{groups:?}");
+        assert_eq!(groups[0].label, "redis · N=64 (cycles/s)");
+        assert_eq!(
+            groups[0].bars,
+            [
+                ("ours".to_owned(), 24912.0),
+                ("tower-sessions-redis-store".to_owned(), 22617.0),
+                ("raw limit".to_owned(), 30174.0)
+            ]
+        );
+        assert_eq!(
+            groups[1].bars,
+            [
+                ("ours".to_owned(), 13864.0),
+                ("raw limit".to_owned(), 18715.0)
+            ]
+        );
+        assert_eq!(groups[2].label, "HTTP: the counter route (requests/s)");
+        assert_eq!(groups[2].bars.len(), 2);
+        assert_eq!(
+            groups[2].bars[1],
+            ("session-tower + memory store".to_owned(), 93107.0)
+        );
     }
 }
