@@ -345,10 +345,11 @@ impl SessionManagerBuilder {
     ///
     /// The login's write and the ending are one call to the store,
     /// [`SessionStore::write_capped`]. The SQL stores make it one transaction serialized per
-    /// owner and the memory store one step under its login lock: the owner is never over
-    /// the cap, even for a moment or after a crash. The Redis, MongoDB and disk stores write
-    /// and then end ([`crate::write_then_cap`]): for a moment the owner may have one more,
-    /// and two logins at once end the same oldest sessions. A store that keeps no per-user
+    /// owner and the memory store one step under its login lock: the write and the ending
+    /// land together, so the owner is never over the cap, even for a moment. The Redis,
+    /// MongoDB and disk stores write and then end ([`crate::write_then_cap`]): for a moment
+    /// the owner may have one more, and logins at once may end more than needed but never
+    /// leave more than the cap. A store that keeps no per-user
     /// index (memcached) cannot enforce it; the login then succeeds and a warning is logged.
     pub fn max_sessions_per_owner(mut self, max: Option<usize>) -> Self {
         self.max_per_owner = max.map(|m| m.max(1));

@@ -103,9 +103,10 @@ pub struct CappedWrite {
 /// [`SessionStore::write_capped`] for a store that cannot make a login and the ending of
 /// the owner's oldest sessions one atomic step: the write (`create` or `update`), then
 /// `sessions_of` and a `delete` of each session beyond the cap. The owner may have one
-/// session more for the moment between, and keeps it if the process stops there; two
-/// logins at once end the same oldest sessions, so together they end the right ones. A
-/// failure after the write (listing or ending) is logged, not returned: the login stands.
+/// session more for the moment between, and keeps it if the process stops there; logins at
+/// once may end more than needed (each keeps its own session) but, once all are done, never
+/// leave more than the cap. A failure after the write (listing or ending) is logged, not
+/// returned: the login stands.
 ///
 /// # Errors
 /// The write's errors.
@@ -354,9 +355,9 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// other live sessions of the owner so that at most `cap.max` remain, the written one
     /// included; `cap.spare` is neither counted nor ended ([`OwnerCap::to_end`] says which).
     ///
-    /// A store that can make both one atomic step does: no crash or cancelled call leaves
-    /// the owner over the cap, and concurrent logins of one owner are serialized, so a
-    /// listing never shows more than `cap.max`. Stores that cannot return
+    /// A store that can make both one atomic step does: the write and the ending land
+    /// together, and concurrent logins of one owner are serialized, so a listing never
+    /// shows more than `cap.max` (the suite's `atomic_cap = true` checks it). Stores that cannot return
     /// [`write_then_cap`], which writes and then ends, and say so in their docs.
     ///
     /// Returns `written: false`, ending nothing, when an [`OwnedWrite::Update`] finds no

@@ -666,7 +666,8 @@ impl SessionStore for DiskStore {
         self.blocking(|inner| inner.sweep(Timestamp::now())).await
     }
 
-    /// Writes, then ends ([`session_core::write_then_cap`]): files have no transaction across them.
+    /// Writes, then ends ([`session_core::write_then_cap`]): files have no transaction across
+    /// them.
     async fn write_capped(
         &self,
         write: session_core::OwnedWrite<'_>,

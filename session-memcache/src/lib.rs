@@ -702,7 +702,8 @@ impl SessionStore for MemcacheStore {
         true
     }
 
-    /// Writes, then ends ([`session_core::write_then_cap`]): memcached keeps no per-user index: the listing fails, the login stands and a warning is logged.
+    /// Writes, then ends ([`session_core::write_then_cap`]): memcached keeps no per-user index:
+    /// the listing fails, the login stands and a warning is logged.
     async fn write_capped(
         &self,
         write: session_core::OwnedWrite<'_>,

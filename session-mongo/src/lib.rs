@@ -470,6 +470,24 @@ fn decode(key: StorageKey, doc: &Document) -> Result<Record, StoreError> {
     })
 }
 
+/// The values of the counters `changes` increments, as `doc` (projected on their `data` and
+/// `counters` fields) holds them, pending `$inc` totals folded in.
+fn counter_values(
+    doc: &Document,
+    changes: &Changes,
+) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
+    let mut current = BTreeMap::new();
+    if let Ok(values) = doc.get_document("data") {
+        for name in changes.incremented().keys() {
+            if let Some(Bson::Binary(bin)) = values.get(escape_key(name)) {
+                current.insert(name.clone(), bin.bytes.clone());
+            }
+        }
+    }
+    fold_counters(doc, &mut current)?;
+    Ok(current)
+}
+
 /// Adds each pending `$inc` total of `doc` to its key's value (see [`paths_update`]).
 fn fold_counters(doc: &Document, data: &mut BTreeMap<String, Vec<u8>>) -> Result<(), StoreError> {
     let counters = match doc.get(COUNTERS) {
@@ -639,15 +657,7 @@ impl MongoStore {
         let Some(doc) = bounded(self.timeout, update).await? else {
             return Ok(false);
         };
-        let mut current = BTreeMap::new();
-        if let Ok(values) = doc.get_document("data") {
-            for name in changes.incremented().keys() {
-                if let Some(Bson::Binary(bin)) = values.get(escape_key(name)) {
-                    current.insert(name.clone(), bin.bytes.clone());
-                }
-            }
-        }
-        fold_counters(&doc, &mut current)?;
+        let current = counter_values(&doc, changes)?;
         for (name, inc) in changes.incremented() {
             if let Some(value) = current
                 .get(name)
@@ -709,15 +719,7 @@ impl MongoStore {
                     },
                 );
             }
-            let mut current = BTreeMap::new();
-            if let Ok(values) = doc.get_document("data") {
-                for name in changes.incremented().keys() {
-                    if let Some(Bson::Binary(bin)) = values.get(escape_key(name)) {
-                        current.insert(name.clone(), bin.bytes.clone());
-                    }
-                }
-            }
-            fold_counters(&doc, &mut current)?;
+            let current = counter_values(&doc, changes)?;
             let resolved = changes.resolved(|name| current.get(name).map(Vec::as_slice));
             if self.write(filter, &resolved, expires_at).await? {
                 return Ok(true);
@@ -908,7 +910,9 @@ impl SessionStore for MongoStore {
         true
     }
 
-    /// Writes, then ends ([`session_core::write_then_cap`]): ending other sessions means changing other documents, which needs a multi-document transaction, and the store does not require the replica set those need.
+    /// Writes, then ends ([`session_core::write_then_cap`]): ending other sessions means
+    /// changing other documents, which needs a multi-document transaction, and the store
+    /// does not require the replica set those need.
     async fn write_capped(
         &self,
         write: session_core::OwnedWrite<'_>,

@@ -934,7 +934,9 @@ impl SessionStore for RedisStore {
         true
     }
 
-    /// Writes, then ends ([`session_core::write_then_cap`]): the per-user index lives in its own key, in another Cluster slot than the session, so the two cannot change in one script.
+    /// Writes, then ends ([`session_core::write_then_cap`]): the per-user index lives in its
+    /// own key, in another Cluster slot than the session, so the two cannot change in one
+    /// script.
     async fn write_capped(
         &self,
         write: session_core::OwnedWrite<'_>,

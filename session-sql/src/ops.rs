@@ -172,6 +172,16 @@ pub(crate) fn chunks<'a>(
     })
 }
 
+/// The `owner` column an update writes: `Some(value)` (NULL for a removal) when the
+/// changes move the owner, `None` to leave it.
+fn owner_column(changes: &Changes) -> Option<Option<&[u8]>> {
+    match changes.owner() {
+        OwnerChange::Set(owner) => Some(Some(owner.as_bytes())),
+        OwnerChange::Remove => Some(None),
+        _ => None,
+    }
+}
+
 macro_rules! ops_for {
     ($db:ty) => {
         use sqlx::{AssertSqlSafe, Row as _};
@@ -281,11 +291,7 @@ macro_rules! ops_for {
             expires_at: i64,
             now: i64,
         ) -> OpResult<bool> {
-            let owner = match changes.owner() {
-                OwnerChange::Set(owner) => Some(Some(owner.as_bytes())),
-                OwnerChange::Remove => Some(None),
-                _ => None,
-            };
+            let owner = owner_column(changes);
             let removed = changes.removed();
             // The session row first: it is live, and it stays locked (a racing delete
             // waits for this transaction, then takes every key row with it).
@@ -411,11 +417,7 @@ macro_rules! ops_for {
                 expires_at: i64,
                 now: i64,
             ) -> OpResult<bool> {
-                let owner = match changes.owner() {
-                    OwnerChange::Set(owner) => Some(Some(owner.as_bytes())),
-                    OwnerChange::Remove => Some(None),
-                    _ => None,
-                };
+                let owner = owner_column(changes);
                 let (removed, written) = (changes.removed(), changes.written());
                 let small = removed.len() <= ROWS_PER_INSERT
                     && written.len() <= ROWS_PER_INSERT
