@@ -288,8 +288,9 @@ fn percentile(samples: &mut [Duration], p: usize) -> Duration {
 
 /// 64 writers of one hot session, spread over 4 stores (four application instances, each
 /// its own connection), each writing its own key 20 times as a request does (load, then
-/// update): every write is kept. The same 64 writers on 64 sessions give the uncontended
-/// latency beside it (printed for BENCHMARKS.md).
+/// update): every write is kept, with a small session and with a 16 KB one (whose writes
+/// are staged). The same 64 writers on 64 sessions give the uncontended latency beside it
+/// (printed for BENCHMARKS.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_writers_of_one_hot_session_keep_every_write() {
     const WRITERS: usize = 64;
@@ -307,9 +308,10 @@ async fn sixty_four_writers_of_one_hot_session_keep_every_write() {
             .unwrap();
         stores.push(Arc::new(store));
     }
-    for hot in [true, false] {
+    for (base, hot) in [(1, true), (1, false), (16_384, true), (16_384, false)] {
+        let base = vec![b'0'; base];
         let sessions: Vec<Record> = (0..if hot { 1 } else { WRITERS })
-            .map(|_| record(&[("base", b"0")]))
+            .map(|_| record(&[("base", base.as_slice())]))
             .collect();
         for r in &sessions {
             stores[0].create(r).await.unwrap();
@@ -347,7 +349,7 @@ async fn sixty_four_writers_of_one_hot_session_keep_every_write() {
         let mut kept = 0;
         for r in &sessions {
             let got = stores[1].load(&r.key).await.unwrap().unwrap();
-            assert_eq!(got.data["base"], b"0");
+            assert_eq!(got.data["base"], base);
             for (name, value) in &got.data {
                 if name != "base" {
                     assert_eq!(value, (ROUNDS - 1).to_string().as_bytes(), "{name}");
@@ -365,7 +367,126 @@ async fn sixty_four_writers_of_one_hot_session_keep_every_write() {
         } else {
             "64 sessions"
         };
-        eprintln!("redis cas, 64 writers on {label}: load + update p50 {p50:?}, p99 {p99:?}");
+        eprintln!(
+            "redis cas, 64 writers on {label} of {} bytes: load + update p50 {p50:?}, p99 {p99:?}",
+            base.len()
+        );
+        assert_eq!(staged_keys(&url, &p).await, 0, "staged keys left behind");
+    }
+}
+
+/// The keys under `prefix` named as staged values (`…:staged:<id>`) on the standalone server.
+async fn staged_keys(url: &str, prefix: &str) -> usize {
+    let mut raw = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*:staged:*"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    keys.len()
+}
+
+/// Values of 2 KB and more reach the server staged: a `SET` of a key of their own, which a
+/// script renames over the session if no other writer came first. On a standalone server
+/// and on a cluster (where the staged key must share the session's slot), writers in four
+/// processes racing on one 8 KB session keep every write, the session keeps the expiry
+/// last written, the store lists only the session (no staged key), and on the standalone
+/// server no staged key is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_sessions_are_written_staged_and_lose_nothing() {
+    const WRITERS: usize = 16;
+    const ROUNDS: usize = 10;
+    let mut setups: Vec<(Vec<Arc<RedisStore>>, Option<String>, String)> = Vec::new();
+    if let Some(url) = server_url("SESSION_TEST_REDIS_URL") {
+        let p = prefix();
+        let mut stores = Vec::new();
+        for _ in 0..4 {
+            stores.push(Arc::new(
+                RedisStore::builder(&url)
+                    .key_prefix(p.clone())
+                    .open()
+                    .await
+                    .unwrap(),
+            ));
+        }
+        setups.push((stores, Some(url), p));
+    }
+    if let Some(urls) = server_url("SESSION_TEST_REDIS_CLUSTER_URLS") {
+        let p = prefix();
+        let mut stores = Vec::new();
+        for _ in 0..4 {
+            stores.push(Arc::new(
+                RedisStore::cluster_builder(urls.split(','))
+                    .key_prefix(p.clone())
+                    .open()
+                    .await
+                    .unwrap(),
+            ));
+        }
+        setups.push((stores, None, p));
+    }
+    for (stores, url, p) in setups {
+        let base = vec![b'b'; 8192];
+        let r = record(&[("base", base.as_slice())]);
+        stores[0].create(&r).await.unwrap();
+        let barrier = Arc::new(Barrier::new(WRITERS));
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                let (store, barrier, key) = (stores[i % 4].clone(), barrier.clone(), r.key);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    for round in 0..ROUNDS {
+                        store
+                            .load(&key)
+                            .await
+                            .unwrap()
+                            .expect("the session is live");
+                        let mut changes = Changes::new();
+                        changes.set(format!("w{i}"), round.to_string().into_bytes());
+                        let later = Timestamp::now().saturating_add(Duration::from_secs(3600));
+                        assert!(store.update(&key, &changes, later).await.unwrap());
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let expiry = Timestamp::from_unix_millis(Timestamp::now().as_unix_millis() + 7_200_000);
+        let mut last = Changes::new();
+        last.set("last", vec![1]);
+        assert!(stores[3].update(&r.key, &last, expiry).await.unwrap());
+        let got = stores[1].load(&r.key).await.unwrap().unwrap();
+        assert_eq!(got.data["base"], base);
+        assert_eq!(got.data["last"], [1]);
+        for i in 0..WRITERS {
+            assert_eq!(
+                got.data.get(&format!("w{i}")).map(Vec::as_slice),
+                Some((ROUNDS - 1).to_string().as_bytes()),
+                "writer {i}'s key"
+            );
+        }
+        assert_eq!(got.expires_at, expiry);
+        let page = stores[2].scan(None, 1000).await.unwrap();
+        assert!(page.keys.iter().all(|k| *k == r.key), "{:?}", page.keys);
+        if let Some(url) = url {
+            let mut raw = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let at: i64 = redis::cmd("PEXPIRETIME")
+                .arg(stores[0].redis_key(&r.key))
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            assert_eq!(at, expiry.as_unix_millis(), "the session key's expiry");
+            assert_eq!(staged_keys(&url, &p).await, 0, "staged keys left behind");
+        }
     }
 }
 
@@ -483,6 +604,14 @@ async fn scripts_are_loaded_again_after_a_script_flush() {
     set.set("b", b"2".to_vec());
     flush(&mut raw).await;
     assert!(store.update(&r.key, &set, later).await.unwrap());
+    // A large value, sent staged with its own script.
+    let mut large = Changes::new();
+    large.set("big", vec![b'x'; 4096]);
+    flush(&mut raw).await;
+    assert!(store.update(&r.key, &large, later).await.unwrap());
+    large.remove("big");
+    flush(&mut raw).await;
+    assert!(store.update(&r.key, &large, later).await.unwrap());
     let mut removal = Changes::new();
     removal.remove("a");
     flush(&mut raw).await;
