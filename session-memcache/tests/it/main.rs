@@ -287,3 +287,59 @@ async fn a_scan_lists_every_session_while_they_are_being_read() {
         );
     }
 }
+
+/// A `tracing` writer that keeps what is logged, for the test that reads the warning.
+#[derive(Clone, Default)]
+struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// memcached keeps no per-user index, so `max_sessions_per_owner` cannot be enforced: as
+/// the README says, every login still succeeds (all three sessions stay live) and a warning
+/// is logged.
+#[tokio::test]
+async fn the_owner_cap_cannot_be_enforced_logins_succeed_and_a_warning_is_logged() {
+    let Some(store) = two_server_store() else {
+        return;
+    };
+    let logged = Logged::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logged = logged.clone();
+            move || logged.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let manager = session_core::SessionManager::builder(store)
+        .max_sessions_per_owner(Some(1))
+        .build();
+    let mut ids = Vec::new();
+    for device in 0..3u8 {
+        let session = manager.create();
+        session.insert("device", device).unwrap();
+        session.set_owner(Some("alice"));
+        manager.save(&session).await.expect("the login succeeds");
+        ids.push(session.id());
+    }
+    for id in &ids {
+        assert!(
+            manager.load(id).await.unwrap().is_some(),
+            "a login's session was ended"
+        );
+    }
+    let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("WARN")
+            && text.contains("max_sessions_per_owner: the owner's sessions could not be listed"),
+        "no warning was logged: {text:?}"
+    );
+}
