@@ -185,6 +185,41 @@ async fn documents_of_the_wrong_shape_are_corrupt() {
     }
 }
 
+/// `load` reads by `_id` alone and applies the rest of the live filter itself: an expired
+/// document, a forward pointer and an expiry that is not a date are no session (as the
+/// server's filter made them), even when the rest of the document would be corrupt; a live
+/// one loads.
+#[tokio::test]
+async fn load_sees_only_live_sessions_as_the_filter_did() {
+    let Some(store) = fresh().await else { return };
+    let later = mongodb::bson::DateTime::from_millis(Timestamp::now().as_unix_millis() + 60_000);
+    let earlier = mongodb::bson::DateTime::from_millis(Timestamp::now().as_unix_millis() - 1);
+    let now = mongodb::bson::DateTime::now();
+    let absent = [
+        doc! { "v": 1, "created_at": now, "expires_at": earlier, "data": {} },
+        doc! { "v": 1, "created_at": "damaged", "expires_at": earlier, "data": 5 },
+        doc! { "v": 1, "created_at": now, "expires_at": later, "data": {}, "forward_to": "abc", "forward_until": later },
+        doc! { "forward_to": Bson::Null, "expires_at": later },
+        doc! { "v": 1, "created_at": now, "expires_at": "tomorrow", "data": {} },
+        doc! { "v": 1, "created_at": now, "expires_at": Timestamp::now().as_unix_millis() + 60_000, "data": {} },
+    ];
+    for mut shape in absent {
+        let key = UuidV4Generator.generate().storage_key();
+        shape.insert("_id", key.to_hex().as_str());
+        store.collection().insert_one(shape.clone()).await.unwrap();
+        assert_eq!(store.load(&key).await.unwrap(), None, "{shape}");
+    }
+    let key = UuidV4Generator.generate().storage_key();
+    let live = doc! { "_id": key.to_hex().as_str(), "v": 1, "created_at": now, "expires_at": later, "data": {} };
+    store.collection().insert_one(live).await.unwrap();
+    let loaded = store
+        .load(&key)
+        .await
+        .unwrap()
+        .expect("a live session loads");
+    assert_eq!(loaded.expires_at.as_unix_millis(), later.timestamp_millis());
+}
+
 #[tokio::test]
 async fn a_session_over_the_document_limit_is_too_large() {
     let Some(store) = fresh().await else { return };
