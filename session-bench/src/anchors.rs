@@ -234,6 +234,75 @@ async fn raw_redis_compare_and_set(url: &str, sessions: usize, ifeq: bool) -> Re
     }))
 }
 
+/// The raw limit of the staged write that session-redis uses for values of 2 KB and more:
+/// a `GET`, then one pipelined round trip of a `SET` of the new value to a key of its own
+/// and the store's [`session_redis::STAGED_CAS`] script that renames it over the session.
+pub(crate) async fn raw_redis_staged(url: &str, sessions: usize) -> Result<Cycle> {
+    let client = redis::Client::open(url)?;
+    let conn = redis::aio::ConnectionManager::new(client).await?;
+    let prefix = format!("rawstaged{}:", std::process::id());
+    let mut setup = conn.clone();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(session_redis::STAGED_CAS)
+        .query_async(&mut setup)
+        .await?;
+    let tagged = |r: u64, tag: u64| {
+        let mut v = payload(r);
+        v.extend_from_slice(&tag.to_le_bytes());
+        v
+    };
+    for i in 0..sessions {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}{{{i}}}"))
+            .arg(tagged(i as u64, 0))
+            .query_async(&mut setup)
+            .await?;
+    }
+    let expires = (std::time::SystemTime::now() + Duration::from_secs(3600))
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    Ok(Arc::new(move |r| {
+        let (mut conn, key, sha) = (
+            conn.clone(),
+            format!("{prefix}{{{}}}", r % sessions as u64),
+            sha.clone(),
+        );
+        let staged = format!(
+            "{key}:staged:{}",
+            writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        Box::pin(async move {
+            let value: Vec<u8> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+            let tag = value
+                .len()
+                .checked_sub(8)
+                .context("a value without its tag")?;
+            let old = &value[tag..];
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(old);
+            let next = u64::from_le_bytes(bytes).wrapping_add(1);
+            // A lost race (another task's write in between) just counts as a cycle here.
+            let _: (redis::Value, redis::Value) = redis::pipe()
+                .cmd("SET")
+                .arg(&staged)
+                .arg(tagged(r, next))
+                .arg("PXAT")
+                .arg(expires)
+                .cmd("EVALSHA")
+                .arg(&sha)
+                .arg(2)
+                .arg(&key)
+                .arg(&staged)
+                .arg(old)
+                .query_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+    }))
+}
+
 /// The raw limit of a hash layout without a script: `HGETALL` of a session of 5 keys of
 /// 40 bytes and two fields of metadata, then one `MULTI` / `HSET` of the changed key and
 /// the expiry / `PEXPIREAT` / `EXEC` round trip. Not a layout we ship (an `HSET` on a

@@ -14,7 +14,8 @@
 //! write a temporary one, with `fsync` for `always`, rename it over), and the bare round
 //! trips a cycle needs with the same driver: `raw-redis:<url>`
 //! (GET + SET of 250 bytes), `raw-redis-cas:<url>` (GET + session-redis's compare-and-set
-//! script), `raw-redis-ifeq:<url>` (GET + `SET … IFEQ`), `raw-redis-hash:<url>` (HGETALL + one MULTI/HSET/PEXPIREAT/EXEC), `raw-memcache:<host:port>` (get + a replying store of 250
+//! script), `raw-redis-staged:<url>` (GET + its staged write of large values: SET of a key of
+//! its own and the script renaming it, pipelined), `raw-redis-ifeq:<url>` (GET + `SET … IFEQ`), `raw-redis-hash:<url>` (HGETALL + one MULTI/HSET/PEXPIREAT/EXEC), `raw-memcache:<host:port>` (get + a replying store of 250
 //! bytes), `raw-mongo:<url>` (find_one + update_one by `_id`), `raw-sql:<url>` (`SELECT` by
 //! primary key + one `UPDATE`).
 //! The layout not taken, for the decision between the two: `json-sql:<url>` (a JSON object per
@@ -135,6 +136,7 @@ async fn workload(spec: &str, sessions: usize) -> Result<Cycle> {
         "raw-disk-always" => anchors::raw_disk(arg, true, sessions).await,
         "raw-redis" => anchors::raw_redis(arg, sessions).await,
         "raw-redis-cas" => anchors::raw_redis_cas(arg, sessions).await,
+        "raw-redis-staged" => anchors::raw_redis_staged(arg, sessions).await,
         "raw-redis-ifeq" => anchors::raw_redis_ifeq(arg, sessions).await,
         "raw-redis-hash" => anchors::raw_redis_hash(arg, sessions).await,
         "raw-memcache" => anchors::raw_memcache(arg, sessions).await,

@@ -400,6 +400,23 @@ fn large(cycles: &mut Cycles<'_>, redis: &str, memcached: &str) -> Result<()> {
             Some(format!("raw-redis:{redis}")),
             concurrency,
         ),
+        // The layout's own limits at this size, against the same raw limit: the value
+        // through the script's argument (what the store did before the thirteenth session)
+        // and staged (what it does from 2 KB on).
+        Row(
+            "redis, 20 KB, layout limit: GET + compare-and-set script (no session code)",
+            format!("raw-redis-cas:{redis}"),
+            None,
+            Some(format!("raw-redis:{redis}")),
+            concurrency,
+        ),
+        Row(
+            "redis, 20 KB, layout limit: GET + staged SET + rename script (no session code)",
+            format!("raw-redis-staged:{redis}"),
+            None,
+            Some(format!("raw-redis:{redis}")),
+            concurrency,
+        ),
         Row(
             "memcached, 20 KB",
             format!("memcache:{memcached}"),
