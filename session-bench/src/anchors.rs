@@ -152,6 +152,53 @@ pub(crate) async fn raw_redis(url: &str, sessions: usize) -> Result<Cycle> {
     }))
 }
 
+/// The raw limit on a Redis Cluster (`nodes`: comma-separated `host:port`): the same GET +
+/// SET of 250 bytes through redis-rs's cluster client, keys spread over the slots.
+pub(crate) async fn raw_redis_cluster(nodes: &str, sessions: usize) -> Result<Cycle> {
+    let client = redis::cluster::ClusterClient::new(
+        nodes
+            .split(',')
+            .map(|n| format!("redis://{n}"))
+            .collect::<Vec<_>>(),
+    )?;
+    let conn = client.get_async_connection().await?;
+    let prefix = format!("raw{}:", std::process::id());
+    let mut setup = conn.clone();
+    for i in 0..sessions {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}{i}"))
+            .arg(payload(i as u64))
+            .query_async(&mut setup)
+            .await?;
+    }
+    Ok(Arc::new(move |r| {
+        let (mut conn, key) = (conn.clone(), format!("{prefix}{}", r % sessions as u64));
+        Box::pin(async move {
+            let _: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg(payload(r))
+                .query_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+    }))
+}
+
+/// tower-sessions-redis-store on a Redis Cluster (`nodes`: comma-separated `host:port`),
+/// through fred's clustered pool.
+pub(crate) async fn tower_sessions_redis_cluster(nodes: &str, sessions: usize) -> Result<Cycle> {
+    use tower_sessions_redis_store::fred::prelude::*;
+    let mut nodes = nodes.split(',');
+    let first = nodes.next().context("no cluster node")?;
+    let rest: Vec<String> = nodes.map(|n| format!("node={n}")).collect();
+    let config = Config::from_url(&format!("redis-cluster://{first}?{}", rest.join("&")))?;
+    let pool = Pool::new(config, None, None, None, 6)?;
+    pool.connect();
+    pool.wait_for_connect().await?;
+    tower_sessions_cycle(tower_sessions_redis_store::RedisStore::new(pool), sessions).await
+}
+
 /// The raw limit of a compare-and-set layout: the same driver doing a `GET` and an
 /// `EVALSHA` of session-redis's own compare-and-set script on 250-byte values with an 8-byte
 /// tag, and nothing else. What the server's script costs on its own, with the least client.

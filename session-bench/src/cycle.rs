@@ -5,15 +5,18 @@
 //! Prints `RESULT cycle store=… tasks=… cycles_per_sec=…`.
 //!
 //! Ours: `memory`, `disk-always:<dir>`, `disk-never:<dir>`, `redis:<url>`,
+//! `redis-cluster:<host:port,…>`,
 //! `memcache:<host:port,…>`, `mongo:<url>`, `sql:<url>` (`sql:sqlite://<dir>` for a file of
 //! the run's own in `dir`).
 //! tower-sessions, same workload through its store API: `ts-memory`, `ts-redis:<url>`,
+//! `ts-redis-cluster:<host:port,…>`,
 //! `ts-mongo:<url>`, `ts-sqlx:<url>` (tower-sessions-sqlx-store).
 //! The raw limit, the least a cycle needs: `raw-memory` (a sharded map: get + clone +
 //! insert of 250 bytes), `raw-disk-never:<dir>` and `raw-disk-always:<dir>` (read a file,
 //! write a temporary one, with `fsync` for `always`, rename it over), and the bare round
 //! trips a cycle needs with the same driver: `raw-redis:<url>`
-//! (GET + SET of 250 bytes), `raw-redis-cas:<url>` (GET + session-redis's compare-and-set
+//! (GET + SET of 250 bytes), `raw-redis-cluster:<host:port,…>` (the same on a cluster),
+//! `raw-redis-cas:<url>` (GET + session-redis's compare-and-set
 //! script), `raw-redis-staged:<url>` (GET + its staged write of large values: SET of a key of
 //! its own and the script renaming it, pipelined), `raw-redis-ifeq:<url>` (GET + `SET … IFEQ`), `raw-redis-hash:<url>` (HGETALL + one MULTI/HSET/PEXPIREAT/EXEC), `raw-memcache:<host:port>` (get + a replying store of 250
 //! bytes), `raw-mongo:<url>` (find_one + update_one by `_id`), `raw-sql:<url>` (`SELECT` by
@@ -67,6 +70,16 @@ async fn ours(
         "redis" => {
             let store: Arc<dyn SessionStore> = Arc::new(
                 session_redis::RedisStore::builder(arg)
+                    .key_prefix(prefix)
+                    .open()
+                    .await?,
+            );
+            (store.clone(), store)
+        }
+        "redis-cluster" => {
+            let nodes: Vec<String> = arg.split(',').map(|n| format!("redis://{n}")).collect();
+            let store: Arc<dyn SessionStore> = Arc::new(
+                session_redis::RedisStore::cluster_builder(nodes)
                     .key_prefix(prefix)
                     .open()
                     .await?,
@@ -130,6 +143,8 @@ async fn workload(spec: &str, sessions: usize) -> Result<Cycle> {
     match kind {
         "ts-memory" => anchors::tower_sessions_memory(sessions).await,
         "ts-redis" => anchors::tower_sessions_redis(arg, sessions).await,
+        "ts-redis-cluster" => anchors::tower_sessions_redis_cluster(arg, sessions).await,
+        "raw-redis-cluster" => anchors::raw_redis_cluster(arg, sessions).await,
         "ts-mongo" => anchors::tower_sessions_mongo(arg, sessions).await,
         "raw-memory" => anchors::raw_memory(sessions).await,
         "raw-disk-never" => anchors::raw_disk(arg, false, sessions).await,

@@ -115,6 +115,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let servers = crate::servers::start_all()?;
     let env = |k: &str| servers.env.get(k).cloned().context("server missing");
     let redis = env("SESSION_TEST_REDIS_URL")?;
+    let cluster = env("SESSION_TEST_REDIS_CLUSTER_URLS")?.replace("redis://", "");
     let memcached = env("SESSION_TEST_MEMCACHED_SERVERS")?;
     let memcached_one = memcached.split(',').next().unwrap_or_default().to_owned();
     let mongo = env("SESSION_TEST_MONGO_URL")?;
@@ -163,6 +164,16 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             Some(("tower-sessions-redis-store", format!("ts-redis:{redis}"))),
             Some(format!("raw-redis:{redis}")),
             plan.concurrency,
+        ),
+        Row(
+            "redis cluster, 3 masters",
+            format!("redis-cluster:{cluster}"),
+            Some((
+                "tower-sessions-redis-store",
+                format!("ts-redis-cluster:{cluster}"),
+            )),
+            Some(format!("raw-redis-cluster:{cluster}")),
+            if quick { &["16"] } else { &["64"] },
         ),
         // What a layout could reach with no session code at all, against the same raw
         // limit: the compare-and-set layout the store uses (a `GET` and the store's own
@@ -233,7 +244,6 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         actix(&exe, plan, &redis, &mut report)?;
     }
     if wanted("migrate") {
-        let cluster = env("SESSION_TEST_REDIS_CLUSTER_URLS")?.replace("redis://", "");
         migrate(&exe, plan, &redis, &cluster, &disk, &mut report)?;
     }
     drop(servers);
@@ -445,6 +455,16 @@ fn reset_redis(spec: &str) -> Result<()> {
         return Ok(());
     };
     if !kind.contains("redis") {
+        return Ok(());
+    }
+    if kind.contains("cluster") {
+        // Every master of the cluster, named `host:port`.
+        for node in url.split(',') {
+            let (host, port) = node.rsplit_once(':').context("a cluster node without port")?;
+            run(Command::new("redis-cli")
+                .args(["-h", host, "-p", port, "FLUSHALL"])
+                .stdout(std::process::Stdio::null()))?;
+        }
         return Ok(());
     }
     run(Command::new("redis-cli")
