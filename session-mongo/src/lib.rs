@@ -7,12 +7,13 @@
 //! - **Key names are escaped** reversibly (`%` → `%25`, `.` → `%2E`, `$` → `%24`, NUL →
 //!   `%00`, the empty name → `%`), so no session key can become an operator or a path.
 //! - **A TTL index** on `expires_at` (`expireAfterSeconds: 0`) is created idempotently at
-//!   open, so expired documents do not pile up; `load` also filters `expires_at > now`, since
-//!   the TTL monitor runs only every 60 s.
+//!   open, so expired documents do not pile up; `load` (a `find_one` by `_id`) also checks
+//!   `expires_at > now` and skips forward pointers, since the TTL monitor runs only every
+//!   60 s.
 //! - **Per-user index**: an index on `owner` serves `sessions_of` and "log out everywhere"
 //!   (`delete_sessions_of`, one `delete_many`).
 //! - **Login** (`retire`): the live session document becomes a pointer (`forward_to`,
-//!   `forward_until`; its data removed), which every other filter excludes and the TTL
+//!   `forward_until`; its data removed), which `load` and every filter exclude and the TTL
 //!   index removes.
 //! - **Per-key updates**: `update` is one `update_one` filtered on `_id` and
 //!   `expires_at > now` that sets exactly the changed fields of `data`, unsets the removed

@@ -460,7 +460,9 @@ fn reset_redis(spec: &str) -> Result<()> {
     if kind.contains("cluster") {
         // Every master of the cluster, named `host:port`.
         for node in url.split(',') {
-            let (host, port) = node.rsplit_once(':').context("a cluster node without port")?;
+            let (host, port) = node
+                .rsplit_once(':')
+                .context("a cluster node without port")?;
             run(Command::new("redis-cli")
                 .args(["-h", host, "-p", port, "FLUSHALL"])
                 .stdout(std::process::Stdio::null()))?;
