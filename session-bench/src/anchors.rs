@@ -128,28 +128,7 @@ pub(crate) fn payload(r: u64) -> Vec<u8> {
 
 pub(crate) async fn raw_redis(url: &str, sessions: usize) -> Result<Cycle> {
     let client = redis::Client::open(url)?;
-    let conn = redis::aio::ConnectionManager::new(client).await?;
-    let prefix = format!("raw{}:", std::process::id());
-    let mut setup = conn.clone();
-    for i in 0..sessions {
-        let _: () = redis::cmd("SET")
-            .arg(format!("{prefix}{i}"))
-            .arg(payload(i as u64))
-            .query_async(&mut setup)
-            .await?;
-    }
-    Ok(Arc::new(move |r| {
-        let (mut conn, key) = (conn.clone(), format!("{prefix}{}", r % sessions as u64));
-        Box::pin(async move {
-            let _: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
-            let _: () = redis::cmd("SET")
-                .arg(&key)
-                .arg(payload(r))
-                .query_async(&mut conn)
-                .await?;
-            Ok(())
-        })
-    }))
+    raw_get_set(redis::aio::ConnectionManager::new(client).await?, sessions).await
 }
 
 /// The raw limit on a Redis Cluster (`nodes`: comma-separated `host:port`): the same GET +
@@ -161,7 +140,14 @@ pub(crate) async fn raw_redis_cluster(nodes: &str, sessions: usize) -> Result<Cy
             .map(|n| format!("redis://{n}"))
             .collect::<Vec<_>>(),
     )?;
-    let conn = client.get_async_connection().await?;
+    raw_get_set(client.get_async_connection().await?, sessions).await
+}
+
+/// `sessions` values set on `conn`, and the cycle of a bare `GET` + `SET` of one of them.
+async fn raw_get_set<C>(conn: C, sessions: usize) -> Result<Cycle>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
     let prefix = format!("raw{}:", std::process::id());
     let mut setup = conn.clone();
     for i in 0..sessions {
@@ -212,24 +198,44 @@ pub(crate) async fn raw_redis_ifeq(url: &str, sessions: usize) -> Result<Cycle> 
     raw_redis_compare_and_set(url, sessions, true).await
 }
 
-async fn raw_redis_compare_and_set(url: &str, sessions: usize, ifeq: bool) -> Result<Cycle> {
+/// A value of the tagged layouts: the raw payload for `r` followed by its 8-byte tag.
+fn tagged(r: u64, tag: u64) -> Vec<u8> {
+    let mut v = payload(r);
+    v.extend_from_slice(&tag.to_le_bytes());
+    v
+}
+
+/// The tag at the end of a tagged value read, and the tag of the value that replaces it.
+fn tag_of(value: &[u8]) -> Result<(&[u8], u64)> {
+    let at = value
+        .len()
+        .checked_sub(8)
+        .context("a value without its tag")?;
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&value[at..]);
+    Ok((&value[at..], u64::from_le_bytes(bytes).wrapping_add(1)))
+}
+
+/// The tagged layouts' set-up: a connection to `url`, `script` loaded (its SHA1 returned),
+/// `sessions` values tagged 0 under the keys `key` names, and an expiry an hour ahead (Unix
+/// ms).
+async fn tagged_setup(
+    url: &str,
+    script: &str,
+    sessions: usize,
+    key: impl Fn(usize) -> String,
+) -> Result<(redis::aio::ConnectionManager, String, u64)> {
     let client = redis::Client::open(url)?;
     let conn = redis::aio::ConnectionManager::new(client).await?;
-    let prefix = format!("rawcas{}:", std::process::id());
     let mut setup = conn.clone();
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(session_redis::CAS)
+        .arg(script)
         .query_async(&mut setup)
         .await?;
-    let tagged = |r: u64, tag: u64| {
-        let mut v = payload(r);
-        v.extend_from_slice(&tag.to_le_bytes());
-        v
-    };
     for i in 0..sessions {
         let _: () = redis::cmd("SET")
-            .arg(format!("{prefix}{i}"))
+            .arg(key(i))
             .arg(tagged(i as u64, 0))
             .query_async(&mut setup)
             .await?;
@@ -237,6 +243,15 @@ async fn raw_redis_compare_and_set(url: &str, sessions: usize, ifeq: bool) -> Re
     let expires = (std::time::SystemTime::now() + Duration::from_secs(3600))
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as u64;
+    Ok((conn, sha, expires))
+}
+
+async fn raw_redis_compare_and_set(url: &str, sessions: usize, ifeq: bool) -> Result<Cycle> {
+    let prefix = format!("rawcas{}:", std::process::id());
+    let (conn, sha, expires) = tagged_setup(url, session_redis::CAS, sessions, |i| {
+        format!("{prefix}{i}")
+    })
+    .await?;
     Ok(Arc::new(move |r| {
         let (mut conn, key, sha) = (
             conn.clone(),
@@ -245,14 +260,7 @@ async fn raw_redis_compare_and_set(url: &str, sessions: usize, ifeq: bool) -> Re
         );
         Box::pin(async move {
             let value: Vec<u8> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
-            let tag = value
-                .len()
-                .checked_sub(8)
-                .context("a value without its tag")?;
-            let old = &value[tag..];
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(old);
-            let next = u64::from_le_bytes(bytes).wrapping_add(1);
+            let (old, next) = tag_of(&value)?;
             // A lost race (another task's write in between) just counts as a cycle here.
             if ifeq {
                 let _: redis::Value = redis::cmd("SET")
@@ -285,30 +293,11 @@ async fn raw_redis_compare_and_set(url: &str, sessions: usize, ifeq: bool) -> Re
 /// a `GET`, then one pipelined round trip of a `SET` of the new value to a key of its own
 /// and the store's [`session_redis::STAGED_CAS`] script that renames it over the session.
 pub(crate) async fn raw_redis_staged(url: &str, sessions: usize) -> Result<Cycle> {
-    let client = redis::Client::open(url)?;
-    let conn = redis::aio::ConnectionManager::new(client).await?;
     let prefix = format!("rawstaged{}:", std::process::id());
-    let mut setup = conn.clone();
-    let sha: String = redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(session_redis::STAGED_CAS)
-        .query_async(&mut setup)
-        .await?;
-    let tagged = |r: u64, tag: u64| {
-        let mut v = payload(r);
-        v.extend_from_slice(&tag.to_le_bytes());
-        v
-    };
-    for i in 0..sessions {
-        let _: () = redis::cmd("SET")
-            .arg(format!("{prefix}{{{i}}}"))
-            .arg(tagged(i as u64, 0))
-            .query_async(&mut setup)
-            .await?;
-    }
-    let expires = (std::time::SystemTime::now() + Duration::from_secs(3600))
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
+    let (conn, sha, expires) = tagged_setup(url, session_redis::STAGED_CAS, sessions, |i| {
+        format!("{prefix}{{{i}}}")
+    })
+    .await?;
     let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     Ok(Arc::new(move |r| {
         let (mut conn, key, sha) = (
@@ -322,14 +311,7 @@ pub(crate) async fn raw_redis_staged(url: &str, sessions: usize) -> Result<Cycle
         );
         Box::pin(async move {
             let value: Vec<u8> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
-            let tag = value
-                .len()
-                .checked_sub(8)
-                .context("a value without its tag")?;
-            let old = &value[tag..];
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(old);
-            let next = u64::from_le_bytes(bytes).wrapping_add(1);
+            let (old, next) = tag_of(&value)?;
             // A lost race (another task's write in between) just counts as a cycle here.
             let _: (redis::Value, redis::Value) = redis::pipe()
                 .cmd("SET")

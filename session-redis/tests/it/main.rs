@@ -286,6 +286,16 @@ fn percentile(samples: &mut [Duration], p: usize) -> Duration {
     samples[(samples.len() * p / 100).min(samples.len() - 1)]
 }
 
+/// Writer `i`'s round `round` as a request makes it: load the session, then set the
+/// writer's own key `w{i}` to the round's number.
+async fn write_round(store: &RedisStore, key: &session_core::StorageKey, i: usize, round: usize) {
+    store.load(key).await.unwrap().expect("the session is live");
+    let mut changes = Changes::new();
+    changes.set(format!("w{i}"), round.to_string().into_bytes());
+    let later = Timestamp::now().saturating_add(Duration::from_secs(3600));
+    assert!(store.update(key, &changes, later).await.unwrap());
+}
+
 /// 64 writers of one hot session, spread over 4 stores (four application instances, each
 /// its own connection), each writing its own key 20 times as a request does (load, then
 /// update): every write is kept, with a small session and with a 16 KB one (whose writes
@@ -327,15 +337,7 @@ async fn sixty_four_writers_of_one_hot_session_keep_every_write() {
                     let mut latencies = Vec::with_capacity(ROUNDS);
                     for round in 0..ROUNDS {
                         let started = Instant::now();
-                        store
-                            .load(&key)
-                            .await
-                            .unwrap()
-                            .expect("the session is live");
-                        let mut changes = Changes::new();
-                        changes.set(format!("w{i}"), round.to_string().into_bytes());
-                        let later = Timestamp::now().saturating_add(Duration::from_secs(3600));
-                        assert!(store.update(&key, &changes, later).await.unwrap());
+                        write_round(&store, &key, i, round).await;
                         latencies.push(started.elapsed());
                     }
                     latencies
@@ -440,15 +442,7 @@ async fn large_sessions_are_written_staged_and_lose_nothing() {
                 tokio::spawn(async move {
                     barrier.wait().await;
                     for round in 0..ROUNDS {
-                        store
-                            .load(&key)
-                            .await
-                            .unwrap()
-                            .expect("the session is live");
-                        let mut changes = Changes::new();
-                        changes.set(format!("w{i}"), round.to_string().into_bytes());
-                        let later = Timestamp::now().saturating_add(Duration::from_secs(3600));
-                        assert!(store.update(&key, &changes, later).await.unwrap());
+                        write_round(&store, &key, i, round).await;
                     }
                 })
             })
