@@ -392,12 +392,30 @@ async fn staged_keys(url: &str, prefix: &str) -> usize {
     keys.len()
 }
 
+/// How many `RENAME`s the standalone server has run (`INFO commandstats`; a script's
+/// commands count too): only a staged write renames.
+async fn renames(url: &str) -> u64 {
+    let mut raw = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_rename:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
 /// Values of 2 KB and more reach the server staged: a `SET` of a key of their own, which a
 /// script renames over the session if no other writer came first. On a standalone server
 /// and on a cluster (where the staged key must share the session's slot), writers in four
 /// processes racing on one 8 KB session keep every write, the session keeps the expiry
 /// last written, the store lists only the session (no staged key), and on the standalone
-/// server no staged key is left behind.
+/// server every write was a rename and no staged key is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_sessions_are_written_staged_and_lose_nothing() {
     const WRITERS: usize = 16;
@@ -435,6 +453,10 @@ async fn large_sessions_are_written_staged_and_lose_nothing() {
         let base = vec![b'b'; 8192];
         let r = record(&[("base", base.as_slice())]);
         stores[0].create(&r).await.unwrap();
+        let renamed_before = match &url {
+            Some(url) => renames(url).await,
+            None => 0,
+        };
         let barrier = Arc::new(Barrier::new(WRITERS));
         let tasks: Vec<_> = (0..WRITERS)
             .map(|i| {
@@ -480,6 +502,14 @@ async fn large_sessions_are_written_staged_and_lose_nothing() {
                 .unwrap();
             assert_eq!(at, expiry.as_unix_millis(), "the session key's expiry");
             assert_eq!(staged_keys(&url, &p).await, 0, "staged keys left behind");
+            // Each of the writes that answered `true` landed by a rename (other tests on the
+            // server may add more, never fewer): the large value really was staged.
+            let renamed = renames(&url).await - renamed_before;
+            let writes = (WRITERS * ROUNDS + 1) as u64;
+            assert!(
+                renamed >= writes,
+                "{renamed} renames for {writes} large writes"
+            );
         }
     }
 }
