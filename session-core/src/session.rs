@@ -652,8 +652,9 @@ impl State {
         }
     }
 
-    /// [`SavePlan::Update`] wrote the changes `written`. Its counters now read as the store wrote them (every
-    /// addition saved before, other requests' included), plus what this handle added since.
+    /// [`SavePlan::Update`] wrote the changes `written`. Its counters now read as the store
+    /// wrote them (every addition saved before, other requests' included), plus what this
+    /// handle added since.
     pub(crate) fn on_updated(&mut self, expires_at: Timestamp, written: &Changes) {
         self.expires_at = expires_at;
         for (key, inc) in written.incremented() {

@@ -357,8 +357,9 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     ///
     /// A store that can make both one atomic step does: the write and the ending land
     /// together, and concurrent logins of one owner are serialized, so a listing never
-    /// shows more than `cap.max` (the suite's `atomic_cap = true` checks it). Stores that cannot return
-    /// [`write_then_cap`], which writes and then ends, and say so in their docs.
+    /// shows more than `cap.max` (the suite's `atomic_cap = true` checks it). Stores that
+    /// cannot return [`write_then_cap`], which writes and then ends, and say so in their
+    /// docs.
     ///
     /// Returns `written: false`, ending nothing, when an [`OwnedWrite::Update`] finds no
     /// live record.

@@ -13,9 +13,9 @@
 //!   and a deleted session is never brought back. A value of 2 KB or more is staged
 //!   instead of passed to the script (whose argument Lua's collector makes costly): a `SET`
 //!   of a key of its own in the session's slot, which a second script renames over the
-//!   session under the same check, pipelined in one round trip. Writers of one session in one process
-//!   take turns, so only writers in different processes can race; a write that loses
-//!   [`RedisStoreBuilder::cas_retries`] races in a row fails with
+//!   session under the same check, pipelined in one round trip. Writers of one session in
+//!   one process take turns, so only writers in different processes can race; a write that
+//!   loses [`RedisStoreBuilder::cas_retries`] races in a row fails with
 //!   [`StoreError::Unavailable`] (the HTTP layers answer 503), never silently. `create` is
 //!   `SET … NX` and refuses a taken key.
 //! - **Per-user index**: a set per user, `{prefix}user:{sha256(user)}`, lists the user's
