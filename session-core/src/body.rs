@@ -101,6 +101,148 @@ pub fn decode(key: StorageKey, bytes: &[u8]) -> Result<Record, FormatError> {
     })
 }
 
+/// A body read in place: its header decoded and its entries checked once (as [`decode`]
+/// checks them), then left encoded, so a value is read where it lies and no map of the
+/// record is built. What the memory store hands the manager
+/// ([`SessionStore::load_body`](crate::SessionStore::load_body)): a request that reads a key
+/// or two and writes one never decodes the others.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use session_core::{body, Record, Timestamp, UuidV4Generator, IdGenerator};
+///
+/// let record = Record {
+///     key: UuidV4Generator.generate().storage_key(),
+///     data: BTreeMap::from([("a".to_owned(), vec![1]), ("b".to_owned(), vec![2])]),
+///     created_at: Timestamp::from_unix_millis(1),
+///     expires_at: Timestamp::from_unix_millis(2),
+///     owner: Some("ada".to_owned()),
+/// };
+/// let mut bytes = Vec::new();
+/// body::encode_into(&record, &mut bytes);
+///
+/// let body = body::Body::new(bytes).unwrap();
+/// assert_eq!(body.get("b"), Some(&[2u8][..]));
+/// assert_eq!(body.get("c"), None);
+/// assert_eq!((body.len(), body.owner()), (2, Some("ada")));
+/// assert_eq!(body.into_record(record.key), record);
+///
+/// assert!(body::Body::new(vec![0; 3]).is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Body {
+    bytes: Vec<u8>,
+    /// Where the owner's field ends and the entry count starts.
+    count_at: usize,
+    count: usize,
+}
+
+impl Body {
+    /// Checks `bytes` as [`decode`] does, without decoding the entries.
+    ///
+    /// # Errors
+    /// As [`decode`].
+    pub fn new(bytes: Vec<u8>) -> Result<Self, FormatError> {
+        times(&bytes)?;
+        let mut reader = Reader {
+            rest: &bytes[TIMES_LEN..],
+        };
+        reader.owner()?;
+        let count_at = bytes.len() - reader.rest.len();
+        let count = reader.varint()?;
+        let mut previous: Option<&str> = None;
+        for _ in 0..count {
+            reader.entry(&mut previous)?;
+        }
+        reader.end()?;
+        // Every entry takes at least two bytes, so a count that passed is far below usize::MAX.
+        let count =
+            usize::try_from(count).map_err(|_| FormatError::Malformed("length overflow"))?;
+        Ok(Self {
+            bytes,
+            count_at,
+            count,
+        })
+    }
+
+    /// When the session was first saved.
+    pub fn created_at(&self) -> Timestamp {
+        times(&self.bytes).map_or(Timestamp::from_unix_millis(0), |(created, _)| created)
+    }
+
+    /// When the session expires.
+    pub fn expires_at(&self) -> Timestamp {
+        times(&self.bytes).map_or(Timestamp::from_unix_millis(0), |(_, expires)| expires)
+    }
+
+    /// The user the session belongs to.
+    pub fn owner(&self) -> Option<&str> {
+        peek_owner(&self.bytes).ok().flatten()
+    }
+
+    /// How many keys have values.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no key has a value.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The encoded value under `key`, found by walking the sorted entries.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        // Byte order is `str` order: no key needs its UTF-8 checked again.
+        for (k, value) in self.raw_entries() {
+            match k.cmp(key.as_bytes()) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Some(value),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    }
+
+    /// The entries in key order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        // `new` checked every key's UTF-8.
+        self.raw_entries()
+            .filter_map(|(k, v)| std::str::from_utf8(k).ok().map(|k| (k, v)))
+    }
+
+    fn raw_entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut reader = Reader {
+            rest: self.bytes.get(self.count_at..).unwrap_or_default(),
+        };
+        // `new` checked the count and every entry: nothing here fails.
+        let count = reader.varint().unwrap_or(0);
+        (0..count).map_while(move |_| reader.raw_entry().ok())
+    }
+
+    /// The bytes, as [`encode_into`] or [`patch`] wrote them.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The record, its entries decoded, filed under `key`.
+    pub fn into_record(self, key: StorageKey) -> Record {
+        Record {
+            key,
+            data: self.data(),
+            created_at: self.created_at(),
+            expires_at: self.expires_at(),
+            owner: self.owner().map(str::to_owned),
+        }
+    }
+
+    /// The entries decoded into a map.
+    pub fn data(&self) -> BTreeMap<String, Vec<u8>> {
+        self.entries()
+            .map(|(k, v)| (k.to_owned(), v.to_vec()))
+            .collect()
+    }
+}
+
 /// Reads only the expiry.
 ///
 /// # Errors
@@ -158,14 +300,15 @@ pub fn patch(
     let count = reader.varint()?;
     let owner = changes.owner().apply(old_owner);
     // First pass: validate and size; second pass: write.
-    let (new_count, entries_len) = merge(reader.clone(), count, changes, |_, _| {})?;
+    let (new_count, entries_len) = merge(reader.clone(), count, changes, true, |_, _| {})?;
     let owner_len = owner.map_or(1, |o| varint_len(o.len() as u64 + 1) + o.len());
     out.reserve(TIMES_LEN + owner_len + varint_len(new_count) + entries_len);
     out.extend_from_slice(&old[..8]);
     out.extend_from_slice(&expires_at.as_unix_millis().to_le_bytes());
     put_owner(out, owner.map(str::as_bytes));
     put_varint(out, new_count);
-    merge(reader, count, changes, |key, value| {
+    // The first pass checked every entry: the second reads them as they lie.
+    merge(reader, count, changes, false, |key, value| {
         put_entry(out, key, value)
     })?;
     Ok(())
@@ -194,11 +337,14 @@ fn counters<'a>(
 }
 
 /// Walks the old entries and the changes in key order, calling `emit` for every entry of
-/// the result; returns how many there are and their encoded length.
+/// the result; returns how many there are and their encoded length. With `check`, every
+/// old key is checked (UTF-8, strictly increasing) as [`decode`] checks it; without, the
+/// entries are read as they lie (a second pass over entries a first one checked).
 fn merge<'a>(
     mut reader: Reader<'a>,
     count: u64,
     changes: &'a Changes,
+    check: bool,
     mut emit: impl FnMut(&[u8], &[u8]),
 ) -> Result<(u64, usize), FormatError> {
     let mut set = changes.written().iter().peekable();
@@ -211,22 +357,28 @@ fn merge<'a>(
     };
     let mut previous: Option<&str> = None;
     for _ in 0..count {
-        let (key, value) = reader.entry(&mut previous)?;
+        // Byte order is `str` order, so the raw keys merge as the checked ones would.
+        let (key, value) = if check {
+            let (key, value) = reader.entry(&mut previous)?;
+            (key.as_bytes(), value)
+        } else {
+            reader.raw_entry()?
+        };
         if changes.is_cleared() {
             continue;
         }
-        while let Some((k, v)) = set.next_if(|(k, _)| k.as_str() < key) {
+        while let Some((k, v)) = set.next_if(|(k, _)| k.as_bytes() < key) {
             out(k.as_bytes(), v);
         }
-        if let Some((k, v)) = set.next_if(|(k, _)| k.as_str() == key) {
+        if let Some((k, v)) = set.next_if(|(k, _)| k.as_bytes() == key) {
             out(k.as_bytes(), v);
             continue;
         }
-        while removed.next_if(|k| k.as_str() < key).is_some() {}
-        if removed.next_if(|k| k.as_str() == key).is_some() {
+        while removed.next_if(|k| k.as_bytes() < key).is_some() {}
+        if removed.next_if(|k| k.as_bytes() == key).is_some() {
             continue;
         }
-        out(key.as_bytes(), value);
+        out(key, value);
     }
     reader.end()?;
     for (k, v) in set {
@@ -323,15 +475,21 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// One entry as it lies: its key neither checked for UTF-8 nor for order.
+    fn raw_entry(&mut self) -> Result<(&'a [u8], &'a [u8]), FormatError> {
+        let klen = self.varint()?;
+        let key = self.bytes(klen)?;
+        let vlen = self.varint()?;
+        Ok((key, self.bytes(vlen)?))
+    }
+
     /// One entry, whose key must sort strictly after `previous` (then becomes it).
     fn entry(
         &mut self,
         previous: &mut Option<&'a str>,
     ) -> Result<(&'a str, &'a [u8]), FormatError> {
-        let klen = self.varint()?;
-        let key = utf8(self.bytes(klen)?, "key is not UTF-8")?;
-        let vlen = self.varint()?;
-        let value = self.bytes(vlen)?;
+        let (key, value) = self.raw_entry()?;
+        let key = utf8(key, "key is not UTF-8")?;
         if previous.is_some_and(|p| p >= key) {
             return Err(FormatError::Malformed("keys out of order"));
         }
@@ -425,6 +583,27 @@ mod tests {
         assert_eq!(cases, 3 * 4096 * 4);
     }
 
+    /// A body read in place answers every key, header field and count as the decoded record.
+    #[test]
+    fn a_body_read_in_place_reads_as_the_decoded_record() {
+        let keys = ["", "a", "b", "bb", "c\0", "ü", "z"];
+        for r in [
+            record(&[], None),
+            record(&[("a", b"1"), ("bb", &[0; 200]), ("ü", b"x")], Some("u")),
+            record(&[("", b""), ("b", b"2"), ("c\0", b"3")], None),
+        ] {
+            let body = Body::new(encode(&r)).unwrap();
+            for key in keys {
+                assert_eq!(body.get(key), r.data.get(key).map(Vec::as_slice), "{key:?}");
+            }
+            assert_eq!(body.len(), r.data.len());
+            assert_eq!(body.is_empty(), r.data.is_empty());
+            assert_eq!(body.as_bytes(), encode(&r));
+            assert_eq!(body.data(), r.data);
+            assert_eq!(body.into_record(r.key), r);
+        }
+    }
+
     #[test]
     fn set_expiry_changes_only_the_expiry() {
         let r = record(&[("a", b"1")], Some("u"));
@@ -445,6 +624,7 @@ mod tests {
         let bytes = encode(&r);
         for cut in 0..bytes.len() {
             assert!(decode(r.key, &bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(Body::new(bytes[..cut].to_vec()).is_err(), "cut at {cut}");
             let mut out = Vec::new();
             assert!(
                 patch(&bytes[..cut], &Changes::new(), r.expires_at, &mut out).is_err(),
@@ -454,6 +634,7 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode(r.key, &longer).is_err());
+        assert!(Body::new(longer).is_err());
         // Keys out of order (or repeated) are refused: a patch relies on the order.
         let mut unordered = bytes[..TIMES_LEN].to_vec();
         put_owner(&mut unordered, None);
@@ -464,6 +645,10 @@ mod tests {
             decode(r.key, &unordered),
             Err(FormatError::Malformed("keys out of order"))
         );
+        assert_eq!(
+            Body::new(unordered.clone()),
+            Err(FormatError::Malformed("keys out of order"))
+        );
         let mut out = Vec::new();
         assert!(patch(&unordered, &Changes::new(), r.expires_at, &mut out).is_err());
         let mut not_utf8 = bytes[..TIMES_LEN].to_vec();
@@ -471,6 +656,7 @@ mod tests {
         put_varint(&mut not_utf8, 1);
         put_entry(&mut not_utf8, &[0xff], b"1");
         assert!(decode(r.key, &not_utf8).is_err());
+        assert!(Body::new(not_utf8.clone()).is_err());
         assert!(patch(&not_utf8, &Changes::new(), r.expires_at, &mut out).is_err());
     }
 }

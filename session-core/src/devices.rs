@@ -8,8 +8,6 @@
 //! [`Session::set_client`] or turns recording on in the HTTP layer; keep only what the page
 //! needs, say so in the privacy notice, and they go with the session when it ends.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
@@ -30,9 +28,9 @@ pub(crate) struct DeviceRecord {
 }
 
 impl DeviceRecord {
-    pub(crate) fn of(data: &BTreeMap<String, Vec<u8>>) -> Option<Self> {
-        crate::session::reserved(data, DEVICE_KEY)
-            .and_then(|bytes| Codec::Bincode.decode(bytes).ok())
+    /// The device record stored in a record's data, given how to read its reserved keys.
+    pub(crate) fn of<'a>(reserved: impl FnOnce(&str) -> Option<&'a [u8]>) -> Option<Self> {
+        reserved(DEVICE_KEY).and_then(|bytes| Codec::Bincode.decode(bytes).ok())
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -65,7 +63,8 @@ pub struct DeviceSession {
 impl DeviceSession {
     /// The device session a record holds (its device fields `None` when none is recorded).
     pub fn of_record(record: &Record) -> Self {
-        let device = DeviceRecord::of(&record.data).unwrap_or_default();
+        let device =
+            DeviceRecord::of(|k| crate::session::reserved(&record.data, k)).unwrap_or_default();
         Self {
             key: record.key,
             created_at: record.created_at,
@@ -98,7 +97,7 @@ impl Session {
         if !state.is_stored() && state.user_keys() == 0 {
             return;
         }
-        let mut device = DeviceRecord::of(state.data()).unwrap_or_default();
+        let mut device = DeviceRecord::of(|k| state.reserved(k)).unwrap_or_default();
         if device.user_agent.as_deref() == user_agent
             && device.ip.as_deref() == ip
             && device.last_seen_ms.is_some()

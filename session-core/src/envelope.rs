@@ -89,6 +89,38 @@ pub fn decode(key: StorageKey, bytes: &[u8]) -> Result<Record, FormatError> {
     crate::body::decode(key, checked_body(bytes)?)
 }
 
+/// The record's [`Body`](crate::body::Body), checked as [`decode`] checks the envelope but
+/// with its values left encoded: what a store hands the manager from
+/// [`SessionStore::load_body`](crate::SessionStore::load_body), so a request decodes only
+/// the values it reads.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use session_core::{envelope, Record, Timestamp};
+/// # use session_core::{IdGenerator, UuidV4Generator};
+///
+/// let record = Record {
+///     key: UuidV4Generator.generate().storage_key(),
+///     data: BTreeMap::from([("user".to_owned(), b"alice".to_vec())]),
+///     created_at: Timestamp::from_unix_millis(1),
+///     expires_at: Timestamp::from_unix_millis(2),
+///     owner: None,
+/// };
+/// let blob = envelope::encode(&record);
+/// let body = envelope::decode_body(&blob).unwrap();
+/// assert_eq!(body.get("user"), Some(&b"alice"[..]));
+/// assert_eq!(body.into_record(record.key), record);
+/// let mut damaged = blob.clone();
+/// damaged[12] ^= 1;
+/// assert!(envelope::decode_body(&damaged).is_err());
+/// ```
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_body(bytes: &[u8]) -> Result<crate::body::Body, FormatError> {
+    crate::body::Body::new(checked_body(bytes)?.to_vec())
+}
+
 /// The envelope of the record in `old` with `changes` applied and its expiry moved to
 /// `expires_at`, written without decoding the record: equal to decoding `old`, applying the
 /// changes, setting the expiry and encoding again, at a fraction of the cost (what a store

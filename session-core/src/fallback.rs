@@ -9,7 +9,7 @@ use crate::error::StoreError;
 use crate::id::StorageKey;
 use crate::record::{Changes, Record};
 use crate::store::{
-    CappedWrite, OwnedWrite, OwnerCap, ScanCursor, ScanPage, SessionInfo, SessionStore,
+    CappedWrite, Loaded, OwnedWrite, OwnerCap, ScanCursor, ScanPage, SessionInfo, SessionStore,
     write_then_cap,
 };
 use crate::time::Timestamp;
@@ -118,6 +118,10 @@ pub(crate) async fn copy_record(
 impl SessionStore for FallbackStore {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         self.copy_in(key).await
+    }
+
+    async fn load_body(&self, key: &StorageKey) -> Result<Option<Loaded>, StoreError> {
+        Ok(self.copy_in(key).await?.map(Loaded::Record))
     }
 
     async fn create(&self, record: &Record) -> Result<(), StoreError> {

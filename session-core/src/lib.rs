@@ -51,6 +51,7 @@
 pub mod blob;
 pub mod body;
 mod codec;
+mod data;
 pub mod devices;
 pub mod envelope;
 mod error;
@@ -82,8 +83,8 @@ pub use manager::{Expiry, SaveOutcome, SessionExpiry, SessionManager, SessionMan
 pub use record::{Changes, Increment, OwnerChange, Record};
 pub use session::{RESERVED_PREFIX, Session};
 pub use store::{
-    CappedWrite, OwnedWrite, OwnerCap, ScanCursor, ScanPage, SessionInfo, SessionStore, bad_cursor,
-    bounded, cas_backoff, write_then_cap,
+    CappedWrite, Loaded, OwnedWrite, OwnerCap, ScanCursor, ScanPage, SessionInfo, SessionStore,
+    bad_cursor, bounded, cas_backoff, write_then_cap,
 };
 pub use sweeper::spawn_sweeper;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -11,7 +11,7 @@ use crate::events::{Listener, SessionEvent, SessionListener};
 use crate::id::{IdGenerator, SessionId, StorageKey, UuidV4Generator};
 use crate::record::{Changes, OwnerChange, Record};
 use crate::session::{NewRecord, SavePlan, SaveRules, Session, refresh_due};
-use crate::store::{OwnedWrite, OwnerCap, SessionStore};
+use crate::store::{Loaded, OwnedWrite, OwnerCap, SessionStore};
 use crate::time::{Clock, SystemClock, Timestamp};
 
 /// How long sessions live: an idle timeout (sliding) and an absolute lifetime (fixed at
@@ -177,9 +177,9 @@ impl SessionExpiry {
         })
     }
 
-    /// The own expiry stored in a record's data.
-    pub(crate) fn of(data: &BTreeMap<String, Vec<u8>>) -> Option<Self> {
-        crate::session::reserved(data, EXPIRY_KEY).and_then(Self::decode)
+    /// The own expiry stored in a record's data, given how to read the data's reserved key.
+    pub(crate) fn of<'a>(reserved: impl FnOnce(&str) -> Option<&'a [u8]>) -> Option<Self> {
+        reserved(EXPIRY_KEY).and_then(Self::decode)
     }
 }
 
@@ -507,19 +507,20 @@ impl SessionManager {
     /// manager's clock and rules is reported [`SessionEvent::Expired`].
     async fn find(&self, id: &SessionId) -> Result<Found, SessionError> {
         let key = id.storage_key();
-        let Some(record) = self.store_dyn().load(&key).await? else {
+        let Some(record) = self.store_dyn().load_body(&key).await? else {
             return Ok(Found::Absent);
         };
         let now = self.now();
-        let expiry = SessionExpiry::of(&record.data).map_or(self.inner.expiry, |own| own.expiry);
+        let expiry =
+            SessionExpiry::of(|k| record.reserved(k)).map_or(self.inner.expiry, |own| own.expiry);
         let past_lifetime = expiry
             .absolute
-            .is_some_and(|lifetime| record.created_at.saturating_add(lifetime) <= now);
-        if record.is_expired_at(now) || past_lifetime {
+            .is_some_and(|lifetime| record.created_at().saturating_add(lifetime) <= now);
+        if record.expires_at() <= now || past_lifetime {
             self.inner.listener.emit(|| SessionEvent::Expired { key });
             return Ok(Found::Expired);
         }
-        Ok(Found::Live(Session::from_record(
+        Ok(Found::Live(Session::from_loaded(
             self.inner.codec,
             id.clone(),
             record,
@@ -900,7 +901,7 @@ impl SessionManager {
 struct Metered<'a>(&'a dyn SessionStore);
 
 macro_rules! metered {
-    ($($op:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
+    ($($op:ident $name:literal ($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
         impl<'a> Metered<'a> {
             $(
                 #[allow(clippy::let_and_return)]
@@ -910,7 +911,7 @@ macro_rules! metered {
                 {
                     let call = self.0.$op($($arg),*);
                     #[cfg(feature = "metrics")]
-                    let call = crate::metrics::store_call(stringify!($op), call);
+                    let call = crate::metrics::store_call($name, call);
                     call
                 }
             )*
@@ -919,16 +920,18 @@ macro_rules! metered {
 }
 
 metered! {
-    load(key: &'b StorageKey) -> Option<Record>;
-    create(record: &'b Record) -> ();
-    update(key: &'b StorageKey, changes: &'b Changes, expires_at: Timestamp) -> bool;
-    touch(key: &'b StorageKey, expires_at: Timestamp) -> bool;
-    delete(key: &'b StorageKey) -> ();
-    retire(key: &'b StorageKey, to: &'b StorageKey, until: Timestamp) -> Option<Record>;
-    forwarded(key: &'b StorageKey) -> Option<StorageKey>;
-    sessions_of(owner: &'b str) -> Vec<crate::SessionInfo>;
-    write_capped(write: OwnedWrite<'b>, cap: &'b OwnerCap<'b>) -> crate::CappedWrite;
-    delete_sessions_of(owner: &'b str) -> u64;
+    // Counted as `load`: it is the store's read of a session, whichever form it answers in.
+    load "load" (key: &'b StorageKey) -> Option<Record>;
+    load_body "load" (key: &'b StorageKey) -> Option<Loaded>;
+    create "create" (record: &'b Record) -> ();
+    update "update" (key: &'b StorageKey, changes: &'b Changes, expires_at: Timestamp) -> bool;
+    touch "touch" (key: &'b StorageKey, expires_at: Timestamp) -> bool;
+    delete "delete" (key: &'b StorageKey) -> ();
+    retire "retire" (key: &'b StorageKey, to: &'b StorageKey, until: Timestamp) -> Option<Record>;
+    forwarded "forwarded" (key: &'b StorageKey) -> Option<StorageKey>;
+    sessions_of "sessions_of" (owner: &'b str) -> Vec<crate::SessionInfo>;
+    write_capped "write_capped" (write: OwnedWrite<'b>, cap: &'b OwnerCap<'b>) -> crate::CappedWrite;
+    delete_sessions_of "delete_sessions_of" (owner: &'b str) -> u64;
 }
 
 /// What other requests wrote to a cycled session's old record after this handle loaded it:

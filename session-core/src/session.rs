@@ -9,11 +9,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::Codec;
+use crate::data::Data;
 use crate::devices::{DEVICE_KEY, DeviceRecord};
 use crate::error::SessionError;
 use crate::id::{IdGenerator, SessionId, StorageKey};
 use crate::manager::{EXPIRY_KEY, Expiry, SaveOutcome, SessionExpiry};
 use crate::record::{Changes, Increment, Record};
+use crate::store::Loaded;
 use crate::time::Timestamp;
 
 /// Keys starting with this are the session's own (flash messages); `insert` refuses them.
@@ -58,7 +60,7 @@ pub(crate) struct State {
     key: StorageKey,
     /// A record exists in the store under `id`.
     stored: bool,
-    data: BTreeMap<String, Vec<u8>>,
+    data: Data,
     changes: Changes,
     created_at: Timestamp,
     expires_at: Timestamp,
@@ -89,7 +91,7 @@ impl Session {
                 key: id.storage_key(),
                 id,
                 stored: false,
-                data: BTreeMap::new(),
+                data: Data::default(),
                 changes: Changes::new(),
                 created_at,
                 expires_at,
@@ -110,11 +112,38 @@ impl Session {
                 key: record.key,
                 id,
                 stored: true,
-                data: record.data,
+                data: Data::Map(record.data),
                 changes: Changes::new(),
                 created_at: record.created_at,
                 expires_at: record.expires_at,
                 owner: record.owner,
+                destroyed: false,
+                cycle: false,
+                stale: None,
+                destroyed_key: None,
+                restarted: false,
+            },
+        )
+    }
+
+    /// A session read from the store as [`SessionStore::load_body`](crate::SessionStore::load_body)
+    /// answered it.
+    pub(crate) fn from_loaded(codec: Codec, id: SessionId, loaded: Loaded) -> Self {
+        let (key, body) = match loaded {
+            Loaded::Record(record) => return Self::from_record(codec, id, record),
+            Loaded::Body { key, body } => (key, body),
+        };
+        Self::from_state(
+            codec,
+            State {
+                key,
+                id,
+                stored: true,
+                created_at: body.created_at(),
+                expires_at: body.expires_at(),
+                owner: body.owner().map(str::to_owned),
+                data: Data::from(body),
+                changes: Changes::new(),
                 destroyed: false,
                 cycle: false,
                 stale: None,
@@ -170,7 +199,7 @@ impl Session {
     ) -> Result<Vec<Option<T>>, SessionError> {
         let state = self.lock();
         keys.iter()
-            .map(|key| match state.data.get(*key) {
+            .map(|key| match state.data.get(key) {
                 None => Ok(None),
                 Some(bytes) => self.decode(key, bytes).map(Some),
             })
@@ -268,7 +297,7 @@ impl Session {
                 source: format!("{current} + {by} overflows an i64 counter").into(),
             })?;
         let bytes = self.encode(key, &sum)?;
-        state.data.insert(key.to_owned(), bytes);
+        state.data.put_target().insert(key.to_owned(), bytes);
         state.changes.increment(key, by, codec);
         Ok(sum)
     }
@@ -301,6 +330,7 @@ impl Session {
     pub fn keys(&self) -> Vec<String> {
         self.lock()
             .data
+            .map_mut()
             .keys()
             .filter(|k| !k.starts_with(RESERVED_PREFIX))
             .cloned()
@@ -311,6 +341,7 @@ impl Session {
     pub fn len(&self) -> usize {
         self.lock()
             .data
+            .map_mut()
             .keys()
             .filter(|k| !k.starts_with(RESERVED_PREFIX))
             .count()
@@ -325,8 +356,8 @@ impl Session {
     /// [`Session::set_expiry`] stays).
     pub fn clear(&self) {
         let mut state = self.lock();
-        let own = state.data.remove(EXPIRY_KEY);
-        state.data.clear();
+        let own = state.data.map_mut().remove(EXPIRY_KEY);
+        state.data = Data::default();
         state.changes.clear();
         if let Some(own) = own {
             state.put(EXPIRY_KEY.to_owned(), own);
@@ -363,7 +394,8 @@ impl Session {
     /// The session's own expiry (see [`Session::set_expiry`]); `None` when it follows the
     /// manager's.
     pub fn own_expiry(&self) -> Option<SessionExpiry> {
-        SessionExpiry::of(&self.lock().data)
+        let state = self.lock();
+        SessionExpiry::of(|k| state.reserved(k))
     }
 
     /// Leaves a read-once message for a later request: it is saved
@@ -385,7 +417,7 @@ impl Session {
     pub fn take_flash<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         let full = format!("{FLASH_PREFIX}{key}");
         let mut state = self.lock();
-        let Some(bytes) = state.data.get(&full).cloned() else {
+        let Some(bytes) = state.data.get(&full).map(<[u8]>::to_vec) else {
             return Ok(None);
         };
         state.delete(&full);
@@ -432,7 +464,7 @@ impl Session {
         let mut state = self.lock();
         state.destroyed = true;
         state.restarted = false;
-        state.data.clear();
+        state.data = Data::default();
         state.changes.clear();
         state.owner = None;
     }
@@ -562,10 +594,10 @@ impl State {
             self.created_at
         };
         // The session's own expiry, when it has one, instead of the manager's.
-        let own = SessionExpiry::of(&self.data);
+        let own = SessionExpiry::of(|k| self.reserved(k));
         let touch_after = SessionExpiry::touch_after(own, rules.touch_after);
         // A recorded device's last-seen time, kept current to within `touch_after`.
-        if let Some(mut device) = DeviceRecord::of(&self.data) {
+        if let Some(mut device) = DeviceRecord::of(|k| self.reserved(k)) {
             let now = rules.now.as_unix_millis();
             let due = device.last_seen_ms.is_none_or(|seen| {
                 u128::try_from(now.saturating_sub(seen)).unwrap_or(0) >= touch_after.as_millis()
@@ -590,7 +622,7 @@ impl State {
                     } else {
                         self.key
                     },
-                    data: self.data.clone(),
+                    data: self.data.to_map(),
                     created_at,
                     expires_at: deadline,
                     owner: self.owner.clone(),
@@ -646,7 +678,7 @@ impl State {
         self.restarted = false;
         self.created_at = record.created_at;
         self.expires_at = record.expires_at;
-        self.changes = diff(&record.data, &self.data);
+        self.changes = diff(&record.data, self.data.map_mut());
         if record.owner != self.owner {
             self.changes.set_owner(self.owner.as_deref());
         }
@@ -669,8 +701,9 @@ impl State {
                 continue;
             }
             let pending = self.changes.incremented().get(key).map_or(0, Increment::by);
-            if let Some(value) = self.data.get_mut(key) {
-                *value = inc.codec().encode_counter(stored.saturating_add(pending));
+            if self.data.contains_key(key) {
+                let value = inc.codec().encode_counter(stored.saturating_add(pending));
+                self.data.put_target().insert(key.clone(), value);
             }
         }
     }
@@ -685,7 +718,7 @@ impl State {
     pub(crate) fn on_gone(&mut self) {
         self.stored = false;
         self.destroyed = true;
-        self.data.clear();
+        self.data = Data::default();
         self.changes = Changes::new();
     }
 
@@ -715,13 +748,19 @@ impl State {
         self.stored
     }
 
-    pub(crate) fn data(&self) -> &BTreeMap<String, Vec<u8>> {
-        &self.data
+    /// The value of one of the session's reserved keys.
+    pub(crate) fn reserved(&self, key: &str) -> Option<&[u8]> {
+        match &self.data {
+            Data::Map(map) => reserved(map, key),
+            // Reserved keys sort first: the walk stops at the body's first other key.
+            Data::Body { .. } => self.data.get(key),
+        }
     }
 
     /// How many keys the application wrote (reserved ones left out).
-    pub(crate) fn user_keys(&self) -> usize {
+    pub(crate) fn user_keys(&mut self) -> usize {
         self.data
+            .map_mut()
             .keys()
             .filter(|k| !k.starts_with(RESERVED_PREFIX))
             .count()
@@ -738,17 +777,19 @@ impl State {
         }
         // Replacing a value (the common case) copies it into the old value's buffer and
         // moves the key into the change set: no allocation beyond the caller's.
-        if let Some(old) = self.data.get_mut(&key) {
+        // Over a body read in place the value goes beside it, shadowing the body's.
+        let target = self.data.put_target();
+        if let Some(old) = target.get_mut(&key) {
             old.clone_from(&bytes);
             self.changes.set(key, bytes);
         } else {
             self.changes.set(key.clone(), bytes.clone());
-            self.data.insert(key, bytes);
+            target.insert(key, bytes);
         }
     }
 
     fn delete(&mut self, key: &str) -> bool {
-        let existed = self.data.remove(key).is_some();
+        let existed = self.data.map_mut().remove(key).is_some();
         if existed {
             self.changes.remove(key);
         }
@@ -885,7 +926,7 @@ mod plan_tests {
             }
             SavePlan::Create(new) => {
                 assert_eq!(new.record.key, new.id.storage_key());
-                assert_eq!(new.record.data, state.data);
+                assert_eq!(new.record.data, state.data.to_map());
                 assert_eq!(new.record.owner, state.owner);
                 let cycled = new.cycled_from.is_some();
                 if new.id == state.id {

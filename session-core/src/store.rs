@@ -4,6 +4,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
+use crate::body::Body;
 use crate::error::StoreError;
 use crate::id::StorageKey;
 use crate::record::{Changes, Record};
@@ -239,6 +240,63 @@ impl ScanPage {
     }
 }
 
+/// A record as [`SessionStore::load_body`] answers it: decoded, or as a [`Body`] whose values
+/// stay encoded until a request reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    /// Decoded, as [`SessionStore::load`] returns it.
+    Record(Record),
+    /// Encoded; filed under `key`.
+    Body {
+        /// The record's storage key.
+        key: StorageKey,
+        /// Its header and entries.
+        body: Body,
+    },
+}
+
+impl Loaded {
+    /// When the session expires.
+    pub fn expires_at(&self) -> Timestamp {
+        match self {
+            Self::Record(record) => record.expires_at,
+            Self::Body { body, .. } => body.expires_at(),
+        }
+    }
+
+    /// When the session was first saved.
+    pub fn created_at(&self) -> Timestamp {
+        match self {
+            Self::Record(record) => record.created_at,
+            Self::Body { body, .. } => body.created_at(),
+        }
+    }
+
+    /// The encoded value under `key`.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        match self {
+            Self::Record(record) => record.data.get(key).map(Vec::as_slice),
+            Self::Body { body, .. } => body.get(key),
+        }
+    }
+
+    /// The value of a reserved key (one starting with [`RESERVED_PREFIX`](crate::RESERVED_PREFIX)).
+    pub(crate) fn reserved(&self, key: &str) -> Option<&[u8]> {
+        match self {
+            Self::Record(record) => crate::session::reserved(&record.data, key),
+            Self::Body { body, .. } => body.get(key),
+        }
+    }
+
+    /// The record, decoded.
+    pub fn into_record(self) -> Record {
+        match self {
+            Self::Record(record) => record,
+            Self::Body { key, body } => body.into_record(key),
+        }
+    }
+}
+
 /// Where sessions live. Object safe: the manager holds an `Arc<dyn SessionStore>`.
 ///
 /// Stores address records by [`StorageKey`], the hashed id; they never see the bearer id.
@@ -257,6 +315,15 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// [`StoreError::Corrupt`] for a record that cannot be read; `Unavailable`/`Backend` when
     /// the store fails.
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError>;
+
+    /// [`load`](SessionStore::load) as the manager calls it: the same live record, which a
+    /// store that keeps records as [`Body`]s (the memory store) may answer without decoding
+    /// them, so a request decodes only the values it reads. Other stores answer
+    /// `Ok(self.load(key).await?.map(Loaded::Record))`.
+    ///
+    /// # Errors
+    /// As [`load`](SessionStore::load).
+    async fn load_body(&self, key: &StorageKey) -> Result<Option<Loaded>, StoreError>;
 
     /// Inserts `record` only if its key is free.
     ///
@@ -396,6 +463,9 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
 impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         (**self).load(key).await
+    }
+    async fn load_body(&self, key: &StorageKey) -> Result<Option<Loaded>, StoreError> {
+        (**self).load_body(key).await
     }
     async fn create(&self, record: &Record) -> Result<(), StoreError> {
         (**self).create(record).await

@@ -29,7 +29,7 @@ use crate::id::{IdGenerator, SessionId, StorageKey, UuidV4Generator};
 use crate::manager::{SaveOutcome, SessionManager};
 use crate::record::{Changes, Record};
 use crate::scan::{Scan, Scanned};
-use crate::store::{ScanCursor, ScanPage, SessionStore};
+use crate::store::{Loaded, ScanCursor, ScanPage, SessionStore};
 use crate::time::Timestamp;
 
 /// The address of a test server from the environment variable `var`.
@@ -157,6 +157,9 @@ impl<H: Hooks> SessionStore for Intercept<H> {
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         self.hooks.before("load")?;
         self.hooks.loaded(self.inner.load(key).await?)
+    }
+    async fn load_body(&self, key: &StorageKey) -> Result<Option<Loaded>, StoreError> {
+        Ok(self.load(key).await?.map(Loaded::Record))
     }
     async fn create(&self, record: &Record) -> Result<(), StoreError> {
         self.hooks.before("create")?;
@@ -495,6 +498,72 @@ pub async fn check_expired_is_invisible(store: Arc<dyn SessionStore>) {
         None,
         "a record outlived its expiry"
     );
+}
+
+/// `load_body` answers what `load` does — the same record, decoded or in a body, `None` for
+/// an absent or expired one — and the manager reads the values of either form.
+pub async fn check_load_body_is_load(store: Arc<dyn SessionStore>) {
+    let mut record = record_with(&[("", b""), ("a", b"1"), ("b", &[7; 300])], in_one_hour());
+    record.owner = Some("ada".to_owned());
+    store.create(&record).await.unwrap();
+    let loaded = store
+        .load_body(&record.key)
+        .await
+        .unwrap()
+        .expect("a live record");
+    assert_eq!(
+        (loaded.created_at(), loaded.expires_at()),
+        (record.created_at, record.expires_at)
+    );
+    for key in ["", "a", "b", "c"] {
+        assert_eq!(
+            loaded.get(key),
+            record.data.get(key).map(Vec::as_slice),
+            "{key:?}"
+        );
+    }
+    assert_eq!(
+        Some(loaded.into_record()),
+        store.load(&record.key).await.unwrap()
+    );
+    assert_eq!(
+        store.load_body(&fresh_key()).await.unwrap(),
+        None,
+        "an absent record"
+    );
+    let expired = record_with(&[("a", b"1")], a_second_ago());
+    store.create(&expired).await.unwrap();
+    assert_eq!(
+        store.load_body(&expired.key).await.unwrap(),
+        None,
+        "an expired record"
+    );
+
+    // Through the manager: read, write over, remove from and add to what was loaded.
+    let manager = SessionManager::builder_arc(store.clone()).build();
+    let session = manager.create();
+    session.insert_many([("a", 1), ("b", 2), ("c", 3)]).unwrap();
+    manager.save(&session).await.unwrap();
+    let loaded = manager.load(&session.id()).await.unwrap().expect("saved");
+    assert_eq!(loaded.get::<i32>("b").unwrap(), Some(2));
+    loaded.insert("b", 20).unwrap();
+    loaded.insert("d", 4).unwrap();
+    assert_eq!(
+        (
+            loaded.get::<i32>("b").unwrap(),
+            loaded.get::<i32>("d").unwrap()
+        ),
+        (Some(20), Some(4))
+    );
+    assert!(loaded.remove("a"));
+    assert_eq!(loaded.keys(), ["b", "c", "d"]);
+    manager.save(&loaded).await.unwrap();
+    let again = manager.load(&session.id()).await.unwrap().expect("saved");
+    assert_eq!(
+        again.get_many::<i32>(&["a", "b", "c", "d"]).unwrap(),
+        [None, Some(20), Some(3), Some(4)]
+    );
+    assert_eq!(again.len(), 3);
 }
 
 /// `create` refuses a taken key and leaves the first record as it was.
@@ -1937,6 +2006,7 @@ macro_rules! conformance_tests {
             check_round_trip_values,
             check_hostile_key_names,
             check_expired_is_invisible,
+            check_load_body_is_load,
             check_create_collision,
             check_update_of_missing,
             check_update_semantics,

@@ -563,6 +563,13 @@ impl SessionStore for DiskStore {
         false
     }
 
+    async fn load_body(
+        &self,
+        key: &StorageKey,
+    ) -> Result<Option<session_core::Loaded>, StoreError> {
+        Ok(self.load(key).await?.map(session_core::Loaded::Record))
+    }
+
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         let key = *key;
         self.blocking(move |inner| inner.live(&key)).await

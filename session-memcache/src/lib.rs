@@ -311,6 +311,33 @@ fn is_not_found(e: &io::Error) -> bool {
 }
 
 impl MemcacheStore {
+    /// The live session under `key`, its values left encoded; the bytes read and their CAS
+    /// token are kept for the next update.
+    async fn read(&self, key: &StorageKey) -> Result<Option<session_core::body::Body>, StoreError> {
+        let item = self.item_key(key);
+        let found = self
+            .with_conn(key, async |conn| {
+                match conn.get().gets_cas(item.as_bytes()).await {
+                    Ok(found) => Ok(Some(found)),
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(map_io(&conn.server.addr, e)),
+                }
+            })
+            .await?;
+        let Some((bytes, cas)) = found else {
+            return Ok(None);
+        };
+        if bytes.starts_with(FORWARD_MAGIC) {
+            return Ok(None);
+        }
+        let body = envelope::decode_body(&bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
+        if body.expires_at() <= Timestamp::now() {
+            return Ok(None);
+        }
+        self.inner.seen.put(*key, bytes, cas);
+        Ok(Some(body))
+    }
+
     /// Settings for a store over `servers` (`host:port` each).
     pub fn builder<I, S>(servers: I) -> MemcacheStoreBuilder
     where
@@ -573,29 +600,18 @@ impl Server {
 
 #[async_trait]
 impl SessionStore for MemcacheStore {
+    async fn load_body(
+        &self,
+        key: &StorageKey,
+    ) -> Result<Option<session_core::Loaded>, StoreError> {
+        Ok(self
+            .read(key)
+            .await?
+            .map(|body| session_core::Loaded::Body { key: *key, body }))
+    }
+
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
-        let item = self.item_key(key);
-        let found = self
-            .with_conn(key, async |conn| {
-                match conn.get().gets_cas(item.as_bytes()).await {
-                    Ok(found) => Ok(Some(found)),
-                    Err(e) if is_not_found(&e) => Ok(None),
-                    Err(e) => Err(map_io(&conn.server.addr, e)),
-                }
-            })
-            .await?;
-        let Some((bytes, cas)) = found else {
-            return Ok(None);
-        };
-        if bytes.starts_with(FORWARD_MAGIC) {
-            return Ok(None);
-        }
-        let record = envelope::decode(*key, &bytes).map_err(|e| StoreError::corrupt(STORE, e))?;
-        if record.is_expired_at(Timestamp::now()) {
-            return Ok(None);
-        }
-        self.inner.seen.put(*key, bytes, cas);
-        Ok(Some(record))
+        Ok(self.read(key).await?.map(|body| body.into_record(*key)))
     }
 
     async fn create(&self, record: &Record) -> Result<(), StoreError> {

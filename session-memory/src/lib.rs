@@ -55,7 +55,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use hashbrown::HashTable;
 use session_core::{
-    CappedWrite, Changes, OwnedWrite, OwnerCap, Record, ScanCursor, ScanPage, SessionInfo,
+    CappedWrite, Changes, Loaded, OwnedWrite, OwnerCap, Record, ScanCursor, ScanPage, SessionInfo,
     SessionStore, StorageKey, StoreError, Timestamp, body,
 };
 
@@ -294,6 +294,17 @@ impl SessionStore for MemoryStore {
             Some(entry) if !expired(entry, Timestamp::now()) => read_entry(*key, entry).map(Some),
             _ => Ok(None),
         }
+    }
+
+    /// The entry's body copied out as it is stored: values are decoded only when read.
+    async fn load_body(&self, key: &StorageKey) -> Result<Option<Loaded>, StoreError> {
+        let bytes = match self.shard(key).find(key) {
+            Some(entry) if !expired(entry, Timestamp::now()) => entry[KEY_LEN..].to_vec(),
+            _ => return Ok(None),
+        };
+        // Checked outside the shard's lock.
+        let body = body::Body::new(bytes).map_err(corrupt)?;
+        Ok(Some(Loaded::Body { key: *key, body }))
     }
 
     async fn create(&self, record: &Record) -> Result<(), StoreError> {

@@ -753,6 +753,13 @@ impl SessionStore for MongoStore {
     /// needs no atomicity, and the server evaluates a filter of one indexed equality fastest
     /// (on SecantusDB the live filter cost 1.1 ms of server CPU a read against 0.5 ms,
     /// BENCHMARKS.md, thirteenth session).
+    async fn load_body(
+        &self,
+        key: &StorageKey,
+    ) -> Result<Option<session_core::Loaded>, StoreError> {
+        Ok(self.load(key).await?.map(session_core::Loaded::Record))
+    }
+
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         let filter = doc! { "_id": key.to_hex().as_str() };
         let found = bounded(self.timeout, self.sessions.find_one(filter)).await?;

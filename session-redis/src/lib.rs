@@ -648,16 +648,14 @@ fn next_tag(tag: u64) -> u64 {
     }
 }
 
-/// The session in a stored body: `None` for a forward pointer or an expired session.
-fn decode_body(key: &StorageKey, body: &[u8]) -> Result<Option<Record>, StoreError> {
+/// The session in a stored body, its values left encoded: `None` for a forward pointer or an
+/// expired session.
+fn live_body(body: &[u8]) -> Result<Option<session_core::body::Body>, StoreError> {
     if body.starts_with(blob::FORWARD_MAGIC) {
         return Ok(None);
     }
-    let record = envelope::decode(*key, body).map_err(|e| StoreError::corrupt(STORE, e))?;
-    if record.is_expired_at(Timestamp::now()) {
-        return Ok(None);
-    }
-    Ok(Some(record))
+    let body = envelope::decode_body(body).map_err(|e| StoreError::corrupt(STORE, e))?;
+    Ok((body.expires_at() > Timestamp::now()).then_some(body))
 }
 
 /// What [`RedisStore::cas_loop`]'s step makes of a session's stored body.
@@ -813,6 +811,20 @@ impl RedisStore {
         }
     }
 
+    /// The live session under `key`, its values left encoded; the value read is kept for the
+    /// next update's compare-and-set.
+    async fn read(&self, key: &StorageKey) -> Result<Option<session_core::body::Body>, StoreError> {
+        let Some(value) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let (stored, tag) = split_tag(&value)?;
+        let body = live_body(stored)?;
+        if body.is_some() {
+            self.recent.put(*key, value, tag);
+        }
+        Ok(body)
+    }
+
     async fn get(&self, key: &StorageKey) -> Result<Option<Vec<u8>>, StoreError> {
         let redis_key = self.redis_key(key);
         let mut cmd = command("GET", 2, 3 + redis_key.len());
@@ -864,16 +876,18 @@ impl RedisStore {
 
 #[async_trait]
 impl SessionStore for RedisStore {
+    async fn load_body(
+        &self,
+        key: &StorageKey,
+    ) -> Result<Option<session_core::Loaded>, StoreError> {
+        Ok(self
+            .read(key)
+            .await?
+            .map(|body| session_core::Loaded::Body { key: *key, body }))
+    }
+
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
-        let Some(value) = self.get(key).await? else {
-            return Ok(None);
-        };
-        let (body, tag) = split_tag(&value)?;
-        let record = decode_body(key, body)?;
-        if record.is_some() {
-            self.recent.put(*key, value, tag);
-        }
-        Ok(record)
+        Ok(self.read(key).await?.map(|body| body.into_record(*key)))
     }
 
     async fn retire(
@@ -892,7 +906,7 @@ impl SessionStore for RedisStore {
             })
             .await?;
         match value {
-            Some(value) => decode_body(key, split_tag(&value)?.0),
+            Some(value) => Ok(live_body(split_tag(&value)?.0)?.map(|b| b.into_record(*key))),
             None => Ok(None),
         }
     }
@@ -971,16 +985,16 @@ impl SessionStore for RedisStore {
         let mut live = Vec::new();
         for key in self.members(owner).await? {
             let value = self.get(&key).await?;
-            let record = match value.as_deref().map(split_tag) {
-                Some(Ok((body, _))) => decode_body(&key, body).ok().flatten(),
+            let body = match value.as_deref().map(split_tag) {
+                Some(Ok((body, _))) => live_body(body).ok().flatten(),
                 _ => None,
             };
-            match record {
-                Some(r) if r.owner.as_deref() == Some(owner) && r.expires_at > now => {
+            match body {
+                Some(b) if b.owner() == Some(owner) && b.expires_at() > now => {
                     live.push(SessionInfo {
                         key,
-                        created_at: r.created_at,
-                        expires_at: r.expires_at,
+                        created_at: b.created_at(),
+                        expires_at: b.expires_at(),
                     });
                 }
                 _ => self.forget(owner, &key).await?,

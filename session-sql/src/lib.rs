@@ -603,6 +603,13 @@ fn millis(t: Timestamp) -> i64 {
 
 #[async_trait]
 impl SessionStore for SqlStore {
+    async fn load_body(
+        &self,
+        key: &StorageKey,
+    ) -> Result<Option<session_core::Loaded>, StoreError> {
+        Ok(self.load(key).await?.map(session_core::Loaded::Record))
+    }
+
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
         let now = millis(Timestamp::now());
         self.call(self.inner.ops.load(&self.inner.sql, key, now))

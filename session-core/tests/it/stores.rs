@@ -52,6 +52,13 @@ impl MapStore {
 
 #[async_trait]
 impl SessionStore for MapStore {
+    async fn load_body(
+        &self,
+        key: &StorageKey,
+    ) -> Result<Option<session_core::Loaded>, StoreError> {
+        Ok(self.load(key).await?.map(session_core::Loaded::Record))
+    }
+
     fn expires_natively(&self) -> bool {
         false
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use session_core::suite::server_url;
 use session_core::{
-    Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
+    Changes, IdGenerator, Loaded, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
 };
 use session_redis::RedisStore;
 use session_testing::{OwnedServer, ServerKind, free_port};
@@ -164,6 +164,24 @@ async fn write_old_layout(raw: &mut redis::aio::MultiplexedConnection, key: &str
         .unwrap();
 }
 
+/// A session loads as the checked body of its envelope, its values left encoded for the
+/// manager to read in place.
+#[tokio::test]
+async fn load_body_answers_the_envelopes_body() {
+    let Some((store, _raw)) = store_and_raw().await else {
+        return;
+    };
+    let r = record(&[("a", b"1"), ("b", &[2; 3000])]);
+    store.create(&r).await.unwrap();
+    match store.load_body(&r.key).await.unwrap() {
+        Some(Loaded::Body { key, body }) => {
+            assert_eq!(key, r.key);
+            assert_eq!(body.into_record(key), r);
+        }
+        other => panic!("not a body: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn old_layout_foreign_types_and_damaged_values_are_corrupt_not_errors() {
     let Some((store, mut raw)) = store_and_raw().await else {
@@ -199,6 +217,11 @@ async fn old_layout_foreign_types_and_damaged_values_are_corrupt_not_errors() {
         assert!(
             matches!(loaded, Err(StoreError::Corrupt { .. })),
             "load of {what}: {loaded:?}"
+        );
+        let loaded = store.load_body(storage_key).await;
+        assert!(
+            matches!(loaded, Err(StoreError::Corrupt { .. })),
+            "load_body of {what}: {loaded:?}"
         );
         let updated = store.update(storage_key, &changes, later).await;
         assert!(
