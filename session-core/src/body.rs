@@ -135,6 +135,9 @@ pub struct Body {
     /// Where the owner's field ends and the entry count starts.
     count_at: usize,
     count: usize,
+    /// Whether a key starts with [`RESERVED_PREFIX`](crate::RESERVED_PREFIX): the session's
+    /// own keys (expiry, device), looked up several times a request and usually absent.
+    reserved: bool,
 }
 
 impl Body {
@@ -151,8 +154,10 @@ impl Body {
         let count_at = bytes.len() - reader.rest.len();
         let count = reader.varint()?;
         let mut previous: Option<&str> = None;
+        let mut reserved = false;
         for _ in 0..count {
-            reader.entry(&mut previous)?;
+            let (key, _) = reader.entry(&mut previous)?;
+            reserved |= key.starts_with(crate::RESERVED_PREFIX);
         }
         reader.end()?;
         // Every entry takes at least two bytes, so a count that passed is far below usize::MAX.
@@ -162,6 +167,7 @@ impl Body {
             bytes,
             count_at,
             count,
+            reserved,
         })
     }
 
@@ -201,6 +207,14 @@ impl Body {
             }
         }
         None
+    }
+
+    /// [`Body::get`] of a reserved key (one starting with
+    /// [`RESERVED_PREFIX`](crate::RESERVED_PREFIX)), answered without a walk when the body
+    /// has none.
+    pub(crate) fn reserved(&self, key: &str) -> Option<&[u8]> {
+        debug_assert!(key.starts_with(crate::RESERVED_PREFIX));
+        if self.reserved { self.get(key) } else { None }
     }
 
     /// The entries in key order.
@@ -591,10 +605,15 @@ mod tests {
             record(&[], None),
             record(&[("a", b"1"), ("bb", &[0; 200]), ("ü", b"x")], Some("u")),
             record(&[("", b""), ("b", b"2"), ("c\0", b"3")], None),
+            record(&[("", b""), ("\0session:expiry", b"e"), ("a", b"1")], None),
+            record(&[("\0session:z", b"z")], None),
         ] {
             let body = Body::new(encode(&r)).unwrap();
             for key in keys {
                 assert_eq!(body.get(key), r.data.get(key).map(Vec::as_slice), "{key:?}");
+            }
+            for key in ["\0session:expiry", "\0session:z"] {
+                assert_eq!(body.reserved(key), r.data.get(key).map(Vec::as_slice), "{key:?}");
             }
             assert_eq!(body.len(), r.data.len());
             assert_eq!(body.is_empty(), r.data.is_empty());

@@ -752,8 +752,10 @@ impl State {
     pub(crate) fn reserved(&self, key: &str) -> Option<&[u8]> {
         match &self.data {
             Data::Map(map) => reserved(map, key),
-            // Reserved keys sort first: the walk stops at the body's first other key.
-            Data::Body { .. } => self.data.get(key),
+            Data::Body { body, written } => written
+                .get(key)
+                .map(Vec::as_slice)
+                .or_else(|| body.reserved(key)),
         }
     }
 

@@ -284,7 +284,7 @@ impl Loaded {
     pub(crate) fn reserved(&self, key: &str) -> Option<&[u8]> {
         match self {
             Self::Record(record) => crate::session::reserved(&record.data, key),
-            Self::Body { body, .. } => body.get(key),
+            Self::Body { body, .. } => body.reserved(key),
         }
     }
 
