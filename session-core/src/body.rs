@@ -613,7 +613,11 @@ mod tests {
                 assert_eq!(body.get(key), r.data.get(key).map(Vec::as_slice), "{key:?}");
             }
             for key in ["\0session:expiry", "\0session:z"] {
-                assert_eq!(body.reserved(key), r.data.get(key).map(Vec::as_slice), "{key:?}");
+                assert_eq!(
+                    body.reserved(key),
+                    r.data.get(key).map(Vec::as_slice),
+                    "{key:?}"
+                );
             }
             assert_eq!(body.len(), r.data.len());
             assert_eq!(body.is_empty(), r.data.is_empty());

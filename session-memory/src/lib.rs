@@ -6,7 +6,9 @@
 //! checksum, which protect nothing inside one process), plus a 16-byte table slot, so memory
 //! per session stays close to the data's own size. `update` merges changes into the stored
 //! bytes under the shard's lock, in one pass and in place when the size is unchanged: no
-//! lost updates, and a deleted session stays deleted. The per-user index (`sessions_of`,
+//! lost updates, and a deleted session stays deleted. A load hands the manager a copy of the
+//! body ([`load_body`](SessionStore::load_body)), which the session reads in place: a request
+//! decodes only the values it reads. The per-user index (`sessions_of`,
 //! `delete_sessions_of`) is a scan of the shards reading only each entry's owner; a login
 //! under a cap (`max_sessions_per_owner`) writes and ends the owner's oldest sessions in one
 //! step under a login lock, so no listing shows the owner over the cap. Expired
