@@ -566,6 +566,21 @@ pub async fn check_load_body_is_load(store: Arc<dyn SessionStore>) {
     assert_eq!(again.len(), 3);
 }
 
+/// For a store that keeps encoded records: `load_body` answers a [`Loaded::Body`], whose
+/// entries are the record's (a value of 3 000 bytes among them). Not part of
+/// [`conformance_tests!`], whose `load_body` may answer either form.
+pub async fn check_loads_bodies(store: Arc<dyn SessionStore>) {
+    let r = record_with(&[("a", b"1"), ("b", &[2; 3000])], in_one_hour());
+    store.create(&r).await.unwrap();
+    match store.load_body(&r.key).await.unwrap() {
+        Some(Loaded::Body { key, body }) => {
+            assert_eq!(key, r.key);
+            assert_eq!(body.into_record(key), r);
+        }
+        other => panic!("not a body: {other:?}"),
+    }
+}
+
 /// `create` refuses a taken key and leaves the first record as it was.
 pub async fn check_create_collision(store: Arc<dyn SessionStore>) {
     let first = record_with(&[("who", b"first")], in_one_hour());

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use session_core::suite::{record, server_url};
 use session_core::{
-    Changes, IdGenerator, Loaded, Record, SessionStore, StoreError, Timestamp, UuidV4Generator,
-    envelope,
+    Changes, IdGenerator, Record, SessionStore, StoreError, Timestamp, UuidV4Generator, envelope,
 };
 use session_memcache::MemcacheStore;
 use session_testing::{OwnedServer, ServerKind, free_port};
@@ -127,17 +126,8 @@ async fn the_per_user_index_is_unsupported_and_says_by_whom() {
 /// manager to read in place.
 #[tokio::test]
 async fn load_body_answers_the_envelopes_body() {
-    let Some(store) = two_server_store() else {
-        return;
-    };
-    let r = record(&[("a", b"1"), ("b", &[2; 3000])]);
-    store.create(&r).await.unwrap();
-    match store.load_body(&r.key).await.unwrap() {
-        Some(Loaded::Body { key, body }) => {
-            assert_eq!(key, r.key);
-            assert_eq!(body.into_record(key), r);
-        }
-        other => panic!("not a body: {other:?}"),
+    if let Some(store) = shared().await {
+        session_core::suite::check_loads_bodies(store).await;
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::{CancellationToken, Loaded, Record, SessionStore, Timestamp, spawn_sweeper};
+use session_core::{CancellationToken, Record, SessionStore, Timestamp, spawn_sweeper};
 use session_core::{IdGenerator, UuidV4Generator};
 use session_memory::MemoryStore;
 
@@ -55,20 +55,5 @@ async fn the_sweeper_removes_expired_records_and_stops_on_cancel() {
 /// manager reads values in place.
 #[tokio::test]
 async fn load_body_answers_the_stored_body() {
-    let store = MemoryStore::default();
-    let record = Record {
-        key: UuidV4Generator.generate().storage_key(),
-        data: [("a".to_owned(), b"1".to_vec())].into(),
-        created_at: Timestamp::now(),
-        expires_at: Timestamp::now().saturating_add(Duration::from_secs(60)),
-        owner: None,
-    };
-    store.create(&record).await.unwrap();
-    match store.load_body(&record.key).await.unwrap() {
-        Some(Loaded::Body { key, body }) => {
-            assert_eq!(key, record.key);
-            assert_eq!(body.get("a"), Some(&b"1"[..]));
-        }
-        other => panic!("not a body: {other:?}"),
-    }
+    session_core::suite::check_loads_bodies(Arc::new(MemoryStore::default())).await;
 }
