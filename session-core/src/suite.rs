@@ -568,7 +568,7 @@ pub async fn check_load_body_is_load(store: Arc<dyn SessionStore>) {
 
 /// For a store that keeps encoded records: `load_body` answers a [`Loaded::Body`], whose
 /// entries are the record's (a value of 3 000 bytes among them). Not part of
-/// [`conformance_tests!`], whose `load_body` may answer either form.
+/// [`conformance_tests!`](crate::conformance_tests), whose `load_body` may answer either form.
 pub async fn check_loads_bodies(store: Arc<dyn SessionStore>) {
     let r = record_with(&[("a", b"1"), ("b", &[2; 3000])], in_one_hour());
     store.create(&r).await.unwrap();
