@@ -2,6 +2,7 @@
 //! two broken in the ways the suite exists to catch (it must fail on them).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use session_core::{
@@ -30,15 +31,25 @@ pub(crate) struct MapStore {
     /// Forward pointers; locked after `records` when both are.
     forwards: Mutex<HashMap<StorageKey, (StorageKey, Timestamp)>>,
     flaw: Flaw,
+    /// `load_body` answers `Loaded::Body` (as the stores that keep encoded records do).
+    bodies: bool,
+    /// Calls of `load` itself.
+    plain_loads: AtomicUsize,
 }
 
 impl MapStore {
     pub(crate) fn shared(flaw: Flaw) -> Arc<dyn SessionStore> {
-        Arc::new(Self {
+        Arc::new(Self::new(flaw, false))
+    }
+
+    fn new(flaw: Flaw, bodies: bool) -> Self {
+        Self {
             records: Mutex::default(),
             forwards: Mutex::default(),
             flaw,
-        })
+            bodies,
+            plain_loads: AtomicUsize::new(0),
+        }
     }
 
     fn live(&self, key: &StorageKey) -> Option<Record> {
@@ -56,7 +67,16 @@ impl SessionStore for MapStore {
         &self,
         key: &StorageKey,
     ) -> Result<Option<session_core::Loaded>, StoreError> {
-        Ok(self.load(key).await?.map(session_core::Loaded::Record))
+        let Some(record) = self.live(key) else {
+            return Ok(None);
+        };
+        if !self.bodies {
+            return Ok(Some(session_core::Loaded::Record(record)));
+        }
+        let mut bytes = Vec::new();
+        session_core::body::encode_into(&record, &mut bytes);
+        let body = session_core::body::Body::new(bytes).expect("a body just encoded");
+        Ok(Some(session_core::Loaded::Body { key: *key, body }))
     }
 
     fn expires_natively(&self) -> bool {
@@ -107,6 +127,7 @@ impl SessionStore for MapStore {
     }
 
     async fn load(&self, key: &StorageKey) -> Result<Option<Record>, StoreError> {
+        self.plain_loads.fetch_add(1, Ordering::Relaxed);
         Ok(self.live(key))
     }
 
@@ -248,6 +269,48 @@ mod correct_store_passes {
     session_core::conformance_tests!(
         || async { Some(MapStore::shared(Flaw::None)) },
         owner_index = false
+    );
+}
+
+mod correct_store_answering_bodies_passes {
+    use super::*;
+    session_core::conformance_tests!(
+        || async { Some(Arc::new(MapStore::new(Flaw::None, true)) as Arc<dyn SessionStore>) },
+        owner_index = false
+    );
+}
+
+/// The manager loads through `load_body` — never `load` — and a session loaded as a body
+/// reads, writes and keeps its own expiry (a reserved key) as a decoded one does.
+#[tokio::test]
+async fn the_manager_loads_through_load_body_and_reads_the_body_in_place() {
+    use session_core::{SessionExpiry, SessionManager};
+    let store = Arc::new(MapStore::new(Flaw::None, true));
+    session_core::suite::check_loads_bodies(store.clone()).await;
+    let manager = SessionManager::builder_arc(store.clone() as Arc<dyn SessionStore>).build();
+    let session = manager.create();
+    session.insert_many([("a", 1), ("b", 2)]).unwrap();
+    let own = SessionExpiry::persistent(Some(std::time::Duration::from_secs(600)), None);
+    session.set_expiry(Some(own));
+    manager.save(&session).await.unwrap();
+
+    let loaded = manager.load(&session.id()).await.unwrap().expect("saved");
+    assert_eq!(loaded.get::<i32>("a").unwrap(), Some(1));
+    assert_eq!(loaded.own_expiry(), Some(own));
+    loaded.insert("b", 20).unwrap();
+    assert_eq!(loaded.get::<i32>("b").unwrap(), Some(20));
+    manager.save(&loaded).await.unwrap();
+
+    let again = manager.load(&session.id()).await.unwrap().expect("saved");
+    assert_eq!(
+        again.get_many::<i32>(&["a", "b"]).unwrap(),
+        [Some(1), Some(20)]
+    );
+    assert_eq!(again.own_expiry(), Some(own));
+    assert_eq!(
+        store.plain_loads.load(Ordering::Relaxed),
+        0,
+        "the manager called `load`"
     );
 }
 
