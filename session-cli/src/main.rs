@@ -261,8 +261,10 @@ async fn migrate(
     }
     let from = open(from_url).await?;
     let to = open(to_url).await?;
-    let held = to.scan(None, 1).await.map_err(|e| e.to_string())?;
-    if !held.keys.is_empty() && !resume {
+    let held = session_core::scan::holds_any(&*to)
+        .await
+        .map_err(|e| e.to_string())?;
+    if held && !resume {
         return Err(format!(
             "{shown_to} already holds sessions; pass --resume to go on with a migration into it (sessions there are compared and kept, never overwritten)"
         ));

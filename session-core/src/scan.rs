@@ -100,6 +100,26 @@ impl Scan {
     }
 }
 
+/// Whether `store` lists any key at all: pages are read until one lists a key or the scan
+/// ends. A single page cannot tell, since a page may be empty while the scan goes on (Redis
+/// `SCAN` with a `MATCH`, a cluster node holding none of the keys).
+///
+/// # Errors
+/// The store's error when listing fails.
+pub async fn holds_any(store: &dyn SessionStore) -> Result<bool, StoreError> {
+    let mut cursor = None;
+    loop {
+        let page = store.scan(cursor.as_ref(), 100).await?;
+        if !page.keys.is_empty() {
+            return Ok(true);
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(false),
+        }
+    }
+}
+
 /// Loads `keys` with at most `parallel` loads in flight, in the order of `keys`.
 async fn load_all(
     store: &Arc<dyn SessionStore>,

@@ -76,18 +76,32 @@ pub(crate) fn test_backends(args: &[String]) -> Result<()> {
         add(table.entry(bin.package.clone()).or_default(), tally);
     }
 
-    phase("doc tests: cargo test --workspace --all-features --doc");
-    let mut cmd = cargo();
-    cmd.args(["test", "--all-features", "--doc", "--no-fail-fast"]);
-    if only.is_empty() {
-        cmd.arg("--workspace");
-    }
-    for package in &only {
-        cmd.args(["-p", package]);
-    }
-    let doc = run_and_count_doc(&mut cmd)?;
-    for (package, tally) in doc {
-        add(table.entry(package).or_default(), tally);
+    // Doc tests live in libraries: of the crates asked for, those with a `src/lib.rs`
+    // (`cargo test --doc -p` refuses a binary-only crate).
+    let with_docs: Vec<&str> = only
+        .iter()
+        .copied()
+        .filter(|package| {
+            binaries
+                .iter()
+                .find(|b| b.package == *package)
+                .is_none_or(|b| b.manifest_dir.join("src/lib.rs").exists())
+        })
+        .collect();
+    if only.is_empty() || !with_docs.is_empty() {
+        phase("doc tests: cargo test --workspace --all-features --doc");
+        let mut cmd = cargo();
+        cmd.args(["test", "--all-features", "--doc", "--no-fail-fast"]);
+        if only.is_empty() {
+            cmd.arg("--workspace");
+        }
+        for package in &with_docs {
+            cmd.args(["-p", package]);
+        }
+        let doc = run_and_count_doc(&mut cmd)?;
+        for (package, tally) in doc {
+            add(table.entry(package).or_default(), tally);
+        }
     }
     drop(servers);
 
