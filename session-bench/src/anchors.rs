@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::{SessionStore as TsStore, cookie::time::OffsetDateTime};
 
-use crate::workload::{Cycle, keys, value};
+use crate::workload::{Cycle, key, keys, value};
 
 /// The cycle through a tower-sessions `SessionStore` (`store`, cloneable) over the sessions
 /// `ids`: load, change one key, save the whole record. A macro, not a generic function:
@@ -26,10 +26,9 @@ macro_rules! ts_cycle {
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?
                     .context("a session vanished")?;
-                record.data.insert(
-                    format!("k{}", r % keys()),
-                    serde_json::Value::String(value(r)),
-                );
+                record
+                    .data
+                    .insert(key(r % keys()), serde_json::Value::String(value(r)));
                 store
                     .save(&record)
                     .await
@@ -46,7 +45,7 @@ fn ts_data(i: usize) -> std::collections::HashMap<String, serde_json::Value> {
     (0..keys())
         .map(|k| {
             (
-                format!("k{k}"),
+                key(k),
                 serde_json::Value::String(value(i as u64 * keys() + k)),
             )
         })
@@ -121,8 +120,10 @@ pub(crate) async fn tower_sessions_mongo(url: &str, sessions: usize) -> Result<C
 /// bytes, with names and encoding), and as large as the session for a larger
 /// `SESSION_BENCH_SHAPE` (keys × (value + 10) bytes: 20 500 for `50x400`).
 pub(crate) fn payload(r: u64) -> Vec<u8> {
-    let mut v = format!("{r:020}").into_bytes();
-    v.resize(crate::workload::session_bytes().max(250), b'x');
+    let len = crate::workload::session_bytes().max(250);
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(crate::workload::padded(r, 20).as_bytes());
+    v.resize(len, b'x');
     v
 }
 
@@ -349,7 +350,7 @@ pub(crate) async fn raw_redis_hash(url: &str, sessions: usize) -> Result<Cycle> 
             .arg("e")
             .arg(1_800_000_000_000u64);
         for k in 0..5 {
-            cmd.arg(format!("k{k}")).arg(value(i as u64 * 5 + k));
+            cmd.arg(key(k)).arg(value(i as u64 * 5 + k));
         }
         let _: () = cmd.query_async(&mut setup).await?;
     }
@@ -367,7 +368,7 @@ pub(crate) async fn raw_redis_hash(url: &str, sessions: usize) -> Result<Cycle> 
                 .atomic()
                 .cmd("HSET")
                 .arg(&key)
-                .arg(format!("k{}", r % 5))
+                .arg(crate::workload::key(r % 5))
                 .arg(value(r))
                 .arg("e")
                 .arg(expires)

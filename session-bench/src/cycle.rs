@@ -34,7 +34,7 @@ use session_disk::{DiskStore, Fsync};
 use session_memory::MemoryStore;
 
 use crate::anchors;
-use crate::workload::{Cycle, keys, value};
+use crate::workload::{Cycle, key, keys, value};
 
 /// xorshift64*: a fast per-task generator; quality is irrelevant here.
 fn next(state: &mut u64) -> u64 {
@@ -122,7 +122,7 @@ async fn workload(spec: &str, sessions: usize) -> Result<Cycle> {
         for i in 0..sessions {
             let session = setup.create();
             for k in 0..keys() {
-                session.insert(format!("k{k}"), value(i as u64 * keys() + k))?;
+                session.insert(key(k), value(i as u64 * keys() + k))?;
             }
             setup.save(&session).await?;
             ids.push(session.id());
@@ -134,7 +134,7 @@ async fn workload(spec: &str, sessions: usize) -> Result<Cycle> {
             Box::pin(async move {
                 let id = &ids[(r % ids.len() as u64) as usize];
                 let session = manager.load(id).await?.context("a session vanished")?;
-                session.insert(format!("k{}", r % keys()), value(r))?;
+                session.insert(key(r % keys()), value(r))?;
                 manager.save(&session).await?;
                 Ok(())
             })

@@ -297,7 +297,12 @@ pub(crate) async fn json_merge(url: &str, sessions: usize) -> Result<Cycle> {
             for i in 0..sessions as u64 {
                 let keys = crate::workload::keys();
                 let pairs: Vec<(String, String)> = (0..keys)
-                    .map(|k| (format!("k{k}"), crate::workload::value(i * keys + k)))
+                    .map(|k| {
+                        (
+                            crate::workload::key(k),
+                            crate::workload::value(i * keys + k),
+                        )
+                    })
                     .collect();
                 sqlx::query(sql.insert)
                     .bind(key(i))
@@ -319,7 +324,7 @@ pub(crate) async fn json_merge(url: &str, sessions: usize) -> Result<Cycle> {
                     let (data, _) = row.context("a row vanished")?;
                     json_decode(&data)?;
                     let change = json_object(&[(
-                        format!("k{}", r % crate::workload::keys()),
+                        crate::workload::key(r % crate::workload::keys()),
                         crate::workload::value(r),
                     )]);
                     // A new expiry every cycle, as a store's rolling expiry writes.

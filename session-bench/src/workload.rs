@@ -31,9 +31,46 @@ pub(crate) fn keys() -> u64 {
     shape().0
 }
 
-/// The value a cycle writes for `n` (40 bytes by default).
+/// The value a cycle writes for `n` (40 bytes by default): `n` in decimal, zero-padded.
+/// Built in one allocation of its final size: `format!` with a width pads a character at a
+/// time and grows the string three times, a cost every workload paid beside the store's.
 pub(crate) fn value(n: u64) -> String {
-    format!("{n:0width$}", width = shape().1)
+    padded(n, shape().1)
+}
+
+/// `n` in decimal, zero-padded to `width`, in one allocation of its final size.
+pub(crate) fn padded(n: u64, width: usize) -> String {
+    let (buf, at) = digits(n);
+    let digits = &buf[at..];
+    let width = width.max(digits.len());
+    let mut s = String::with_capacity(width);
+    s.extend(std::iter::repeat_n('0', width - digits.len()));
+    // ASCII digits.
+    s.push_str(std::str::from_utf8(digits).unwrap_or_default());
+    s
+}
+
+/// The name of key `n` of a session: `k0`, `k1`, … (one allocation of its final size).
+pub(crate) fn key(n: u64) -> String {
+    let (buf, at) = digits(n);
+    let mut s = String::with_capacity(1 + buf.len() - at);
+    s.push('k');
+    s.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
+    s
+}
+
+/// `n` in decimal: the digits are `buf[at..]`.
+fn digits(mut n: u64) -> ([u8; 20], usize) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return (buf, at);
+        }
+    }
 }
 
 /// About the bytes a session of the shape holds: each key's value and ~10 bytes of name and
@@ -43,4 +80,18 @@ pub(crate) fn session_bytes() -> usize {
     usize::try_from(keys)
         .unwrap_or(usize::MAX)
         .saturating_mul(bytes + 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_and_keys_read_as_format_would_write_them() {
+        for n in [0, 7, 10, 12_345, u64::MAX] {
+            assert_eq!(value(n), format!("{n:0width$}", width = shape().1));
+            assert_eq!(key(n), format!("k{n}"));
+            assert_eq!(padded(n, 20), format!("{n:020}"));
+        }
+    }
 }
