@@ -38,13 +38,18 @@ pub(crate) fn value(n: u64) -> String {
     padded(n, shape().1)
 }
 
+const ZEROS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
 /// `n` in decimal, zero-padded to `width`, in one allocation of its final size.
 pub(crate) fn padded(n: u64, width: usize) -> String {
     let (buf, at) = digits(n);
     let digits = &buf[at..];
     let width = width.max(digits.len());
     let mut s = String::with_capacity(width);
-    s.extend(std::iter::repeat_n('0', width - digits.len()));
+    for _ in 0..(width - digits.len()) / ZEROS.len() {
+        s.push_str(ZEROS);
+    }
+    s.push_str(&ZEROS[..(width - digits.len()) % ZEROS.len()]);
     // ASCII digits.
     s.push_str(std::str::from_utf8(digits).unwrap_or_default());
     s
@@ -89,6 +94,7 @@ mod tests {
     #[test]
     fn values_and_keys_read_as_format_would_write_them() {
         for n in [0, 7, 10, 12_345, u64::MAX] {
+            assert_eq!(padded(n, 150), format!("{n:0150}"));
             assert_eq!(value(n), format!("{n:0width$}", width = shape().1));
             assert_eq!(key(n), format!("k{n}"));
             assert_eq!(padded(n, 20), format!("{n:020}"));
