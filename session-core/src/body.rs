@@ -313,19 +313,40 @@ pub fn patch(
     let old_owner = reader.owner()?;
     let count = reader.varint()?;
     let owner = changes.owner().apply(old_owner);
-    // First pass: validate and size; second pass: write.
-    let (new_count, entries_len) = merge(reader.clone(), count, changes, true, |_, _| {})?;
+    // One pass that checks the old entries and writes the new ones. The entry count comes
+    // before the entries: a byte is kept for it, and in the rare body of 128 entries or
+    // more the entries move up to make room for a longer count.
+    let start = out.len();
+    let written: usize = changes
+        .written()
+        .iter()
+        .map(|(k, v)| entry_len(k.as_bytes(), v))
+        .sum();
     let owner_len = owner.map_or(1, |o| varint_len(o.len() as u64 + 1) + o.len());
-    out.reserve(TIMES_LEN + owner_len + varint_len(new_count) + entries_len);
+    out.reserve(old.len() + owner_len + written + varint_len(count.saturating_add(1)));
     out.extend_from_slice(&old[..8]);
     out.extend_from_slice(&expires_at.as_unix_millis().to_le_bytes());
     put_owner(out, owner.map(str::as_bytes));
-    put_varint(out, new_count);
-    // The first pass checked every entry: the second reads them as they lie.
-    merge(reader, count, changes, false, |key, value| {
+    let count_at = out.len();
+    out.push(0);
+    match merge(reader, count, changes, |key, value| {
         put_entry(out, key, value)
-    })?;
-    Ok(())
+    }) {
+        Ok(new_count) => {
+            if new_count < 0x80 {
+                out[count_at] = new_count as u8;
+            } else {
+                let mut encoded = Vec::with_capacity(varint_len(new_count));
+                put_varint(&mut encoded, new_count);
+                out.splice(count_at..=count_at, encoded);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
 }
 
 /// The values in `old` of the counters `changes` increments.
@@ -351,33 +372,26 @@ fn counters<'a>(
 }
 
 /// Walks the old entries and the changes in key order, calling `emit` for every entry of
-/// the result; returns how many there are and their encoded length. With `check`, every
-/// old key is checked (UTF-8, strictly increasing) as [`decode`] checks it; without, the
-/// entries are read as they lie (a second pass over entries a first one checked).
+/// the result; returns how many there are. Every old key is checked (UTF-8, strictly
+/// increasing) as [`decode`] checks it.
 fn merge<'a>(
     mut reader: Reader<'a>,
     count: u64,
     changes: &'a Changes,
-    check: bool,
     mut emit: impl FnMut(&[u8], &[u8]),
-) -> Result<(u64, usize), FormatError> {
+) -> Result<u64, FormatError> {
     let mut set = changes.written().iter().peekable();
     let mut removed = changes.removed().iter().peekable();
-    let (mut n, mut bytes) = (0u64, 0usize);
+    let mut n = 0u64;
     let mut out = |key: &[u8], value: &[u8]| {
         n += 1;
-        bytes += entry_len(key, value);
         emit(key, value);
     };
     let mut previous: Option<&str> = None;
     for _ in 0..count {
-        // Byte order is `str` order, so the raw keys merge as the checked ones would.
-        let (key, value) = if check {
-            let (key, value) = reader.entry(&mut previous)?;
-            (key.as_bytes(), value)
-        } else {
-            reader.raw_entry()?
-        };
+        let (key, value) = reader.entry(&mut previous)?;
+        // Byte order is `str` order: the keys merge as bytes.
+        let key = key.as_bytes();
         if changes.is_cleared() {
             continue;
         }
@@ -398,7 +412,7 @@ fn merge<'a>(
     for (k, v) in set {
         out(k.as_bytes(), v);
     }
-    Ok((n, bytes))
+    Ok(n)
 }
 
 fn times(bytes: &[u8]) -> Result<(Timestamp, Timestamp), FormatError> {
@@ -597,6 +611,42 @@ mod tests {
         assert_eq!(cases, 3 * 4096 * 4);
     }
 
+    /// The entry count comes before the entries and takes a second byte from 128 entries: a
+    /// patch that crosses that line either way writes the same bytes as an encode.
+    #[test]
+    fn patches_across_128_entries_equal_encode() {
+        let names: Vec<String> = (0..200).map(|i| format!("k{i:03}")).collect();
+        for (have, add, remove) in [
+            (127, 1, 0),
+            (128, 0, 1),
+            (127, 5, 3),
+            (130, 0, 10),
+            (200, 1, 1),
+        ] {
+            let data: Vec<(&str, &[u8])> = names[..have]
+                .iter()
+                .map(|k| (k.as_str(), k.as_bytes()))
+                .collect();
+            let base = record(&data, Some("u"));
+            let mut changes = Changes::new();
+            for k in &names[..remove] {
+                changes.remove(k);
+            }
+            for i in 0..add {
+                changes.set(format!("new{i}"), vec![i as u8; 3]);
+            }
+            let at = Timestamp::from_unix_millis(7);
+            let mut want = base.clone();
+            changes.apply_to_record(&mut want);
+            want.expires_at = at;
+            let mut got = b"kept".to_vec();
+            patch(&encode(&base), &changes, at, &mut got).unwrap();
+            assert_eq!(&got[..4], b"kept");
+            assert_eq!(got[4..], encode(&want), "{have} + {add} - {remove}");
+            assert_eq!(Body::new(got[4..].to_vec()).unwrap().len(), want.data.len());
+        }
+    }
+
     /// A body read in place answers every key, header field and count as the decoded record.
     #[test]
     fn a_body_read_in_place_reads_as_the_decoded_record() {
@@ -648,11 +698,15 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode(r.key, &bytes[..cut]).is_err(), "cut at {cut}");
             assert!(Body::new(bytes[..cut].to_vec()).is_err(), "cut at {cut}");
-            let mut out = Vec::new();
+            // A failed patch leaves what `out` held before, and nothing more.
+            let mut out = b"kept".to_vec();
+            let mut changes = Changes::new();
+            changes.set("0", b"new".to_vec());
             assert!(
-                patch(&bytes[..cut], &Changes::new(), r.expires_at, &mut out).is_err(),
+                patch(&bytes[..cut], &changes, r.expires_at, &mut out).is_err(),
                 "cut at {cut}"
             );
+            assert_eq!(out, b"kept", "cut at {cut}");
         }
         let mut longer = bytes.clone();
         longer.push(0);
