@@ -424,6 +424,103 @@ async fn renames(url: &str) -> u64 {
         .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
 
+/// The 2 KB line, to the byte: a session whose stored value is 2 047 bytes is written by
+/// the compare-and-set script's own `SET`, one of 2 048 bytes is staged and renamed over the
+/// session. Seen in the session key's keyspace notifications (`set` against `rename_to`),
+/// which only this test's keys send, so other tests on the server cannot disturb it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_from_2048_bytes_on_are_staged_and_smaller_ones_are_not() {
+    use std::pin::Pin;
+
+    use futures_core::Stream;
+
+    let Some(url) = server_url("SESSION_TEST_REDIS_URL") else {
+        return;
+    };
+    let p = prefix();
+    let store = RedisStore::builder(&url)
+        .key_prefix(p.clone())
+        .open()
+        .await
+        .unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let events: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let before = events.get(1).cloned().unwrap_or_default();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg(format!("{before}Kg$"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+
+    let r = record(&[("pad", &[b'x'; 1500][..])]);
+    store.create(&r).await.unwrap();
+    let key = store.redis_key(&r.key);
+    let strlen = |raw: &mut redis::aio::MultiplexedConnection| {
+        let mut raw = raw.clone();
+        let key = key.clone();
+        async move {
+            let n: usize = redis::cmd("STRLEN")
+                .arg(&key)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    // The stored length is a constant plus the pad's (its length takes two bytes from 128
+    // to 16 383).
+    let overhead = strlen(&mut raw).await - 1500;
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .psubscribe(format!("__keyspace@*__:{key}"))
+        .await
+        .unwrap();
+    let mut messages = pubsub.into_on_message();
+    let expires = Timestamp::from_unix_millis(Timestamp::now().as_unix_millis() + 3_600_000);
+    for (stored, staged) in [(2047, false), (2048, true), (2047, false)] {
+        let mut pad = Changes::new();
+        pad.set("pad", vec![b'y'; stored - overhead]);
+        assert!(store.update(&r.key, &pad, expires).await.unwrap());
+        assert_eq!(strlen(&mut raw).await, stored);
+        // The write's events, up to the one that put the value in place.
+        let mut seen = Vec::new();
+        loop {
+            let next = std::future::poll_fn(|cx| Pin::new(&mut messages).poll_next(cx));
+            let msg = tokio::time::timeout(Duration::from_secs(5), next)
+                .await
+                .unwrap_or_else(|_| panic!("no `set` or `rename_to` for {stored} bytes: {seen:?}"))
+                .unwrap();
+            let event: String = msg.get_payload().unwrap();
+            seen.push(event.clone());
+            if event == "set" || event == "rename_to" {
+                break;
+            }
+        }
+        let want = if staged { "rename_to" } else { "set" };
+        assert_eq!(
+            seen.last().map(String::as_str),
+            Some(want),
+            "{stored} bytes: {seen:?}"
+        );
+    }
+    assert_eq!(staged_keys(&url, &p).await, 0, "staged keys left behind");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg(before)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+}
+
 /// Values of 2 KB and more reach the server staged: a `SET` of a key of their own, which a
 /// script renames over the session if no other writer came first. On a standalone server
 /// and on a cluster (where the staged key must share the session's slot), writers in four
