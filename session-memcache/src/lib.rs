@@ -260,6 +260,15 @@ impl Conn<'_> {
         self.protocol.as_mut().expect("taken only by release")
     }
 
+    /// `gets` of `item`: its bytes and CAS token, `None` when there is no such item.
+    async fn gets(&mut self, item: &[u8]) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        match self.get().gets_cas(item).await {
+            Ok(found) => Ok(Some(found)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_io(&self.server.addr, e)),
+        }
+    }
+
     /// Returns the connection to the pool: only after a command finished cleanly.
     fn release(mut self) {
         if let Some(protocol) = self.protocol.take() {
@@ -316,13 +325,7 @@ impl MemcacheStore {
     async fn read(&self, key: &StorageKey) -> Result<Option<session_core::body::Body>, StoreError> {
         let item = self.item_key(key);
         let found = self
-            .with_conn(key, async |conn| {
-                match conn.get().gets_cas(item.as_bytes()).await {
-                    Ok(found) => Ok(Some(found)),
-                    Err(e) if is_not_found(&e) => Ok(None),
-                    Err(e) => Err(map_io(&conn.server.addr, e)),
-                }
-            })
+            .with_conn(key, async |conn| conn.gets(item.as_bytes()).await)
             .await?;
         let Some((bytes, cas)) = found else {
             return Ok(None);
@@ -499,15 +502,14 @@ impl MemcacheStore {
             let known = known.take();
             let attempt = self
                 .with_conn(key, async |conn| {
-                    let addr = &conn.server.addr;
                     let (bytes, cas) = match known {
                         Some(found) => found,
-                        None => match conn.get().gets_cas(item.as_bytes()).await {
-                            Ok(found) => found,
-                            Err(e) if is_not_found(&e) => return Ok(Some(absent())),
-                            Err(e) => return Err(map_io(addr, e)),
+                        None => match conn.gets(item.as_bytes()).await? {
+                            Some(found) => found,
+                            None => return Ok(Some(absent())),
                         },
                     };
+                    let addr = &conn.server.addr;
                     match next(&bytes, Timestamp::now())? {
                         Step::Done(answer) => Ok(Some(answer)),
                         Step::Write {
