@@ -356,7 +356,8 @@ impl Session {
     /// [`Session::set_expiry`] stays).
     pub fn clear(&self) {
         let mut state = self.lock();
-        let own = state.data.map_mut().remove(EXPIRY_KEY);
+        // Read, not decoded out of a body: everything else is dropped.
+        let own = state.reserved(EXPIRY_KEY).map(<[u8]>::to_vec);
         state.data = Data::default();
         state.changes.clear();
         if let Some(own) = own {

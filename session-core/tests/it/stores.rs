@@ -333,6 +333,19 @@ async fn the_manager_loads_through_load_body_and_reads_the_body_in_place() {
         [Some(1), Some(20)]
     );
     assert_eq!(again.own_expiry(), Some(own));
+
+    // A clear over a session read in place drops every value and keeps the own expiry.
+    again.clear();
+    assert_eq!(
+        again.own_expiry(),
+        Some(own),
+        "clear dropped the own expiry"
+    );
+    assert_eq!(again.get::<i32>("a").unwrap(), None);
+    manager.save(&again).await.unwrap();
+    let cleared = manager.load(&session.id()).await.unwrap().expect("saved");
+    assert_eq!(cleared.keys(), Vec::<String>::new());
+    assert_eq!(cleared.own_expiry(), Some(own));
     assert_eq!(
         store.plain_loads.load(Ordering::Relaxed),
         0,
