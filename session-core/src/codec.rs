@@ -5,6 +5,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::BoxError;
 
+/// The first allocation for an encoded value (`serde_json::to_vec` starts at 128).
+const ENCODE_CAPACITY: usize = 64;
+
 /// The value codec a [`SessionManager`](crate::SessionManager) encodes values with.
 ///
 /// - [`Codec::Bincode`] (default): compact and fast, through bincode 2's serde layer. It is
@@ -56,7 +59,13 @@ impl Codec {
     /// non-string keys under JSON).
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, BoxError> {
         match self {
-            Self::Bincode => Ok(bincode::serde::encode_to_vec(value, bincode_config())?),
+            Self::Bincode => {
+                // `encode_to_vec` starts from an empty vector and grows it as it writes (two
+                // allocations for a 40-byte string); most session values fit in this.
+                let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+                bincode::serde::encode_into_std_write(value, &mut out, bincode_config())?;
+                Ok(out)
+            }
             #[cfg(feature = "json")]
             Self::Json => Ok(serde_json::to_vec(value)?),
         }
