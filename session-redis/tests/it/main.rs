@@ -30,14 +30,18 @@ fn prefix() -> String {
     format!("test:{}:", UuidV4Generator.generate().as_str())
 }
 
-async fn standalone() -> Option<Arc<dyn SessionStore>> {
-    let url = server_url("SESSION_TEST_REDIS_URL")?;
-    let store = RedisStore::builder(url)
-        .key_prefix(prefix())
+/// A store on the standalone server at `url` under `prefix`.
+async fn open_at(url: &str, prefix: &str) -> RedisStore {
+    RedisStore::builder(url)
+        .key_prefix(prefix)
         .open()
         .await
-        .expect("connect to redis");
-    Some(Arc::new(store))
+        .expect("connect to redis")
+}
+
+async fn standalone() -> Option<Arc<dyn SessionStore>> {
+    let url = server_url("SESSION_TEST_REDIS_URL")?;
+    Some(Arc::new(open_at(&url, &prefix()).await))
 }
 
 async fn cluster() -> Option<Arc<dyn SessionStore>> {
@@ -88,11 +92,7 @@ mod on_the_apps_cluster_connection {
 /// behind the store.
 async fn store_and_raw() -> Option<(RedisStore, redis::aio::MultiplexedConnection)> {
     let url = server_url("SESSION_TEST_REDIS_URL")?;
-    let store = RedisStore::builder(&url)
-        .key_prefix(prefix())
-        .open()
-        .await
-        .expect("connect to redis");
+    let store = open_at(&url, &prefix()).await;
     let raw = redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -325,11 +325,7 @@ async fn sixty_four_writers_of_one_hot_session_keep_every_write() {
     let p = prefix();
     let mut stores = Vec::new();
     for _ in 0..4 {
-        let store = RedisStore::builder(&url)
-            .key_prefix(p.clone())
-            .open()
-            .await
-            .unwrap();
+        let store = open_at(&url, &p).await;
         stores.push(Arc::new(store));
     }
     for (base, hot) in [(1, true), (1, false), (16_384, true), (16_384, false)] {
@@ -438,11 +434,7 @@ async fn values_from_2048_bytes_on_are_staged_and_smaller_ones_are_not() {
         return;
     };
     let p = prefix();
-    let store = RedisStore::builder(&url)
-        .key_prefix(p.clone())
-        .open()
-        .await
-        .unwrap();
+    let store = open_at(&url, &p).await;
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let events: Vec<String> = redis::cmd("CONFIG")
@@ -536,13 +528,7 @@ async fn large_sessions_are_written_staged_and_lose_nothing() {
         let p = prefix();
         let mut stores = Vec::new();
         for _ in 0..4 {
-            stores.push(Arc::new(
-                RedisStore::builder(&url)
-                    .key_prefix(p.clone())
-                    .open()
-                    .await
-                    .unwrap(),
-            ));
+            stores.push(Arc::new(open_at(&url, &p).await));
         }
         setups.push((stores, Some(url), p));
     }
@@ -704,11 +690,7 @@ async fn keys_are_hashed_and_hash_tagged() {
         return;
     };
     let p = prefix();
-    let store = RedisStore::builder(&url)
-        .key_prefix(p.clone())
-        .open()
-        .await
-        .unwrap();
+    let store = open_at(&url, &p).await;
     let id = UuidV4Generator.generate();
     let key = store.redis_key(&id.storage_key());
     assert_eq!(
