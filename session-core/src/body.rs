@@ -153,11 +153,11 @@ impl Body {
         reader.owner()?;
         let count_at = bytes.len() - reader.rest.len();
         let count = reader.varint()?;
-        let mut previous: Option<&str> = None;
+        let mut previous: Option<&[u8]> = None;
         let mut reserved = false;
         for _ in 0..count {
-            let (key, _) = reader.entry(&mut previous)?;
-            reserved |= key.starts_with(crate::RESERVED_PREFIX);
+            let (key, _) = reader.checked_entry(&mut previous)?;
+            reserved |= key.starts_with(crate::RESERVED_PREFIX.as_bytes());
         }
         reader.end()?;
         // Every entry takes at least two bytes, so a count that passed is far below usize::MAX.
@@ -387,11 +387,9 @@ fn merge<'a>(
         n += 1;
         emit(key, value);
     };
-    let mut previous: Option<&str> = None;
+    let mut previous: Option<&[u8]> = None;
     for _ in 0..count {
-        let (key, value) = reader.entry(&mut previous)?;
-        // Byte order is `str` order: the keys merge as bytes.
-        let key = key.as_bytes();
+        let (key, value) = reader.checked_entry(&mut previous)?;
         if changes.is_cleared() {
             continue;
         }
@@ -518,6 +516,23 @@ impl<'a> Reader<'a> {
     ) -> Result<(&'a str, &'a [u8]), FormatError> {
         let (key, value) = self.raw_entry()?;
         let key = utf8(key, "key is not UTF-8")?;
+        if previous.is_some_and(|p| p >= key) {
+            return Err(FormatError::Malformed("keys out of order"));
+        }
+        *previous = Some(key);
+        Ok((key, value))
+    }
+
+    /// [`Reader::entry`] with the key left as bytes: checked as UTF-8 (an ASCII key, the
+    /// common case, without a call) and after `previous` (byte order is `str` order).
+    fn checked_entry(
+        &mut self,
+        previous: &mut Option<&'a [u8]>,
+    ) -> Result<(&'a [u8], &'a [u8]), FormatError> {
+        let (key, value) = self.raw_entry()?;
+        if !key.is_ascii() {
+            utf8(key, "key is not UTF-8")?;
+        }
         if previous.is_some_and(|p| p >= key) {
             return Err(FormatError::Malformed("keys out of order"));
         }
