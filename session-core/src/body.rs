@@ -86,7 +86,7 @@ pub fn decode(key: StorageKey, bytes: &[u8]) -> Result<Record, FormatError> {
     let owner = reader.owner()?.map(str::to_owned);
     let count = reader.varint()?;
     let mut data = BTreeMap::new();
-    let mut previous: Option<&str> = None;
+    let mut previous: Option<&[u8]> = None;
     for _ in 0..count {
         let (key, value) = reader.entry(&mut previous)?;
         data.insert(key.to_owned(), value.to_vec());
@@ -361,7 +361,7 @@ fn counters<'a>(
     reader.owner()?;
     let count = reader.varint()?;
     let mut found = BTreeMap::new();
-    let mut previous: Option<&str> = None;
+    let mut previous: Option<&[u8]> = None;
     for _ in 0..count {
         let (key, value) = reader.entry(&mut previous)?;
         if changes.incremented().contains_key(key) {
@@ -510,21 +510,17 @@ impl<'a> Reader<'a> {
     }
 
     /// One entry, whose key must sort strictly after `previous` (then becomes it).
+    /// [`Reader::checked_entry`] with the key as the `str` it was checked to be.
     fn entry(
         &mut self,
-        previous: &mut Option<&'a str>,
+        previous: &mut Option<&'a [u8]>,
     ) -> Result<(&'a str, &'a [u8]), FormatError> {
-        let (key, value) = self.raw_entry()?;
-        let key = utf8(key, "key is not UTF-8")?;
-        if previous.is_some_and(|p| p >= key) {
-            return Err(FormatError::Malformed("keys out of order"));
-        }
-        *previous = Some(key);
-        Ok((key, value))
+        let (key, value) = self.checked_entry(previous)?;
+        Ok((utf8(key, "key is not UTF-8")?, value))
     }
 
-    /// [`Reader::entry`] with the key left as bytes: checked as UTF-8 (an ASCII key, the
-    /// common case, without a call) and after `previous` (byte order is `str` order).
+    /// One entry, its key checked as UTF-8 (an ASCII key, the common case, without a call)
+    /// and after `previous` (byte order is `str` order), and left as bytes.
     fn checked_entry(
         &mut self,
         previous: &mut Option<&'a [u8]>,
