@@ -14,8 +14,12 @@
 //!   instead of passed to the script (whose argument Lua's collector makes costly): a `SET`
 //!   of a key of its own in the session's slot, which a second script renames over the
 //!   session under the same check, pipelined in one round trip. Writers of one session in
-//!   one process take turns, so only writers in different processes can race; a write that
-//!   loses [`RedisStoreBuilder::cas_retries`] races in a row fails with
+//!   one process take turns, so only writers in different processes can race. A write that
+//!   has lost 4 races in a row claims the session: it marks the stored value's tag (nothing
+//!   else changes), every other writer then waits for its write instead of racing, and its
+//!   next compare-and-set wins; a claim left by a writer that died is taken over once a
+//!   waiter has waited the command timeout. A write that still loses
+//!   [`RedisStoreBuilder::cas_retries`] races in a row fails with
 //!   [`StoreError::Unavailable`] (the HTTP layers answer 503), never silently. `create` is
 //!   `SET … NX` and refuses a taken key.
 //! - **Per-user index**: a set per user, `{prefix}user:{sha256(user)}`, lists the user's
@@ -151,6 +155,36 @@ redis.call('RENAME', KEYS[2], KEYS[1])
 return 1
 ";
 
+/// A write that has lost this many compare-and-set races in a row claims the session: it
+/// sets the stored value's tag to a claim of its own ([`RETAG`], which changes nothing
+/// else), so every other writer's next compare-and-set loses and, seeing a claim, waits for
+/// it ([`CLAIM_POLL`]) instead of racing; the claimant's next write then wins, and its tag
+/// ends the claim. Without it, `n` processes writing one session each lose a race with
+/// odds `(n - 1) / n`, and one of them, now and then, loses dozens in a row.
+const CLAIM_AFTER: u32 = 4;
+
+/// The top bit of a tag marks a claim ([`CLAIM_AFTER`]); ordinary tags never set it.
+const CLAIM_BIT: u64 = 1 << 63;
+
+/// How often a writer that found a claim reads the session again.
+const CLAIM_POLL: Duration = Duration::from_millis(1);
+
+/// Sets a session's tag alone, in place (`SETRANGE`; the value and its expiry stay).
+const RETAG: &str = r"
+-- KEYS[1]: the session. ARGV[1]: the new tag (8 bytes); ARGV[2]: the tag it may replace,
+-- or '' for any tag whose top bit is clear (no claim, no forward pointer). Only a session
+-- envelope is retagged. Returns 0 when the key is gone, else the stored value afterwards.
+local len = redis.call('STRLEN', KEYS[1])
+if len == 0 then return 0 end
+if len >= 12 and redis.call('GETRANGE', KEYS[1], 0, 3) == 'RSSN' then
+  local tag = redis.call('GETRANGE', KEYS[1], -8, -1)
+  if tag == ARGV[2] or (ARGV[2] == '' and string.byte(tag, 8) < 128) then
+    redis.call('SETRANGE', KEYS[1], len - 8, ARGV[1])
+  end
+end
+return redis.call('GET', KEYS[1])
+";
+
 const RETIRE: &str = r"
 -- KEYS[1]: the session. ARGV[1]: the forward pointer (with its tag); ARGV[2]: until (Unix
 -- ms). Replaces a session by the pointer; returns the session's value, or nil.
@@ -232,7 +266,8 @@ pub struct RedisStoreBuilder {
 impl RedisStoreBuilder {
     /// How many compare-and-set races one write may lose in a row to writers in other
     /// processes before it fails with [`StoreError::Unavailable`] (default 32, at least 1).
-    /// Writers in one process take turns and never race each other.
+    /// Writers in one process take turns and never race each other; a write that has lost
+    /// 4 races (or all but one, when fewer are allowed) claims the session and wins next.
     pub fn cas_retries(mut self, retries: u32) -> Self {
         self.cas_retries = retries.max(1);
         self
@@ -311,6 +346,7 @@ impl RedisStoreBuilder {
             cas: Lua::new(CAS),
             staged_cas: Lua::new(STAGED_CAS),
             retire: Lua::new(RETIRE),
+            retag: Lua::new(RETAG),
             recent: Arc::default(),
             turns: Arc::default(),
         })
@@ -327,6 +363,7 @@ pub struct RedisStore {
     cas: Lua,
     staged_cas: Lua,
     retire: Lua,
+    retag: Lua,
     /// What `load` read and the last writes, for the compare-and-set that follows.
     recent: Arc<RecentReads>,
     turns: Arc<WriteTurns>,
@@ -640,12 +677,22 @@ fn split_tag(value: &[u8]) -> Result<(&[u8], u64), StoreError> {
     Ok((body, u64::from_le_bytes(bytes)))
 }
 
-/// The tag of the value that replaces one tagged `tag` (never [`POINTER_TAG`]).
+/// The tag of the value that replaces one tagged `tag`: never [`POINTER_TAG`] or a claim.
 fn next_tag(tag: u64) -> u64 {
-    match tag.wrapping_add(1) {
-        POINTER_TAG => 0,
-        next => next,
-    }
+    tag.wrapping_add(1) & !CLAIM_BIT
+}
+
+/// Whether `tag` is a writer's claim ([`CLAIM_AFTER`]).
+fn is_claim(tag: u64) -> bool {
+    tag & CLAIM_BIT != 0 && tag != POINTER_TAG
+}
+
+/// A fresh claim: the top bit set, the rest random (never [`POINTER_TAG`]).
+fn new_claim() -> u64 {
+    let digest = Sha256::digest(UuidV4Generator.generate().as_str().as_bytes());
+    let mut bytes = [0u8; TAG_LEN];
+    bytes.copy_from_slice(&digest[..TAG_LEN]);
+    (u64::from_le_bytes(bytes) | CLAIM_BIT) & !1
 }
 
 /// The session in a stored body, its values left encoded: `None` for a forward pointer or an
@@ -672,6 +719,16 @@ enum Step<T> {
     },
 }
 
+/// How one compare-and-set ended.
+enum Attempt<T> {
+    /// Written, or nothing to write: the operation's answer.
+    Done(T),
+    /// The session is gone.
+    Absent,
+    /// Another writer won; its value, as stored.
+    Lost(Vec<u8>),
+}
+
 impl RedisStore {
     /// The session's value as [`RecentReads`] holds it (what `load` just saw, or this
     /// process's last write) or a `GET` reads it, turned by
@@ -693,62 +750,179 @@ impl RedisStore {
                 None => return Ok(absent()),
             },
         };
-        for _ in 0..self.cas_retries {
+        let mut lost = 0;
+        // From this many lost races on, the write claims the session (`CLAIM_AFTER`).
+        let claim_after = CLAIM_AFTER.min(self.cas_retries.saturating_sub(1));
+        // The claim this write holds, and how long it has waited for other writers' claims.
+        let mut claim: Option<u64> = None;
+        let mut waited = Duration::ZERO;
+        loop {
             let (body, tag) = split_tag(&current)?;
-            let (value, expires_at, then) = match next(body)? {
-                Step::Done(answer) => {
-                    self.recent.put(*key, current, tag);
-                    return Ok(answer);
-                }
-                Step::Write {
-                    value,
-                    expires_at,
-                    then,
-                } => (value, expires_at, then),
-            };
-            let new_tag = next_tag(tag);
-            let value = value.map(|mut v| {
-                v.extend_from_slice(&new_tag.to_le_bytes());
-                v
-            });
-            let value_len = value.as_ref().map_or(0, Vec::len);
-            let reply: Value = match &value {
-                Some(staged) if value_len >= STAGE_FROM && expires_at > Timestamp::now() => {
-                    self.staged_cas(key, tag, staged, expires_at).await?
-                }
-                _ => {
-                    self.eval(&self.cas, key, TAG_LEN + value_len + 20, |cmd| {
-                        cmd.arg(&tag.to_le_bytes()[..])
-                            .arg(value.as_deref().unwrap_or_default())
-                            .arg(expires_at.as_unix_millis());
-                    })
-                    .await?
-                }
-            };
-            match reply {
-                Value::Int(1) => {
-                    if let Some(value) = value {
-                        self.recent.put(*key, value, new_tag);
+            if is_claim(tag) && claim != Some(tag) {
+                // Another writer claimed the session: wait for its write, or take its claim
+                // over once this write has waited as long as a command may take.
+                let value = if waited < self.timeout {
+                    tokio::time::sleep(CLAIM_POLL).await;
+                    waited += CLAIM_POLL;
+                    self.get(key).await?
+                } else {
+                    let (value, ours) = self.claim(key, Some(tag)).await?;
+                    claim = ours;
+                    if ours.is_none() {
+                        lost += 1;
                     }
-                    return Ok(then);
-                }
-                Value::Int(0) | Value::Nil => return Ok(absent()),
-                Value::BulkString(stored) => current = stored,
-                other => {
-                    return Err(StoreError::backend(
-                        STORE,
-                        format!("the {what} script answered {other:?}"),
-                    ));
+                    value
+                };
+                current = match value {
+                    Some(value) => value,
+                    None => return Ok(absent()),
+                };
+            } else {
+                match self.attempt(key, what, body, tag, &next).await {
+                    Ok(Attempt::Done(answer)) => {
+                        if claim == Some(tag) {
+                            self.release(key, tag).await;
+                        } else {
+                            self.recent.put(*key, current, tag);
+                        }
+                        return Ok(answer);
+                    }
+                    Ok(Attempt::Absent) => return Ok(absent()),
+                    Ok(Attempt::Lost(stored)) => {
+                        lost += 1;
+                        current = stored;
+                        claim = None;
+                    }
+                    Err(e) => {
+                        if claim == Some(tag) {
+                            self.release(key, tag).await;
+                        }
+                        return Err(e);
+                    }
                 }
             }
+            if lost >= self.cas_retries {
+                return Err(StoreError::unavailable(
+                    STORE,
+                    format!(
+                        "{what} lost {lost} compare-and-set races in a row to other writers of \
+                         the session"
+                    ),
+                ));
+            }
+            // A write that keeps losing claims the value it now holds, unless another
+            // writer's claim is on it (then it waits first, above).
+            if claim.is_none() && lost >= claim_after && split_tag(&current)?.1 & CLAIM_BIT == 0 {
+                let (value, ours) = self.claim(key, None).await?;
+                claim = ours;
+                current = match value {
+                    Some(value) => value,
+                    None => return Ok(absent()),
+                };
+            }
         }
-        Err(StoreError::unavailable(
-            STORE,
-            format!(
-                "{what} lost {} compare-and-set races in a row to other writers of the session",
-                self.cas_retries
-            ),
-        ))
+    }
+
+    /// One compare-and-set of what `next` makes of `body`, the value read tagged `tag`.
+    async fn attempt<T>(
+        &self,
+        key: &StorageKey,
+        what: &str,
+        body: &[u8],
+        tag: u64,
+        next: impl Fn(&[u8]) -> Result<Step<T>, StoreError>,
+    ) -> Result<Attempt<T>, StoreError> {
+        let (value, expires_at, then) = match next(body)? {
+            Step::Done(answer) => return Ok(Attempt::Done(answer)),
+            Step::Write {
+                value,
+                expires_at,
+                then,
+            } => (value, expires_at, then),
+        };
+        let new_tag = next_tag(tag);
+        let value = value.map(|mut v| {
+            v.extend_from_slice(&new_tag.to_le_bytes());
+            v
+        });
+        let value_len = value.as_ref().map_or(0, Vec::len);
+        let reply: Value = match &value {
+            Some(staged) if value_len >= STAGE_FROM && expires_at > Timestamp::now() => {
+                self.staged_cas(key, tag, staged, expires_at).await?
+            }
+            _ => {
+                self.eval(&self.cas, key, TAG_LEN + value_len + 20, |cmd| {
+                    cmd.arg(&tag.to_le_bytes()[..])
+                        .arg(value.as_deref().unwrap_or_default())
+                        .arg(expires_at.as_unix_millis());
+                })
+                .await?
+            }
+        };
+        match reply {
+            Value::Int(1) => {
+                if let Some(value) = value {
+                    self.recent.put(*key, value, new_tag);
+                }
+                Ok(Attempt::Done(then))
+            }
+            Value::Int(0) | Value::Nil => Ok(Attempt::Absent),
+            Value::BulkString(stored) => Ok(Attempt::Lost(stored)),
+            other => Err(StoreError::backend(
+                STORE,
+                format!("the {what} script answered {other:?}"),
+            )),
+        }
+    }
+
+    /// Claims the session for this write ([`CLAIM_AFTER`]): retags its value with a fresh
+    /// claim when its tag is no claim, or is `stale` (a claim this write waited out). Answers
+    /// the value afterwards (`None`: the session is gone) and the claim, when it is this
+    /// write's.
+    async fn claim(
+        &self,
+        key: &StorageKey,
+        stale: Option<u64>,
+    ) -> Result<(Option<Vec<u8>>, Option<u64>), StoreError> {
+        let token = new_claim();
+        let value = self.retag(key, token, stale).await?;
+        let ours = match &value {
+            Some(value) => (split_tag(value)?.1 == token).then_some(token),
+            None => None,
+        };
+        Ok((value, ours))
+    }
+
+    /// Gives up this write's claim `claim` without writing (the write found nothing to do,
+    /// or failed): the value keeps its bytes under an ordinary tag. Best effort: a claim
+    /// left behind is taken over once its waiters have waited a command timeout.
+    async fn release(&self, key: &StorageKey, claim: u64) {
+        let _ = self.retag(key, next_tag(claim), Some(claim)).await;
+    }
+
+    /// [`RETAG`]: the session's tag set to `tag` if it is `replaces` (or, for `None`, no
+    /// claim); the value afterwards, `None` when the session is gone.
+    async fn retag(
+        &self,
+        key: &StorageKey,
+        tag: u64,
+        replaces: Option<u64>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let replaces = replaces.map(u64::to_le_bytes);
+        let value: Value = self
+            .eval(&self.retag, key, 2 * TAG_LEN + 8, |cmd| {
+                cmd.arg(&tag.to_le_bytes()[..])
+                    .arg(replaces.as_ref().map_or(&[][..], |t| &t[..]));
+            })
+            .await?;
+        match value {
+            Value::BulkString(value) => Ok(Some(value)),
+            Value::Int(0) | Value::Nil => Ok(None),
+            other => Err(StoreError::backend(
+                STORE,
+                format!("the claim script answered {other:?}"),
+            )),
+        }
     }
 
     /// A large value's compare-and-set ([`STAGE_FROM`]): `SET` of `value` to a key of its

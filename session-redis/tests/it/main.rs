@@ -611,6 +611,176 @@ async fn large_sessions_are_written_staged_and_lose_nothing() {
     }
 }
 
+/// The stored value's tag: its last 8 bytes, little-endian.
+async fn stored_tag(raw: &mut redis::aio::MultiplexedConnection, redis_key: &str) -> u64 {
+    let value: Vec<u8> = redis::cmd("GET")
+        .arg(redis_key)
+        .query_async(raw)
+        .await
+        .unwrap();
+    let tag: [u8; 8] = value[value.len() - 8..].try_into().unwrap();
+    u64::from_le_bytes(tag)
+}
+
+/// A writer that keeps losing races claims the session and then wins: 16 writers in four
+/// processes, allowed only 6 lost races each (without claims each write loses about
+/// three races in four, so one in eight would fail), keep every write of a small and of a
+/// staged 8 KB session, and no claim is left on the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_keeps_losing_claims_the_session() {
+    const WRITERS: usize = 16;
+    const ROUNDS: usize = 10;
+    let Some(url) = server_url("SESSION_TEST_REDIS_URL") else {
+        return;
+    };
+    let p = prefix();
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        let store = RedisStore::builder(&url)
+            .key_prefix(p.clone())
+            .cas_retries(6)
+            .open()
+            .await
+            .unwrap();
+        stores.push(Arc::new(store));
+    }
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for size in [1, 8192] {
+        let base = vec![b'b'; size];
+        let r = record(&[("base", base.as_slice())]);
+        stores[0].create(&r).await.unwrap();
+        let barrier = Arc::new(Barrier::new(WRITERS));
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                let (store, barrier, key) = (stores[i % 4].clone(), barrier.clone(), r.key);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    for round in 0..ROUNDS {
+                        write_round(&store, &key, i, round).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let got = stores[1].load(&r.key).await.unwrap().unwrap();
+        assert_eq!(got.data["base"], base);
+        for i in 0..WRITERS {
+            assert_eq!(
+                got.data.get(&format!("w{i}")).map(Vec::as_slice),
+                Some((ROUNDS - 1).to_string().as_bytes()),
+                "{size} bytes: writer {i}'s key"
+            );
+        }
+        let tag = stored_tag(&mut raw, &stores[0].redis_key(&r.key)).await;
+        assert_eq!(
+            tag >> 63,
+            0,
+            "{size} bytes: a claim left on the value: {tag:#x}"
+        );
+    }
+}
+
+/// A claim on the session makes a write wait for it, and one that is never ended (its
+/// writer died) is taken over once the write has waited the command timeout: the write
+/// lands either way, with the session's other keys and its expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_waited_for_and_taken_over_when_left_behind() {
+    const TIMEOUT: Duration = Duration::from_millis(400);
+    let Some(url) = server_url("SESSION_TEST_REDIS_URL") else {
+        return;
+    };
+    let store = Arc::new(
+        RedisStore::builder(&url)
+            .key_prefix(prefix())
+            .command_timeout(TIMEOUT)
+            .open()
+            .await
+            .unwrap(),
+    );
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let claim = 0x8000_0000_0000_5a5a_u64;
+    for ended in [true, false] {
+        let r = record(&[("base", b"0")]);
+        store.create(&r).await.unwrap();
+        let key = store.redis_key(&r.key);
+        let len: usize = redis::cmd("STRLEN")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let ttl_before: i64 = redis::cmd("PEXPIRETIME")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let ordinary = stored_tag(&mut raw, &key).await;
+        // Another process's claim, as its RETAG leaves it.
+        let _: i64 = redis::cmd("SETRANGE")
+            .arg(&key)
+            .arg(len - 8)
+            .arg(&claim.to_le_bytes()[..])
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let writer = {
+            let store = store.clone();
+            let key = r.key;
+            tokio::spawn(async move {
+                let mut changes = Changes::new();
+                changes.set("mine", b"1".to_vec());
+                let answer = store.update(&key, &changes, r.expires_at).await;
+                (answer, started.elapsed())
+            })
+        };
+        let ended_after = Duration::from_millis(100);
+        if ended {
+            // The claimant writes: an ordinary tag again, with its own key.
+            tokio::time::sleep(ended_after).await;
+            let mut theirs = Changes::new();
+            theirs.set("theirs", b"1".to_vec());
+            let _: i64 = redis::cmd("SETRANGE")
+                .arg(&key)
+                .arg(len - 8)
+                .arg(&(ordinary + 7).to_le_bytes()[..])
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+        }
+        let (answer, took) = writer.await.unwrap();
+        assert!(answer.unwrap(), "ended {ended}: the write landed");
+        if ended {
+            assert!(
+                took >= ended_after && took < TIMEOUT,
+                "the write waited for the claim to end: {took:?}"
+            );
+        } else {
+            assert!(took >= TIMEOUT, "the claim was taken over early: {took:?}");
+        }
+        let got = store.load(&r.key).await.unwrap().unwrap();
+        assert_eq!(got.data["mine"], b"1");
+        assert_eq!(got.data["base"], b"0");
+        let tag = stored_tag(&mut raw, &key).await;
+        assert_eq!(tag >> 63, 0, "a claim left on the value: {tag:#x}");
+        let ttl_after: i64 = redis::cmd("PEXPIRETIME")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(ttl_after, ttl_before, "the session's expiry");
+    }
+}
+
 /// When the retries run out the write fails with `Unavailable`, which says why, and is
 /// not applied; no write that answered `true` is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
