@@ -384,16 +384,21 @@ pub(crate) async fn raw_redis_hash(url: &str, sessions: usize) -> Result<Cycle> 
 
 pub(crate) async fn raw_memcache(addr: &str, sessions: usize) -> Result<Cycle> {
     use memcache_async::ascii::Protocol;
+    use tokio::io::BufWriter;
     use tokio::net::TcpStream;
     // One connection per task at most: a pool the tasks take from and give back.
-    let pool = Arc::new(std::sync::Mutex::new(Vec::<Protocol<TcpStream>>::new()));
+    let pool = Arc::new(std::sync::Mutex::new(
+        Vec::<Protocol<BufWriter<TcpStream>>>::new(),
+    ));
     let addr = addr.split(',').next().unwrap_or(addr).to_owned();
     let prefix = format!("raw{}:", std::process::id());
     let connect = |addr: String| async move {
         let stream = TcpStream::connect(addr).await?;
         // As the store does: without it, Nagle and delayed ACKs stall every write.
         stream.set_nodelay(true)?;
-        anyhow::Ok(Protocol::new(stream))
+        // As the store does: the protocol's three writes of a store command leave in one
+        // `sendto` when it flushes (unbuffered, the limit was lower: BENCHMARKS.md).
+        anyhow::Ok(Protocol::new(BufWriter::new(stream)))
     };
     let mut setup = connect(addr.clone()).await?;
     for i in 0..sessions {
