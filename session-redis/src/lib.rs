@@ -753,17 +753,17 @@ impl RedisStore {
         let mut lost = 0;
         // From this many lost races on, the write claims the session (`CLAIM_AFTER`).
         let claim_after = CLAIM_AFTER.min(self.cas_retries.saturating_sub(1));
-        // The claim this write holds, and how long it has waited for other writers' claims.
+        // The claim this write holds, and since when it has waited for other writers' claims.
         let mut claim: Option<u64> = None;
-        let mut waited = Duration::ZERO;
+        let mut waiting_since: Option<std::time::Instant> = None;
         loop {
             let (body, tag) = split_tag(&current)?;
             if is_claim(tag) && claim != Some(tag) {
                 // Another writer claimed the session: wait for its write, or take its claim
                 // over once this write has waited as long as a command may take.
-                let value = if waited < self.timeout {
+                let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                let value = if since.elapsed() < self.timeout {
                     tokio::time::sleep(CLAIM_POLL).await;
-                    waited += CLAIM_POLL;
                     self.get(key).await?
                 } else {
                     let (value, ours) = self.claim(key, Some(tag)).await?;
