@@ -310,6 +310,58 @@ async fn write_round(store: &RedisStore, key: &session_core::StorageKey, i: usiz
     assert!(store.update(key, &changes, later).await.unwrap());
 }
 
+/// `n` stores on the server at `url` under one `prefix`, as `n` application instances
+/// would open them, each allowed `cas_retries` lost races.
+async fn instances(url: &str, prefix: &str, n: usize, cas_retries: u32) -> Vec<Arc<RedisStore>> {
+    let mut stores = Vec::new();
+    for _ in 0..n {
+        let store = RedisStore::builder(url)
+            .key_prefix(prefix)
+            .cas_retries(cas_retries)
+            .open()
+            .await
+            .unwrap();
+        stores.push(Arc::new(store));
+    }
+    stores
+}
+
+/// `writers` tasks spread over `stores` (one store per application instance), released
+/// together, each making `rounds` rounds of [`write_round`] on the session `key`.
+async fn race(
+    stores: &[Arc<RedisStore>],
+    key: session_core::StorageKey,
+    writers: usize,
+    rounds: usize,
+) {
+    let barrier = Arc::new(Barrier::new(writers));
+    let tasks: Vec<_> = (0..writers)
+        .map(|i| {
+            let (store, barrier) = (stores[i % stores.len()].clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                for round in 0..rounds {
+                    write_round(&store, &key, i, round).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Every writer's key holds its last round: no write of [`race`] was lost.
+fn assert_every_write(got: &Record, writers: usize, rounds: usize, what: &str) {
+    for i in 0..writers {
+        assert_eq!(
+            got.data.get(&format!("w{i}")).map(Vec::as_slice),
+            Some((rounds - 1).to_string().as_bytes()),
+            "{what}: writer {i}'s key"
+        );
+    }
+}
+
 /// 64 writers of one hot session, spread over 4 stores (four application instances, each
 /// its own connection), each writing its own key 20 times as a request does (load, then
 /// update): every write is kept, with a small session and with a 16 KB one (whose writes
@@ -554,21 +606,7 @@ async fn large_sessions_are_written_staged_and_lose_nothing() {
             Some(url) => renames(url).await,
             None => 0,
         };
-        let barrier = Arc::new(Barrier::new(WRITERS));
-        let tasks: Vec<_> = (0..WRITERS)
-            .map(|i| {
-                let (store, barrier, key) = (stores[i % 4].clone(), barrier.clone(), r.key);
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    for round in 0..ROUNDS {
-                        write_round(&store, &key, i, round).await;
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
+        race(&stores, r.key, WRITERS, ROUNDS).await;
         let expiry = Timestamp::from_unix_millis(Timestamp::now().as_unix_millis() + 7_200_000);
         let mut last = Changes::new();
         last.set("last", vec![1]);
@@ -576,13 +614,7 @@ async fn large_sessions_are_written_staged_and_lose_nothing() {
         let got = stores[1].load(&r.key).await.unwrap().unwrap();
         assert_eq!(got.data["base"], base);
         assert_eq!(got.data["last"], [1]);
-        for i in 0..WRITERS {
-            assert_eq!(
-                got.data.get(&format!("w{i}")).map(Vec::as_slice),
-                Some((ROUNDS - 1).to_string().as_bytes()),
-                "writer {i}'s key"
-            );
-        }
+        assert_every_write(&got, WRITERS, ROUNDS, "staged");
         assert_eq!(got.expires_at, expiry);
         let page = stores[2].scan(None, 1000).await.unwrap();
         assert!(page.keys.iter().all(|k| *k == r.key), "{:?}", page.keys);
@@ -633,17 +665,7 @@ async fn a_writer_that_keeps_losing_claims_the_session() {
     let Some(url) = server_url("SESSION_TEST_REDIS_URL") else {
         return;
     };
-    let p = prefix();
-    let mut stores = Vec::new();
-    for _ in 0..4 {
-        let store = RedisStore::builder(&url)
-            .key_prefix(p.clone())
-            .cas_retries(6)
-            .open()
-            .await
-            .unwrap();
-        stores.push(Arc::new(store));
-    }
+    let stores = instances(&url, &prefix(), 4, 6).await;
     let mut raw = redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -653,30 +675,10 @@ async fn a_writer_that_keeps_losing_claims_the_session() {
         let base = vec![b'b'; size];
         let r = record(&[("base", base.as_slice())]);
         stores[0].create(&r).await.unwrap();
-        let barrier = Arc::new(Barrier::new(WRITERS));
-        let tasks: Vec<_> = (0..WRITERS)
-            .map(|i| {
-                let (store, barrier, key) = (stores[i % 4].clone(), barrier.clone(), r.key);
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    for round in 0..ROUNDS {
-                        write_round(&store, &key, i, round).await;
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
+        race(&stores, r.key, WRITERS, ROUNDS).await;
         let got = stores[1].load(&r.key).await.unwrap().unwrap();
         assert_eq!(got.data["base"], base);
-        for i in 0..WRITERS {
-            assert_eq!(
-                got.data.get(&format!("w{i}")).map(Vec::as_slice),
-                Some((ROUNDS - 1).to_string().as_bytes()),
-                "{size} bytes: writer {i}'s key"
-            );
-        }
+        assert_every_write(&got, WRITERS, ROUNDS, &format!("{size} bytes"));
         let tag = stored_tag(&mut raw, &stores[0].redis_key(&r.key)).await;
         assert_eq!(
             tag >> 63,
@@ -788,17 +790,7 @@ async fn exhausted_retries_fail_clearly_and_lose_nothing_that_succeeded() {
     let Some(url) = server_url("SESSION_TEST_REDIS_URL") else {
         return;
     };
-    let p = prefix();
-    let mut stores = Vec::new();
-    for _ in 0..32 {
-        let store = RedisStore::builder(&url)
-            .key_prefix(p.clone())
-            .cas_retries(1)
-            .open()
-            .await
-            .unwrap();
-        stores.push(Arc::new(store));
-    }
+    let stores = instances(&url, &prefix(), 32, 1).await;
     let r = record(&[("base", b"0")]);
     stores[0].create(&r).await.unwrap();
     let mut failures = 0;
