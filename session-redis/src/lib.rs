@@ -721,8 +721,10 @@ enum Step<T> {
 
 /// How one compare-and-set ended.
 enum Attempt<T> {
-    /// Written, or nothing to write: the operation's answer.
+    /// Nothing to write: the operation's answer.
     Done(T),
+    /// Written: the operation's answer.
+    Written(T),
     /// The session is gone.
     Absent,
     /// Another writer won; its value, as stored.
@@ -787,6 +789,7 @@ impl RedisStore {
                         }
                         return Ok(answer);
                     }
+                    Ok(Attempt::Written(answer)) => return Ok(answer),
                     Ok(Attempt::Absent) => return Ok(absent()),
                     Ok(Attempt::Lost(stored)) => {
                         lost += 1;
@@ -864,7 +867,7 @@ impl RedisStore {
                 if let Some(value) = value {
                     self.recent.put(*key, value, new_tag);
                 }
-                Ok(Attempt::Done(then))
+                Ok(Attempt::Written(then))
             }
             Value::Int(0) | Value::Nil => Ok(Attempt::Absent),
             Value::BulkString(stored) => Ok(Attempt::Lost(stored)),
