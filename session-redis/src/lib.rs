@@ -15,9 +15,9 @@
 //!   of a key of its own in the session's slot, which a second script renames over the
 //!   session under the same check, pipelined in one round trip. Writers of one session in
 //!   one process take turns, so only writers in different processes can race. A write that
-//!   has lost 4 races in a row claims the session: it marks the stored value's tag (nothing
-//!   else changes), every other writer then waits for its write instead of racing, and its
-//!   next compare-and-set wins; a claim left by a writer that died is taken over once a
+//!   keeps losing claims the session before its retries run out: it marks the stored value's
+//!   tag (nothing else changes), every other writer then waits for its write instead of
+//!   racing, and its next compare-and-set wins; a claim left by a writer that died is taken over once a
 //!   waiter has waited the command timeout. A write that still loses
 //!   [`RedisStoreBuilder::cas_retries`] races in a row fails with
 //!   [`StoreError::Unavailable`] (the HTTP layers answer 503), never silently. `create` is
@@ -266,8 +266,9 @@ pub struct RedisStoreBuilder {
 impl RedisStoreBuilder {
     /// How many compare-and-set races one write may lose in a row to writers in other
     /// processes before it fails with [`StoreError::Unavailable`] (default 32, at least 1).
-    /// Writers in one process take turns and never race each other; a write that has lost
-    /// 4 races (or all but one, when fewer are allowed) claims the session and wins next.
+    /// Writers in one process take turns and never race each other; when more than one is
+    /// allowed, a write that keeps losing claims the session before they run out and wins
+    /// next.
     pub fn cas_retries(mut self, retries: u32) -> Self {
         self.cas_retries = retries.max(1);
         self
