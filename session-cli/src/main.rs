@@ -108,15 +108,20 @@ enum Command {
 type Failure = String;
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn main() {
     let cli = Cli::parse();
-    match run(cli).await {
-        Ok(code) => code,
+    let failed = match run(cli).await {
+        Ok(code) => code != ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("sessions: {message}");
-            ExitCode::FAILURE
+            true
         }
-    }
+    };
+    // Exit here, without shutting the runtime down: the MongoDB driver ends its server
+    // sessions from a task it spawns when its client is dropped, and a runtime shut down
+    // under that task makes it panic, printing a backtrace after the command's own output.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(i32::from(failed));
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
